@@ -1,0 +1,46 @@
+"""Progress and timing for long stages, printed with rich to stderr (stdout stays for results)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from rich.console import Console
+
+_console: Console | None = None
+
+
+def console() -> Console:
+    """The shared stderr console (created on first use, not at import)."""
+    global _console
+    if _console is None:
+        _console = Console(stderr=True, highlight=False)
+    return _console
+
+
+@dataclass
+class StageTimes:
+    """Wall time of each named stage, in seconds, in the order they ran."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+
+@contextlib.contextmanager
+def stage(name: str, times: StageTimes | None = None, quiet: bool = False) -> Iterator[None]:
+    """Show `name` with a spinner while it runs, then one line with the time it took."""
+    start = time.perf_counter()
+    if quiet:
+        yield
+    else:
+        with console().status(f"[bold]{name}[/]…", spinner="dots"):
+            yield
+    elapsed = time.perf_counter() - start
+    if times is not None:
+        times.seconds[name] = elapsed
+    if not quiet:
+        console().print(f"  [green]✓[/] {name} [dim]({elapsed:.1f} s)[/]")

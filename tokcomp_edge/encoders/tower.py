@@ -1,0 +1,91 @@
+"""The one interface every encoder family implements: run the encoder up to a chosen layer.
+
+A `VisionTower` maps pixel_values [B, 3, H, W] (float32, normalised) to tokens [B, prefix + grid, C],
+stopping after the selected hidden layer so that layers nobody reads are not computed (LLaVA reads the
+penultimate layer: the last block would be dead weight in the engine). It can also return the CLS
+token's attention row in the last block it runs, computed separately from the block's own (fused)
+attention so that no layer has to materialise its full attention matrix.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .spec import EncoderSpec
+
+
+def resolve_layer(layer: int, num_layers: int) -> int:
+    """Map `--layer` (python-style index over the block outputs; -1 = last) to a count of blocks to run.
+
+    Raises ValueError when out of range; callers turn that into an InputError naming the encoder.
+    """
+    idx = layer if layer >= 0 else num_layers + 1 + layer
+    # hidden_states has num_layers + 1 entries: [embeddings, block1, ..., blockL]; index 0 is the embedding.
+    if not 1 <= idx <= num_layers:
+        raise ValueError(f"layer {layer} is outside 1..{num_layers} (or -{num_layers}..-1)")
+    return idx
+
+
+class VisionTower(nn.Module):
+    """Base class of family adapters. Subclasses set the attributes and implement three hooks.
+
+    Subclasses must provide:
+        embed(pixel_values) -> [B, T, C]: patch + position embedding, prefix tokens, any pre-norm.
+        blocks: nn.ModuleList of transformer blocks; run_block(block, x) -> x.
+        final_norm: the norm applied after the last block (nn.Identity when the family has none).
+        cls_attention(block, x) -> [B, T]: softmax attention of the CLS query over all T tokens in
+            `block`, averaged over heads, given the block's input x. Only needed when spec.has_cls.
+    """
+
+    spec: EncoderSpec
+
+    def __init__(self, spec: EncoderSpec, layer: int = -1, final_norm_on_last: bool = True):
+        super().__init__()
+        self.spec = spec
+        self.layer = layer
+        self.num_used = resolve_layer(layer, spec.num_layers)
+        # The family's final norm belongs to its "last hidden state"; intermediate layers are raw.
+        self.apply_final_norm = final_norm_on_last and self.num_used == spec.num_layers
+
+    # -- hooks -----------------------------------------------------------------------------------
+    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def cls_attention(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    # -- the shared forward ------------------------------------------------------------------------
+    def forward(self, pixel_values: torch.Tensor, with_cls_attention: bool = False):
+        """Returns (tokens [B, T, C], cls_attn [B, T] or None)."""
+        x = self.embed(pixel_values)
+        attn = None
+        for i in range(self.num_used):
+            block = self.blocks[i]
+            if with_cls_attention and i == self.num_used - 1:
+                attn = self.cls_attention(block, x)
+            x = self.run_block(block, x)
+        if self.apply_final_norm:
+            x = self.final_norm(x)
+        return x, attn
+
+
+def cls_attention_row(q_cls: torch.Tensor, k: torch.Tensor, num_heads: int,
+                      scale: float | None = None) -> torch.Tensor:
+    """Mean-over-heads softmax attention of one query token over all keys.
+
+    Args:
+        q_cls: [B, 1, C] projected query of the CLS token (after any q-norm).
+        k: [B, T, C] projected keys.
+    Returns:
+        [B, T] attention probabilities, averaged over heads.
+    """
+    b, t, c = k.shape
+    d = c // num_heads
+    qh = q_cls.reshape(b, 1, num_heads, d).transpose(1, 2)  # [B, H, 1, d]
+    kh = k.reshape(b, t, num_heads, d).transpose(1, 2)  # [B, H, T, d]
+    s = (qh @ kh.transpose(-1, -2)) * (scale if scale is not None else d ** -0.5)  # [B, H, 1, T]
+    return s.softmax(dim=-1).mean(dim=1).squeeze(1)

@@ -1,0 +1,186 @@
+"""The bundle: the folder that carries an exported encoder between stages and machines.
+
+Layout (see README, "The bundle"):
+    model.onnx            fp32 graph, input `pixel_values` [B,3,H,W] float32, output `tokens` (+ `indices`)
+    model.<variant>.onnx  optional precision / input variants (fp16, nhwc, …), registered in the manifest
+    manifest.json         versioned schema: encoder, compression, ONNX I/O, versions, sha256 of every file
+    reference.npz         golden inputs and PyTorch outputs, keys `<tensor>.b<B>`
+
+The manifest is the contract; this module reads, verifies and amends it. Writing a new bundle is
+`export.pipeline`'s job (it stages the folder and renames it into place).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import write_bytes_atomic, write_text_atomic
+from ..errors import BundleError
+
+SCHEMA = "tokcomp-edge/bundle"
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+REFERENCE = "reference.npz"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_entry(path: Path) -> dict[str, Any]:
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def reference_key(tensor: str, batch: int) -> str:
+    """Key of one array in reference.npz: `<tensor>.b<B>` (e.g. `pixel_values.b1`, `tokens.b4`)."""
+    return f"{tensor}.b{batch}"
+
+
+def dump_manifest(manifest: dict[str, Any]) -> str:
+    return json.dumps(manifest, indent=2, sort_keys=False) + "\n"
+
+
+@dataclass
+class Bundle:
+    """A bundle folder and its parsed manifest."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    # -- loading -------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path, verify: bool = True) -> "Bundle":
+        """Read `path/manifest.json`; with `verify`, check every file's sha256 (BundleError if changed)."""
+        path = Path(path)
+        if path.is_file() and path.name == MANIFEST:
+            path = path.parent
+        mpath = path / MANIFEST
+        if not path.is_dir():
+            raise BundleError(f"bundle folder {path} does not exist",
+                              "run `tokcomp export MODEL --out DIR` first, or check the path")
+        if not mpath.is_file():
+            raise BundleError(f"{path} has no {MANIFEST}, so it is not a tokcomp bundle",
+                              "point at a folder written by `tokcomp export`")
+        try:
+            manifest = json.loads(mpath.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{mpath} is not valid JSON ({exc})", "re-export the bundle") from exc
+        if manifest.get("schema") != SCHEMA:
+            raise BundleError(f"{mpath} has schema {manifest.get('schema')!r}, expected {SCHEMA!r}",
+                              "point at a folder written by `tokcomp export`")
+        version = manifest.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise BundleError(f"{mpath} has schema_version {version}, this tokcomp reads {SCHEMA_VERSION}",
+                              "re-export the bundle with this version of tokcomp")
+        bundle = cls(path=path, manifest=manifest)
+        if verify:
+            bundle.verify()
+        return bundle
+
+    def verify(self) -> None:
+        """Check that every file the manifest lists exists with the recorded sha256."""
+        for name, entry in self.manifest.get("files", {}).items():
+            fpath = self.path / name
+            if not fpath.is_file():
+                raise BundleError(f"bundle file {name} is missing from {self.path}",
+                                  "re-export the bundle (files must not be removed)")
+            digest = sha256_file(fpath)
+            if digest != entry["sha256"]:
+                raise BundleError(
+                    f"bundle file {name} changed since export (sha256 {digest[:12]}…, manifest says "
+                    f"{entry['sha256'][:12]}…)",
+                    "re-export the bundle; a changed file cannot be validated against its reference")
+
+    # -- accessors -----------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def compression(self) -> dict[str, Any]:
+        return self.manifest["compression"]
+
+    @property
+    def encoder(self) -> dict[str, Any]:
+        return self.manifest["encoder"]
+
+    @property
+    def onnx(self) -> dict[str, Any]:
+        return self.manifest["onnx"]
+
+    @property
+    def batch_range(self) -> tuple[int, int]:
+        b = self.onnx["batch"]
+        return int(b["min"]), int(b["max"])
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t["name"] for t in self.onnx["inputs"]]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t["name"] for t in self.onnx["outputs"]]
+
+    def variants(self) -> dict[str, dict[str, Any]]:
+        """All ONNX variants, `fp32` (model.onnx) included, keyed by variant name."""
+        return self.manifest.get("variants", {})
+
+    def variant(self, key: str) -> dict[str, Any]:
+        v = self.variants()
+        if key not in v:
+            raise BundleError(f"bundle {self.path} has no {key!r} variant (it has: {', '.join(v)})",
+                              f"create it with `tokcomp export … --variants {key}` or `tokcomp build`")
+        return v[key]
+
+    def onnx_path(self, variant: str = "fp32") -> Path:
+        return self.path / self.variant(variant)["file"]
+
+    def reference(self) -> dict[str, np.ndarray]:
+        with np.load(self.path / REFERENCE) as npz:
+            return {k: npz[k] for k in npz.files}
+
+    def reference_batches(self) -> list[int]:
+        return list(self.manifest["reference"]["batch_sizes"])
+
+    def manifest_sha256(self) -> str:
+        return hashlib.sha256((self.path / MANIFEST).read_bytes()).hexdigest()
+
+    # -- amending ------------------------------------------------------------------------------------
+    def add_variant(self, key: str, src: Path, meta: dict[str, Any]) -> Path:
+        """Move a finished ONNX file into the bundle as variant `key` and record it (with checksum).
+
+        `src` must already be complete and checked; it is renamed into the bundle (same filesystem:
+        create it inside the bundle folder under a temp name), then the manifest is rewritten atomically.
+        `meta` describes the variant (precision, input layout, inputs, outputs, checks…).
+        """
+        filename = f"model.{key}.onnx"
+        dest = self.path / filename
+        Path(src).replace(dest)
+        entry = dict(meta)
+        entry["file"] = filename
+        self.manifest.setdefault("variants", {})[key] = entry
+        self.manifest["files"][filename] = file_entry(dest)
+        self.save_manifest()
+        return dest
+
+    def save_manifest(self) -> None:
+        write_text_atomic(self.path / MANIFEST, dump_manifest(self.manifest))
+
+
+def save_reference(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write reference.npz deterministically (sorted keys, no compression timestamps)."""
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **{k: arrays[k] for k in sorted(arrays)})
+    write_bytes_atomic(path, buf.getvalue())
