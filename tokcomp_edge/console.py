@@ -9,15 +9,21 @@ from dataclasses import dataclass, field
 
 from rich.console import Console
 
-_console: Console | None = None
+_consoles: dict[str, Console] = {}
 
 
 def console() -> Console:
-    """The shared stderr console (created on first use, not at import)."""
-    global _console
-    if _console is None:
-        _console = Console(stderr=True, highlight=False)
-    return _console
+    """The shared stderr console for progress and messages (created on first use, not at import)."""
+    if "err" not in _consoles:
+        _consoles["err"] = Console(stderr=True, highlight=False)
+    return _consoles["err"]
+
+
+def out() -> Console:
+    """The stdout console for results (tables a user may pipe or paste)."""
+    if "out" not in _consoles:
+        _consoles["out"] = Console(highlight=False)
+    return _consoles["out"]
 
 
 @dataclass

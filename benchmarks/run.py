@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""`make bench`: export cost and ONNX Runtime vs PyTorch latency, measured side by side in one run.
+
+For each model (default siglip-b16-224 with pool:2):
+- export wall time and peak memory (the export runs in a child process, so its peak RSS is its own);
+- latency at batch 1 and 8 of the SAME module: PyTorch eager vs ONNX Runtime CPU (fp32), and the fp16
+  variant on ONNX Runtime CPU with its accuracy against the fp32 PyTorch outputs. Runs are interleaved
+  (torch, ort, torch, ort, …) so that machine noise hits both sides alike; medians and the median ratio
+  are reported. These machines are 2-core and noisy: read ratios, not absolute milliseconds.
+
+Writes benchmarks/results/bench-<UTC time>.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_RATIO = 0.8
+
+
+def export_in_child(model: str, spec: str, out: Path, batch_max: int) -> dict:
+    """Export in a subprocess; returns wall seconds and the child's peak RSS in MiB."""
+    code = ("import sys; from pathlib import Path; from tokcomp_edge.export import ExportConfig, export_bundle; "
+            f"export_bundle(ExportConfig(model={model!r}, compress={spec!r}, out=Path({str(out)!r}), "
+            f"batch_max={batch_max}, force=True, quiet=True))")
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: KiB
+    return {"wall_s": round(wall, 2), "peak_rss_mib": round(peak_kib / 1024, 1)}
+
+
+def interleaved(fns: dict, warmup: int, iters: int) -> dict[str, list[float]]:
+    times = {k: [] for k in fns}
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    for _ in range(iters):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def bench_latency(bundle_dir: Path, batches: list[int], warmup: int, iters: int) -> dict:
+    import numpy as np
+    import torch
+
+    from tokcomp_edge.export.bundle import Bundle
+    from tokcomp_edge.export.rebuild import model_from_manifest
+    from tokcomp_edge.export.reference import golden_inputs, ort_session
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    bundle = Bundle.load(bundle_dir)
+    enc = bundle.encoder
+    model = model_from_manifest(bundle.manifest)
+    sessions = {"onnxruntime_fp32": ort_session(bundle.onnx_path("fp32"))}
+    if "fp16" in bundle.variants():
+        sessions["onnxruntime_fp16"] = ort_session(bundle.onnx_path("fp16"))
+    out = {}
+    for b in batches:
+        x = golden_inputs(tuple(enc["image_size"]), enc["mean"], enc["std"], [b], seed=123)[b]
+        xt = torch.from_numpy(x)
+
+        def run_torch():
+            with torch.no_grad():
+                return model(xt)
+
+        fns = {"pytorch_eager": run_torch}
+        for name, sess in sessions.items():
+            feed_name = sess.get_inputs()[0].name
+            fns[name] = (lambda s=sess, f=feed_name: s.run(None, {f: x}))
+        t = interleaved(fns, warmup, iters)
+        row = {k: {"median_ms": round(statistics.median(v), 2), "p90_ms": round(sorted(v)[int(0.9 * (len(v) - 1))], 2),
+                   "runs": len(v)} for k, v in t.items()}
+        ratios = [o / p for o, p in zip(t["onnxruntime_fp32"], t["pytorch_eager"])]
+        row["ratio_ort_fp32_over_torch_median"] = round(statistics.median(ratios), 3)
+        ref = run_torch()
+        ref = (ref[0] if isinstance(ref, tuple) else ref).numpy()
+        for name, sess in sessions.items():
+            got = fns[name]()[0].astype(np.float32)
+            cos = (got * ref).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(ref, axis=-1) + 1e-12)
+            row[name]["max_abs_vs_torch"] = float(np.abs(got - ref).max())
+            row[name]["min_token_cosine_vs_torch"] = float(cos.min())
+        out[f"b{b}"] = row
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="siglip-b16-224")
+    ap.add_argument("--compress", default="pool:2")
+    ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--iters", type=int, default=15)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--no-fp16", action="store_true")
+    args = ap.parse_args()
+    batches = [int(b) for b in args.batches.split(",")]
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    results = {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": args.model,
+               "compress": args.compress, "cpu_count": os.cpu_count(), "target_ratio": TARGET_RATIO}
+    with tempfile.TemporaryDirectory(prefix="tokcomp-bench-") as tmp:
+        bundle = Path(tmp) / "bundle"
+        console.print(f"exporting {args.model} {args.compress} in a child process …")
+        results["export"] = export_in_child(args.model, args.compress, bundle, max(batches))
+        if not args.no_fp16:
+            from tokcomp_edge.export.bundle import Bundle
+            from tokcomp_edge.export.variants import ensure_variant
+
+            t0 = time.perf_counter()
+            ensure_variant(Bundle.load(bundle), "fp16")
+            results["fp16_variant_s"] = round(time.perf_counter() - t0, 2)
+        console.print("timing PyTorch eager vs ONNX Runtime CPU (interleaved) …")
+        results["latency"] = bench_latency(bundle, batches, args.warmup, args.iters)
+    from importlib.metadata import version
+
+    results["versions"] = {p: version(p) for p in ("torch", "onnxruntime-gpu", "onnx", "transformers")}
+    dest = ROOT / "benchmarks" / "results"
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / f"bench-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+
+    t = Table(title=f"{args.model} {args.compress} — export {results['export']['wall_s']} s, "
+                    f"peak RSS {results['export']['peak_rss_mib']} MiB")
+    for col in ("batch", "runtime", "median ms", "p90 ms", "vs PyTorch", "max |Δ|", "min cos"):
+        t.add_column(col)
+    for b, row in results["latency"].items():
+        for name in ("pytorch_eager", "onnxruntime_fp32", "onnxruntime_fp16"):
+            if name not in row:
+                continue
+            r = row[name]
+            ratio = "" if name == "pytorch_eager" else f"{r['median_ms'] / row['pytorch_eager']['median_ms']:.2f}"
+            if name == "onnxruntime_fp32":
+                ratio = f"{row['ratio_ort_fp32_over_torch_median']:.2f} (median of pairs)"
+            t.add_row(b, name, f"{r['median_ms']:.1f}", f"{r['p90_ms']:.1f}", ratio,
+                      f"{r['max_abs_vs_torch']:.2e}" if "max_abs_vs_torch" in r else "",
+                      f"{r['min_token_cosine_vs_torch']:.5f}" if "min_token_cosine_vs_torch" in r else "")
+    console.print(t)
+    worst = max(r["ratio_ort_fp32_over_torch_median"] for r in results["latency"].values())
+    verdict = "meets" if worst <= TARGET_RATIO else "MISSES"
+    console.print(f"ONNX Runtime / PyTorch median ratio: worst {worst:.2f} → {verdict} the ≤ {TARGET_RATIO} target")
+    console.print(f"written {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""`tokcomp export | inspect | methods | models`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..console import out as console
+
+ModelArg = Annotated[str, typer.Argument(help="Preset (`tokcomp models`), timm:<name>, hf:<dir> or py:<module>:<factory>.")]
+
+
+def export(
+    model: ModelArg,
+    compress: Annotated[str, typer.Option("--compress", "-c", help="Compression spec (`tokcomp methods`).")] = "none",
+    out: Annotated[Optional[Path], typer.Option(help="Bundle folder [default: export/<model>_<spec>/].")] = None,
+    image_size: Annotated[Optional[int], typer.Option(help="Square input size (a multiple of the patch size).")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help=".safetensors or torch checkpoint (loaded weights_only).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random init (without --weights) and of the golden inputs.")] = 0,
+    layer: Annotated[int, typer.Option(help="Hidden layer to read: -1 last, -2 penultimate (LLaVA), …")] = -1,
+    prefix: Annotated[Optional[str], typer.Option(help="keep | drop the CLS/register tokens [default: per family].")] = None,
+    batch_min: Annotated[int, typer.Option(help="Smallest batch of the dynamic batch axis.")] = 1,
+    batch_max: Annotated[int, typer.Option(help="Largest batch of the dynamic batch axis.")] = 8,
+    opset: Annotated[int, typer.Option(help="ONNX opset, 17–23.")] = 20,
+    variants: Annotated[str, typer.Option(help="Extra variants to add, comma-separated: fp16, nhwc, fp16-nhwc.")] = "",
+    no_cleanup: Annotated[bool, typer.Option("--no-cleanup", help="Skip the onnxslim clean-up pass.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing bundle (after the new one passed its checks).")] = False,
+):
+    """Export MODEL with a token compressor to a checked ONNX bundle.
+
+    [bold]Examples[/]
+
+      tokcomp export siglip-b16-224 --compress pool:2 --out export/siglip_pool2
+
+      tokcomp export clip-l14-336 --layer -2 --compress unshuffle:2 --weights clip.safetensors
+
+      tokcomp export tiny-clip --compress prune:32:cls-attn
+    """
+    from ..export import ExportConfig, export_bundle
+
+    cfg = ExportConfig(model=model, compress=compress, out=out, image_size=image_size, weights=weights, seed=seed,
+                       layer=layer, prefix=prefix, batch_min=batch_min, batch_max=batch_max, opset=opset,
+                       force=force, cleanup=not no_cleanup,
+                       variants=tuple(v.strip() for v in variants.split(",") if v.strip()))
+    result = export_bundle(cfg)
+    print_summary(result.manifest, result.parity)
+
+
+def print_summary(manifest: dict, parity=None) -> None:
+    from rich.table import Table
+
+    comp, enc = manifest["compression"], manifest["encoder"]
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_row("bundle", manifest["name"])
+    t.add_row("encoder", f"{enc['name']} ({enc['family']}, {enc['image_size'][0]}x{enc['image_size'][1]}, "
+                         f"patch {enc['patch_size']}, layer {enc['layer']})")
+    t.add_row("weights", _weights_text(enc["weights"]))
+    t.add_row("compression", f"{comp['spec']}  prefix {comp['prefix']}")
+    t.add_row("tokens", f"{comp['tokens_in']} → {comp['tokens_out']}  ({comp['formula']}), "
+                        f"dim {comp['dim_in']} → {comp['dim_out']}")
+    if parity is not None:
+        worst = max(v["max_abs"] for res in parity.per_batch.values() for v in res.values() if "max_abs" in v)
+        t.add_row("parity", f"{'passed' if parity.passed else 'FAILED'}: max |ONNX − PyTorch| {worst:.2e} "
+                            f"({parity.runtime}, batches {', '.join(parity.per_batch)})")
+    console().print(t)
+
+
+def _weights_text(w: dict) -> str:
+    if w.get("kind") == "random":
+        return f"[yellow]random(seed={w.get('seed')}) — not trained weights[/]"
+    return f"{w.get('path')} (sha256 {str(w.get('sha256'))[:12]}…)"
+
+
+def inspect(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],
+            json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False):
+    """Show a bundle: tokens in/out, I/O, files and their checks, weights origin.
+
+    [bold]Example[/]
+
+      tokcomp inspect export/siglip_pool2
+    """
+    import json
+
+    from rich.table import Table
+
+    from ..errors import BundleError
+    from ..export.bundle import Bundle
+
+    b = Bundle.load(bundle, verify=False)
+    if json_out:
+        typer.echo(json.dumps(b.manifest, indent=2))
+        return
+    try:
+        b.verify()
+        integrity = "[green]all files match their sha256[/]"
+    except BundleError as exc:
+        integrity = f"[red]{exc.message}[/]"
+    print_summary(b.manifest)
+    m = b.manifest
+    io = Table(title="ONNX I/O", title_justify="left")
+    for col in ("variant", "direction", "name", "shape", "dtype"):
+        io.add_column(col)
+    for key, v in b.variants().items():
+        for direction in ("inputs", "outputs"):
+            for t in v.get(direction, []):
+                io.add_row(key, direction[:-1], t["name"], str(t["shape"]), t["dtype"])
+    console().print(io)
+    files = Table(title="Files", title_justify="left")
+    for col in ("file", "bytes", "sha256"):
+        files.add_column(col)
+    for name, e in m["files"].items():
+        files.add_row(name, f"{e['bytes']:,}", e["sha256"][:16] + "…")
+    console().print(files)
+    parity = m.get("parity", {})
+    console().print(f"opset {m['onnx']['opset']}, batch {m['onnx']['batch']['min']}–{m['onnx']['batch']['max']}, "
+                    f"clean-up {m['onnx']['cleanup']}; export parity "
+                    f"{'passed' if parity.get('passed') else 'FAILED'} ({parity.get('runtime')}); {integrity}")
+
+
+def methods():
+    """List the compression methods, their parameters and token arithmetic.
+
+    [bold]Example[/]
+
+      tokcomp methods
+    """
+    from rich.table import Table
+
+    from ..compression.spec import METHODS
+
+    t = Table(title="Compression methods (h×w = patch grid, C = channels; +P prefix tokens with --prefix keep)")
+    for col in ("spec", "tokens out", "dim out", "what it does"):
+        t.add_column(col, overflow="fold")
+    for info in METHODS.values():
+        t.add_row(info["syntax"], info["tokens"], info["dim"], info["what"])
+    console().print(t)
+
+
+def models():
+    """List the built-in encoder presets.
+
+    [bold]Example[/]
+
+      tokcomp models
+    """
+    from rich.table import Table
+
+    from ..encoders import list_presets
+
+    t = Table(title="Encoder presets (also timm:<name>, hf:<dir>, py:<module>:<factory>)")
+    for col in ("name", "family", "image", "patch", "grid", "prefix", "width", "layers", "default prefix"):
+        t.add_column(col)
+    for s in list_presets():
+        t.add_row(s.name, s.family, f"{s.image_size[0]}x{s.image_size[1]}", str(s.patch_size),
+                  f"{s.grid[0]}x{s.grid[1]}", str(s.prefix_tokens), str(s.hidden_size), str(s.num_layers),
+                  s.default_prefix)
+    console().print(t)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(export)
+    app.command()(inspect)
+    app.command()(methods)
+    app.command()(models)

@@ -1,0 +1,80 @@
+"""Thin nn.Module wrappers: the compressor, and the encoder + compressor that gets exported."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import functional as Fc
+from .spec import CompressionPlan
+
+
+class TokenCompressor(nn.Module):
+    """Applies a CompressionPlan to encoder tokens [B, P + h·w, C].
+
+    Prefix tokens (CLS, registers) are split off first and, with prefix=keep, put back in front of the
+    compressed patch tokens unchanged. Returns tokens, or (tokens, indices) for prune.
+    """
+
+    def __init__(self, plan: CompressionPlan):
+        super().__init__()
+        self.plan = plan
+        self.method = plan.spec.method
+        self.params = dict(plan.spec.params)
+        h, w = plan.grid_in
+        if self.method == "pool" and self.params["mode"] == "avg" and (h % self.params["size"] or w % self.params["size"]):
+            # A buffer, so it is a graph constant (an initializer) and built once, not per forward.
+            self.register_buffer("pool_matrix", Fc.pooling_matrix(h, w, self.params["size"]), persistent=False)
+        else:
+            self.pool_matrix = None
+
+    @property
+    def needs_cls_attention(self) -> bool:
+        return self.method == "prune" and self.params["score"] == "cls-attn"
+
+    def forward(self, tokens: torch.Tensor, cls_attn: torch.Tensor | None = None):
+        plan = self.plan
+        p = plan.prefix_in
+        prefix, x = tokens[:, :p], tokens[:, p:]
+        h, w = plan.grid_in
+        indices = None
+        if self.method == "none":
+            y = x
+        elif self.method == "pool":
+            y = Fc.pool_tokens(x, h, w, self.params["size"], self.params["mode"], self.pool_matrix)
+        elif self.method == "bilinear":
+            y = Fc.bilinear_tokens(x, h, w, self.params["height"], self.params["width"])
+        elif self.method == "unshuffle":
+            r = self.params["factor"]
+            x, hp, wp = Fc.pad_grid(x, h, w, r) if self.params["pad"] else (x, h, w)
+            y = Fc.unshuffle_tokens(x, hp, wp, r, self.params["order"])
+        else:
+            y, indices = Fc.prune_tokens(x, self._scores(prefix, x, cls_attn), self.params["k"])
+        if plan.prefix_out:
+            y = torch.cat([prefix, y], dim=1)
+        return y if indices is None else (y, indices)
+
+    def _scores(self, prefix: torch.Tensor, x: torch.Tensor, cls_attn: torch.Tensor | None) -> torch.Tensor:
+        score = self.params["score"]
+        if score == "norm":
+            return Fc.norm_scores(x)
+        if score == "cls-sim":
+            # Similarity to CLS where the encoder has one; SigLIP-style encoders use the mean token.
+            ref = prefix[:, 0] if self.plan.has_cls else x.mean(dim=1)
+            return Fc.similarity_scores(x, ref)
+        if cls_attn is None:
+            raise ValueError("cls-attn scoring needs the CLS attention row from the tower")
+        return cls_attn[:, self.plan.prefix_in:]
+
+
+class CompressedEncoder(nn.Module):
+    """Encoder tower + compressor: pixel_values [B,3,H,W] → tokens [B, T_out, C_out] (+ indices [B,K])."""
+
+    def __init__(self, tower: nn.Module, plan: CompressionPlan):
+        super().__init__()
+        self.tower = tower
+        self.compressor = TokenCompressor(plan)
+
+    def forward(self, pixel_values: torch.Tensor):
+        tokens, attn = self.tower(pixel_values, with_cls_attention=self.compressor.needs_cls_attention)
+        return self.compressor(tokens, attn)

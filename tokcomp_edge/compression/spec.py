@@ -1,0 +1,269 @@
+"""Compression spec strings, their validation against an encoder, and the exact token arithmetic.
+
+A spec is `method[:param[:option…]]`:
+
+    none
+    pool:S[:avg|max]                 S×S pooling of the patch grid (ceil mode when S does not divide it)
+    bilinear:HxW                     bilinear resize of the grid to H×W (also `bilinear:N` for N×N)
+    unshuffle:R[:torch|internvl][:pad]   R×R neighbours → one token of R²·C channels
+    prune:K[:norm|cls-attn|cls-sim]  keep the K highest-scoring patch tokens, in grid order
+
+Everything here is pure Python: parsing and `plan_compression` run before any model is built, so an
+impossible combination fails in milliseconds, naming the numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import SpecError
+
+# TensorRT's TopK supports K up to 3840 (onnx-tensorrt operators table); a static K must stay below it.
+MAX_TOPK = 3840
+
+METHODS: dict[str, dict[str, Any]] = {
+    "none": {
+        "syntax": "none",
+        "what": "no compression; all patch tokens",
+        "tokens": "h·w",
+        "dim": "C",
+    },
+    "pool": {
+        "syntax": "pool:S[:avg|max]",
+        "what": "S×S average (default) or max pooling over the patch grid; ceil mode when S does not divide the "
+                "grid, each output averaging only the patches its window covers",
+        "tokens": "⌈h/S⌉·⌈w/S⌉",
+        "dim": "C",
+    },
+    "bilinear": {
+        "syntax": "bilinear:HxW",
+        "what": "bilinear resize of the grid to H×W (align_corners=False, no antialias)",
+        "tokens": "H·W",
+        "dim": "C",
+    },
+    "unshuffle": {
+        "syntax": "unshuffle:R[:torch|internvl][:pad]",
+        "what": "pixel-unshuffle: each R×R block becomes one token of R²·C channels; `torch` order = "
+                "F.pixel_unshuffle, `internvl` = InternVL's pixel_shuffle(scale=1/R); `pad` zero-pads the grid "
+                "to the next multiple of R",
+        "tokens": "(h/R)·(w/R)  (⌈h/R⌉·⌈w/R⌉ with pad)",
+        "dim": "R²·C",
+    },
+    "prune": {
+        "syntax": "prune:K[:norm|cls-attn|cls-sim]",
+        "what": "keep the K patch tokens with the highest score (L2 norm by default; the CLS query's attention "
+                "in the used layer; cosine similarity to CLS, or to the mean token without CLS), in grid order; "
+                "second output `indices` [B,K] int64",
+        "tokens": "K",
+        "dim": "C",
+    },
+}
+
+POOL_MODES = ("avg", "max")
+UNSHUFFLE_ORDERS = ("torch", "internvl")
+PRUNE_SCORES = ("norm", "cls-attn", "cls-sim")
+PREFIX_POLICIES = ("keep", "drop")
+
+
+@dataclass(frozen=True)
+class CompressionSpec:
+    """A parsed spec: `method` plus its typed parameters."""
+
+    method: str
+    params: dict[str, Any] = field(default_factory=dict)
+    text: str = ""
+
+    @property
+    def slug(self) -> str:
+        """Folder-name form: `pool:2` → `pool2`, `prune:64:cls-attn` → `prune64-cls-attn`."""
+        parts = self.text.split(":")
+        return parts[0] + "-".join(parts[1:]) if len(parts) > 1 else parts[0]
+
+
+def _int(value: str, what: str, spec: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise SpecError(f"{what} in {spec!r} must be an integer, got {value!r}",
+                        "see `tokcomp methods` for the syntax") from None
+    if n < 1:
+        raise SpecError(f"{what} in {spec!r} must be ≥ 1, got {n}", "see `tokcomp methods`")
+    return n
+
+
+def _options(rest: list[str], allowed: dict[str, tuple[str, ...]], spec: str) -> dict[str, str]:
+    """Match free-order options (`avg`, `internvl`, `pad`…) to the slot they belong to; each slot once."""
+    chosen: dict[str, str] = {}
+    for opt in rest:
+        slot = next((s for s, values in allowed.items() if opt in values), None)
+        if slot is None:
+            choices = ", ".join(v for values in allowed.values() for v in values)
+            raise SpecError(f"unknown option {opt!r} in {spec!r} (expected one of: {choices})",
+                            "see `tokcomp methods`")
+        if slot in chosen:
+            raise SpecError(f"{spec!r} gives the {slot} twice ({chosen[slot]!r} and {opt!r})",
+                            "give each option once")
+        chosen[slot] = opt
+    return chosen
+
+
+def parse_spec(text: str) -> CompressionSpec:
+    """Parse a spec string; SpecError (exit 2) on anything malformed."""
+    spec = (text or "").strip().lower()
+    if not spec:
+        raise SpecError("empty compression spec", "use e.g. `pool:2`; see `tokcomp methods`")
+    method, *rest = spec.split(":")
+    if method not in METHODS:
+        raise SpecError(f"unknown compression method {method!r} in {text!r} "
+                        f"(expected one of: {', '.join(METHODS)})", "see `tokcomp methods`")
+    if method == "none":
+        if rest:
+            raise SpecError(f"`none` takes no parameters, got {text!r}", "use `none`")
+        return CompressionSpec("none", {}, "none")
+    if not rest or not rest[0]:
+        raise SpecError(f"{method!r} needs a parameter: {METHODS[method]['syntax']}", "see `tokcomp methods`")
+    arg, opts = rest[0], rest[1:]
+    if method == "pool":
+        s = _int(arg, "pool size S", text)
+        o = _options(opts, {"mode": POOL_MODES}, text)
+        mode = o.get("mode", "avg")
+        return CompressionSpec("pool", {"size": s, "mode": mode}, f"pool:{s}:{mode}" if mode != "avg" else f"pool:{s}")
+    if method == "bilinear":
+        if opts:
+            raise SpecError(f"`bilinear` takes one parameter HxW, got {text!r}", "use e.g. `bilinear:8x8`")
+        dims = arg.split("x")
+        if len(dims) == 1:
+            dims = dims * 2
+        if len(dims) != 2:
+            raise SpecError(f"bilinear size in {text!r} must be HxW, got {arg!r}", "use e.g. `bilinear:8x8`")
+        h, w = (_int(d, "bilinear size", text) for d in dims)
+        return CompressionSpec("bilinear", {"height": h, "width": w}, f"bilinear:{h}x{w}")
+    if method == "unshuffle":
+        r = _int(arg, "unshuffle factor R", text)
+        if r < 2:
+            raise SpecError(f"unshuffle factor R in {text!r} must be ≥ 2, got {r}", "use e.g. `unshuffle:2`")
+        o = _options(opts, {"order": UNSHUFFLE_ORDERS, "padding": ("pad",)}, text)
+        order, pad = o.get("order", "torch"), "padding" in o
+        canon = f"unshuffle:{r}" + (f":{order}" if order != "torch" else "") + (":pad" if pad else "")
+        return CompressionSpec("unshuffle", {"factor": r, "order": order, "pad": pad}, canon)
+    # prune
+    k = _int(arg, "K", text)
+    o = _options(opts, {"score": PRUNE_SCORES}, text)
+    score = o.get("score", "norm")
+    return CompressionSpec("prune", {"k": k, "score": score}, f"prune:{k}:{score}")
+
+
+@dataclass(frozen=True)
+class CompressionPlan:
+    """The exact shapes a spec produces on one encoder: what the manifest and every later stage rely on."""
+
+    spec: CompressionSpec
+    prefix: str  # keep | drop
+    prefix_in: int
+    prefix_out: int
+    grid_in: tuple[int, int]
+    grid_out: tuple[int, int] | None  # None for prune (kept tokens are not a grid)
+    patch_tokens_in: int
+    patch_tokens_out: int
+    dim_in: int
+    dim_out: int
+    formula: str
+    has_cls: bool = False  # cls-sim compares with CLS when there is one, else with the mean token
+
+    @property
+    def tokens_in(self) -> int:
+        return self.prefix_in + self.patch_tokens_in
+
+    @property
+    def tokens_out(self) -> int:
+        return self.prefix_out + self.patch_tokens_out
+
+    @property
+    def ratio(self) -> float:
+        return self.tokens_out / self.tokens_in
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec.text,
+            "method": self.spec.method,
+            "params": dict(self.spec.params),
+            "prefix": self.prefix,
+            "prefix_in": self.prefix_in,
+            "prefix_out": self.prefix_out,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "patch_tokens_in": self.patch_tokens_in,
+            "patch_tokens_out": self.patch_tokens_out,
+            "grid_in": list(self.grid_in),
+            "grid_out": list(self.grid_out) if self.grid_out else None,
+            "dim_in": self.dim_in,
+            "dim_out": self.dim_out,
+            "formula": self.formula,
+        }
+
+
+def plan_compression(spec: CompressionSpec, *, grid: tuple[int, int], prefix_tokens: int, has_cls: bool,
+                     hidden_size: int, prefix: str) -> CompressionPlan:
+    """Check that `spec` can apply to an encoder with this grid/prefix and compute the output shapes.
+
+    Raises SpecError (exit 2) naming the numbers for impossible combinations.
+    """
+    if prefix not in PREFIX_POLICIES:
+        raise SpecError(f"--prefix must be keep or drop, got {prefix!r}", "use --prefix keep|drop")
+    h, w = grid
+    n = h * w
+    p_out = prefix_tokens if prefix == "keep" else 0
+    m, prm = spec.method, spec.params
+    dim_out = hidden_size
+    if m == "none":
+        grid_out, n_out, formula = (h, w), n, f"{h}·{w} = {n}"
+    elif m == "pool":
+        s = prm["size"]
+        if s > max(h, w):
+            raise SpecError(f"pool size {s} is larger than the {h}x{w} patch grid",
+                            f"use S ≤ {max(h, w)}")
+        grid_out = (math.ceil(h / s), math.ceil(w / s))
+        n_out = grid_out[0] * grid_out[1]
+        formula = f"⌈{h}/{s}⌉·⌈{w}/{s}⌉ = {grid_out[0]}·{grid_out[1]} = {n_out}"
+    elif m == "bilinear":
+        grid_out = (prm["height"], prm["width"])
+        n_out = grid_out[0] * grid_out[1]
+        formula = f"{grid_out[0]}·{grid_out[1]} = {n_out}"
+    elif m == "unshuffle":
+        r = prm["factor"]
+        if (h % r or w % r) and not prm["pad"]:
+            raise SpecError(f"unshuffle factor {r} does not divide the {h}x{w} patch grid",
+                            f"add `:pad` to zero-pad to {math.ceil(h / r) * r}x{math.ceil(w / r) * r}, "
+                            "or pick a factor that divides the grid")
+        if prefix == "keep" and prefix_tokens:
+            raise SpecError(f"unshuffle makes {r * r}·{hidden_size}-channel tokens, which cannot sit beside "
+                            f"{prefix_tokens} prefix token(s) of {hidden_size} channels",
+                            "use --prefix drop with unshuffle")
+        grid_out = (math.ceil(h / r), math.ceil(w / r))
+        n_out = grid_out[0] * grid_out[1]
+        dim_out = hidden_size * r * r
+        formula = f"⌈{h}/{r}⌉·⌈{w}/{r}⌉ = {n_out} tokens of {r}²·{hidden_size} = {dim_out} channels"
+    else:  # prune
+        k, score = prm["k"], prm["score"]
+        if k >= n:
+            raise SpecError(f"prune K={k} keeps every one of the {n} ({h}x{w}) patch tokens or more",
+                            f"use K < {n}")
+        if k >= MAX_TOPK:
+            raise SpecError(f"prune K={k} is not below TensorRT's TopK limit of {MAX_TOPK}",
+                            f"use K < {MAX_TOPK}")
+        if score == "cls-attn" and not has_cls:
+            raise SpecError("prune score cls-attn needs a CLS token and this encoder has none",
+                            "use prune:K:norm or prune:K:cls-sim (similarity to the mean token)")
+        grid_out, n_out, formula = None, k, f"K = {k}"
+    if p_out:
+        formula = f"{p_out} prefix + {formula}"
+    return CompressionPlan(spec=spec, prefix=prefix, prefix_in=prefix_tokens, prefix_out=p_out, grid_in=(h, w),
+                           grid_out=grid_out, patch_tokens_in=n, patch_tokens_out=n_out, dim_in=hidden_size,
+                           dim_out=dim_out, formula=formula, has_cls=has_cls)
+
+
+def method_table() -> list[dict[str, str]]:
+    """Rows for `tokcomp methods`."""
+    return [{"name": name, **info} for name, info in METHODS.items()]

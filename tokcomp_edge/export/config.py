@@ -1,0 +1,114 @@
+"""Export configuration and result: the typed contract of `export_bundle`."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..console import StageTimes
+
+DEFAULT_OPSET = 20
+OPSET_RANGE = (17, 23)
+DEFAULT_EXPORT_ROOT = Path("export")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """fp32 parity bound: |onnx − torch| ≤ atol + rtol · max|torch|, element-wise maximum.
+
+    Why these numbers: fp32 carries ~1.2e-7 relative precision; ONNX Runtime fuses MatMul/Add/LayerNorm
+    and reorders reductions, so over 12–27 transformer blocks the outputs drift by ~1e-6–1e-5 of their
+    scale (measured: see README). 1e-4 of the output scale leaves a 10× margin over that drift while a
+    real export bug (a wrong op, order or constant) moves outputs by O(1) of their scale.
+    """
+
+    atol: float = 1e-4
+    rtol: float = 1e-4
+
+    def bound(self, scale: float) -> float:
+        return self.atol + self.rtol * scale
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Everything `tokcomp export` needs. Built by the CLI from its flags, or directly in Python.
+
+    Attributes:
+        model: preset name, `timm:<name>`, `hf:<dir>` or `py:<module>:<factory>`.
+        compress: compression spec string (`tokcomp methods`).
+        out: bundle folder; None → `export/<model>_<spec>/`.
+        image_size: square input size override (a multiple of the patch size).
+        weights: weights file; None → random init from `seed` (recorded as such everywhere).
+        seed: random-init seed, also the seed of the golden reference inputs.
+        layer: hidden layer to read (-1 last, -2 penultimate …).
+        prefix: keep | drop prefix tokens; None → the family default.
+        batch_min, batch_max: bounds of the dynamic batch axis.
+        opset: ONNX opset (17–23).
+        force: replace an existing bundle (only after the new one passed its checks).
+        cleanup: run onnxslim on the exported graph (checked not to change outputs).
+        variants: extra variants to create in the bundle (`fp16`, `nhwc`, …).
+        tolerance: fp32 parity bound against PyTorch.
+        lint: run the TensorRT-compatibility lint at the end (warnings only).
+    """
+
+    model: str
+    compress: str = "none"
+    out: Path | None = None
+    image_size: int | None = None
+    weights: Path | None = None
+    seed: int = 0
+    layer: int = -1
+    prefix: str | None = None
+    batch_min: int = 1
+    batch_max: int = 8
+    opset: int = DEFAULT_OPSET
+    force: bool = False
+    cleanup: bool = True
+    variants: tuple[str, ...] = ()
+    tolerance: Tolerance = field(default_factory=Tolerance)
+    lint: bool = True
+    quiet: bool = False
+
+
+def model_slug(model: str) -> str:
+    """Folder-safe form of a model id: `timm:vit_small` → `timm-vit_small`, `hf:/a/b/` → `hf-b`."""
+    if model.startswith("hf:"):
+        model = "hf-" + Path(model[3:].rstrip("/")).name
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", model).strip("-")
+
+
+def default_out(model: str, spec_slug: str, root: Path = DEFAULT_EXPORT_ROOT) -> Path:
+    return root / f"{model_slug(model)}_{spec_slug}"
+
+
+@dataclass
+class ParityResult:
+    """ONNX Runtime vs PyTorch on the golden inputs, per batch size and output."""
+
+    passed: bool
+    runtime: str
+    tolerance: dict[str, float]
+    per_batch: dict[str, dict[str, Any]]
+
+    def worst(self, output: str = "tokens") -> float:
+        return max(v[output]["max_abs"] for v in self.per_batch.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "runtime": self.runtime, "tolerance": self.tolerance,
+                "per_batch": self.per_batch}
+
+
+@dataclass
+class ExportResult:
+    """What `export_bundle` produced."""
+
+    path: Path
+    manifest: dict[str, Any]
+    parity: ParityResult
+    times: StageTimes
+    lint_warnings: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return self.parity.passed

@@ -1,0 +1,172 @@
+"""`export_bundle`: encoder + compressor → checked ONNX bundle, written atomically.
+
+Order matters: everything that can be rejected cheaply (spec, encoder facts, destination) is checked
+before any model is built; the bundle is assembled in a temp folder and renamed into place only after
+the checker, shape inference, clean-up check and the ONNX Runtime parity check all passed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..atomic import ensure_writable_parent, staged_dir
+from ..compression.spec import parse_spec, plan_compression
+from ..console import StageTimes, console, stage
+from ..errors import InputError, OutputError, ParityError
+from .bundle import MANIFEST, REFERENCE, dump_manifest, file_entry, save_reference
+from .config import OPSET_RANGE, ExportConfig, ExportResult, default_out
+from .manifest import build_manifest, io_entries
+from .onnx_export import (check_onnx, cleanup_proto, export_to_proto, output_names, save_proto)
+from .reference import (check_parity, compare_outputs, golden_inputs, ort_session, reference_arrays,
+                        reference_batches, torch_outputs)
+
+
+def validate_config(cfg: ExportConfig):
+    """Cheap checks before any model is built. Returns (spec, encoder_spec, plan, out)."""
+    from ..encoders import resolve_spec
+
+    if not OPSET_RANGE[0] <= cfg.opset <= OPSET_RANGE[1]:
+        raise InputError(f"--opset {cfg.opset} is outside the supported {OPSET_RANGE[0]}–{OPSET_RANGE[1]}",
+                         "use the default 20 unless your TensorRT needs otherwise")
+    if not 1 <= cfg.batch_min <= cfg.batch_max:
+        raise InputError(f"batch range {cfg.batch_min}..{cfg.batch_max} is empty or below 1",
+                         "use 1 ≤ --batch-min ≤ --batch-max")
+    spec = parse_spec(cfg.compress)
+    enc = resolve_spec(cfg.model, cfg.image_size)
+    prefix = cfg.prefix or enc.default_prefix
+    plan = plan_compression(spec, grid=enc.grid, prefix_tokens=enc.prefix_tokens, has_cls=enc.has_cls,
+                            hidden_size=enc.hidden_size, prefix=prefix)
+    out = Path(cfg.out) if cfg.out else default_out(cfg.model, spec.slug)
+    if out.exists() and not cfg.force:
+        raise OutputError(f"{out} already exists", "pass --force to replace it, or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out} exists and is not a folder", "choose another --out")
+    ensure_writable_parent(out)
+    return spec, enc, plan, out
+
+
+def export_bundle(cfg: ExportConfig) -> ExportResult:
+    """Export `cfg.model` with `cfg.compress` to a bundle folder. See ExportConfig for the fields.
+
+    Returns:
+        ExportResult with the bundle path, its manifest, the parity figures and stage timings.
+    Raises:
+        InputError (exit 2) for bad input, ExportFailed/ParityError (exit 1) when a check fails; in every
+        failure case nothing is left at `out` (an older bundle there stays intact).
+    """
+    from ..compression.module import CompressedEncoder
+    from ..encoders import EncoderConfig, build_encoder
+
+    times = StageTimes()
+    spec, enc_spec, plan, out = validate_config(cfg)
+    prune = spec.method == "prune"
+    names = output_names(prune)
+    q = cfg.quiet
+
+    with stage(f"build {cfg.model}", times, q):
+        loaded = build_encoder(EncoderConfig(model=cfg.model, image_size=cfg.image_size, weights=cfg.weights,
+                                             seed=cfg.seed, layer=cfg.layer))
+        enc_spec = loaded.spec
+        model = CompressedEncoder(loaded.tower, plan).eval()
+
+    dynamic = cfg.batch_min != cfg.batch_max
+    inputs_io, outputs_io = io_entries(plan, enc_spec, "batch" if dynamic else cfg.batch_min)
+    batches = reference_batches(cfg.batch_min, cfg.batch_max)
+    golden = golden_inputs(enc_spec.image_size, enc_spec.mean, enc_spec.std, batches, cfg.seed)
+
+    with staged_dir(out, replace=cfg.force) as tmp:
+        onnx_path = tmp / "model.onnx"
+        with stage(f"export ONNX (opset {cfg.opset}, batch {cfg.batch_min}–{cfg.batch_max})", times, q):
+            proto = export_to_proto(model, enc_spec.image_size, batch_min=cfg.batch_min,
+                                    batch_max=cfg.batch_max, opset=cfg.opset, prune=prune)
+        with stage("PyTorch reference outputs", times, q):
+            expected = {b: torch_outputs(model, x, names) for b, x in golden.items()}
+        cleanup = "none"
+        if cfg.cleanup:
+            with stage("clean-up (onnxslim), checked not to change outputs", times, q):
+                proto, cleanup = _checked_cleanup(proto, tmp, golden, cfg)
+        written = save_proto(proto, onnx_path)
+        del proto
+        with stage("onnx.checker + shape inference + I/O", times, q):
+            check_onnx(onnx_path, {t["name"]: t for t in inputs_io + outputs_io})
+        with stage(f"parity: ONNX Runtime CPU vs PyTorch (batch {', '.join(map(str, batches))})", times, q):
+            parity = check_parity(onnx_path, golden, expected, cfg.tolerance)
+        if not parity.passed:
+            raise ParityError(_parity_message(parity), "no bundle was written; run with TOKCOMP_DEBUG=1 and "
+                              "report the model and spec")
+        save_reference(tmp / REFERENCE, reference_arrays(golden, expected))
+        lint_warnings = _lint(onnx_path) if cfg.lint else []
+        files = {n: file_entry(tmp / n) for n in [*written, REFERENCE]}
+        manifest = build_manifest(
+            name=out.name, spec=enc_spec,
+            encoder_extra={"layer": cfg.layer, "layers_run": loaded.tower.num_used,
+                           "weights": loaded.weights.to_dict(), "seed": cfg.seed},
+            plan=plan, opset=cfg.opset, batch=(cfg.batch_min, cfg.batch_max), inputs=inputs_io,
+            outputs=outputs_io, external_data=len(written) > 1, cleanup=cleanup,
+            reference={"file": REFERENCE, "batch_sizes": batches, "seed": cfg.seed,
+                       "inputs": "uniform [0,1] RGB pixels from numpy default_rng(seed), normalised with mean/std"},
+            parity=parity.to_dict(), files=files)
+        (tmp / MANIFEST).write_text(dump_manifest(manifest))
+        if cfg.variants:
+            from .bundle import Bundle
+            from .variants import create_variants
+
+            bundle = Bundle.load(tmp, verify=False)
+            create_variants(bundle, list(cfg.variants))
+            manifest = bundle.manifest
+        manifest["name"] = out.name
+    if not q:
+        console().print(f"  [bold]bundle[/] {out}  [dim]({times.total():.1f} s total)[/]")
+    return ExportResult(path=out, manifest=manifest, parity=parity, times=times, lint_warnings=lint_warnings)
+
+
+def _checked_cleanup(proto, tmp: Path, golden, cfg: ExportConfig):
+    """Run onnxslim and keep its result only if ONNX Runtime gives the same outputs before and after."""
+    raw_path, slim_path = tmp / ".raw.onnx", tmp / ".slim.onnx"
+    slim = cleanup_proto(proto)
+    save_proto(proto, raw_path)
+    save_proto(slim, slim_path)
+    try:
+        a, b = ort_session(raw_path), ort_session(slim_path)
+        names = [o.name for o in a.get_outputs()]
+        x = golden[min(golden)]
+        before = dict(zip(names, a.run(names, {"pixel_values": x})))
+        after = dict(zip(names, b.run(names, {"pixel_values": x})))
+        same = all(v["ok"] for v in compare_outputs(before, after, cfg.tolerance).values())
+    finally:
+        for p in (raw_path, slim_path):
+            p.unlink(missing_ok=True)
+    if not same:
+        console().print("  [yellow]![/] onnxslim changed the outputs; keeping the un-slimmed graph")
+        return proto, "none (onnxslim changed outputs)"
+    import onnxslim
+
+    return slim, f"onnxslim {onnxslim.__version__}"
+
+
+def _parity_message(parity) -> str:
+    worst = []
+    for b, res in parity.per_batch.items():
+        for name, v in res.items():
+            if not v["ok"]:
+                detail = (f"max |Δ| {v['max_abs']:.3g} > bound {v['bound']:.3g}" if "max_abs" in v
+                          else v.get("error") or f"{v.get('mismatched')} indices differ")
+                worst.append(f"{name} at {b}: {detail}")
+    return "ONNX Runtime output differs from PyTorch: " + "; ".join(worst)
+
+
+def _lint(onnx_path: Path) -> list[str]:
+    """TensorRT-compatibility lint as a warning at export (it is an error only before `build`)."""
+    try:
+        from ..engines.lint import lint_model
+    except ImportError:  # the lint module ships with the engines stage
+        return []
+    t0 = time.perf_counter()
+    report = lint_model(onnx_path)
+    lines = [f"{i.severity}: {i.node} ({i.op_type}): {i.message}" for i in report.issues]
+    for line in lines:
+        console().print(f"  [yellow]lint[/] {line}")
+    if not lines:
+        console().print(f"  [green]✓[/] TensorRT lint: clean [dim]({time.perf_counter() - t0:.1f} s)[/]")
+    return lines

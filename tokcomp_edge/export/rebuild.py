@@ -1,0 +1,41 @@
+"""Rebuild the exact PyTorch module of a bundle from its manifest (for validation against fresh runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import BundleError
+
+
+def model_from_manifest(manifest: dict[str, Any]):
+    """The CompressedEncoder the bundle was exported from, in eval mode.
+
+    Random-init bundles are rebuilt from their seed; file-weights bundles from the same file, whose
+    sha256 must still match the one recorded at export.
+    """
+    from ..compression.module import CompressedEncoder
+    from ..compression.spec import parse_spec, plan_compression
+    from ..encoders import EncoderConfig, build_encoder
+    from .bundle import sha256_file
+
+    enc = manifest["encoder"]
+    comp = manifest["compression"]
+    weights = enc.get("weights") or {"kind": "random"}
+    wpath = None
+    if weights.get("kind") == "file":
+        wpath = Path(weights["path"])
+        if not wpath.is_file():
+            raise BundleError(f"the bundle's weights file {wpath} is not there",
+                              "run from the machine/folder it was exported on, or validate against the "
+                              "golden reference only")
+        if weights.get("sha256") and sha256_file(wpath) != weights["sha256"]:
+            raise BundleError(f"weights file {wpath} changed since export", "re-export the bundle")
+    image_size = enc["image_size"][0] if enc["image_size"][0] == enc["image_size"][1] else None
+    loaded = build_encoder(EncoderConfig(model=enc["name"], image_size=image_size, weights=wpath,
+                                         seed=int(enc.get("seed") or weights.get("seed") or 0),
+                                         layer=int(enc.get("layer", -1))))
+    spec = loaded.spec
+    plan = plan_compression(parse_spec(comp["spec"]), grid=spec.grid, prefix_tokens=spec.prefix_tokens,
+                            has_cls=spec.has_cls, hidden_size=spec.hidden_size, prefix=comp["prefix"])
+    return CompressedEncoder(loaded.tower, plan).eval()
