@@ -1,0 +1,245 @@
+"""VisionTower adapters over the HF transformers vision models (CLIP, SigLIP, DINOv2 (+registers), ViT).
+
+Each adapter holds the HF model itself (`self.hf`) and only re-orders the calls its `forward` makes,
+so that it can stop after any block; the blocks are HF's own modules, called with the same arguments
+HF's encoder loop uses, so outputs match `output_hidden_states=True` to the bit.
+Module names follow transformers 5.x (e.g. ViT's `layers`, DINOv2's `encoder.layer`, `q_proj`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from .spec import EncoderSpec
+from .tower import VisionTower, cls_attention_row
+
+# model_type → (config class, model class) in `transformers`.
+HF_CLASSES = {
+    "clip_vision_model": ("CLIPVisionConfig", "CLIPVisionModel"),
+    "siglip_vision_model": ("SiglipVisionConfig", "SiglipVisionModel"),
+    "dinov2": ("Dinov2Config", "Dinov2Model"),
+    "dinov2_with_registers": ("Dinov2WithRegistersConfig", "Dinov2WithRegistersModel"),
+    "vit": ("ViTConfig", "ViTModel"),
+}
+
+# Checkpoint keys of heads the tower never runs (projection, pooling, classifier); dropped when the
+# built model has no such parameter, so a classification or contrastive checkpoint loads as a tower.
+HEAD_PREFIXES = {
+    "clip_vision_model": ("visual_projection.", "text_projection.", "logit_scale"),
+    "siglip_vision_model": ("head.", "logit_scale", "logit_bias"),
+    "dinov2": ("classifier.", "mask_token"),
+    "dinov2_with_registers": ("classifier.",),
+    "vit": ("classifier.", "pooler."),
+}
+
+# How HF's `interpolate_pos_encoding` resamples each family's position table (bicubic, no corners);
+# DINOv2-with-registers alone antialiases. Applied once at load time instead of at every forward.
+POS_EMBED = {
+    "clip_vision_model": ("embeddings.position_embedding.weight", 1, False),
+    "siglip_vision_model": ("embeddings.position_embedding.weight", 0, False),
+    "dinov2": ("embeddings.position_embeddings", 1, False),
+    "dinov2_with_registers": ("embeddings.position_embeddings", 1, True),
+    "vit": ("embeddings.position_embeddings", 1, False),
+}
+
+
+def build_hf_model(model_type: str, hf: dict[str, Any], attn_implementation: str = "sdpa") -> nn.Module:
+    """Construct an HF vision model from config kwargs (random init from the current torch RNG).
+
+    Args:
+        model_type: a key of HF_CLASSES.
+        hf: config kwargs.
+        attn_implementation: `sdpa` for export, `eager` when attention weights must be returned.
+    Returns:
+        The model, in eval mode.
+    """
+    import transformers
+
+    cfg_name, model_name = HF_CLASSES[model_type]
+    try:
+        config = getattr(transformers, cfg_name)(**hf, attn_implementation=attn_implementation)
+    except Exception as exc:  # noqa: BLE001 - HF raises ValueError, TypeError or its own dataclass errors
+        raise InputError(f"{cfg_name} rejects this configuration ({str(exc).strip().splitlines()[-1]})",
+                         "fix the config (hidden size must divide by the head count, sizes be positive)") from exc
+    kwargs = {"add_pooling_layer": False} if model_type == "vit" else {}
+    model = getattr(transformers, model_name)(config, **kwargs)
+    return model.eval()
+
+
+class HFTower(VisionTower):
+    """Shared part of the HF adapters: holds the model and adapts checkpoints to it."""
+
+    def __init__(self, spec: EncoderSpec, model: nn.Module, layer: int = -1):
+        super().__init__(spec, layer)
+        self.hf = model
+
+    @property
+    def model_type(self) -> str:
+        return self.spec.config["model_type"]
+
+    @property
+    def core(self) -> nn.Module:
+        """The module whose state dict a weights file fills."""
+        return self.hf
+
+    def adapt_state_dict(self, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Map a checkpoint's keys onto `self.hf`: vision subset, legacy names, heads, position grid.
+
+        Accepts the tower model's own state dict, a full CLIP/SigLIP one (`vision_model.*` is taken),
+        a task model's (`vit.*`, `dinov2.*` prefixes), and pre-5.0 transformers key names.
+        """
+        from .weights import resample_pos_table
+
+        if any(k.startswith("vision_model.") for k in sd):
+            sd = {k[len("vision_model."):]: v for k, v in sd.items() if k.startswith("vision_model.")}
+        target = self.hf.state_dict()
+        sd = _rename_legacy(self.hf, sd, target)
+        heads = HEAD_PREFIXES[self.model_type]
+        sd = {k: v for k, v in sd.items() if k in target or not k.startswith(heads)}
+        key, prefix, antialias = POS_EMBED[self.model_type]
+        if key in sd and key in target and sd[key].shape != target[key].shape:
+            table = resample_pos_table(sd[key], target[key].shape, prefix, antialias)
+            if table is not None:
+                sd[key] = table
+        return sd
+
+
+def _rename_legacy(model: nn.Module, sd: dict[str, torch.Tensor],
+                   target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Apply transformers' own checkpoint renamings (what from_pretrained does), if this version has them.
+
+    transformers 5 renamed e.g. ViT's `encoder.layer.N.attention.attention.query` to
+    `layers.N.attention.q_proj`; checkpoints on disk mostly carry the old names. Only keys that do not
+    already match the model are renamed.
+    """
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightConverter, rename_source_key
+    except ImportError:  # an older transformers loads the old names natively
+        return sd
+    transforms = get_model_conversion_mapping(model)
+    renamings = [t for t in transforms if not isinstance(t, WeightConverter)]
+    converters = [t for t in transforms if isinstance(t, WeightConverter)]
+    prefix = getattr(model, "base_model_prefix", None)
+    out: dict[str, torch.Tensor] = {}
+    for k, v in sd.items():
+        if k not in target:
+            k, _ = rename_source_key(k, renamings, converters, base_model_prefix=prefix, meta_state_dict=target)
+        out[k] = v
+    return out
+
+
+# -- the families -----------------------------------------------------------------------------------
+
+
+class CLIPTower(HFTower):
+    """CLIPVisionModel: embeddings → pre_layrnorm → encoder.layers."""
+
+    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.hf.pre_layrnorm(self.hf.embeddings(pixel_values))
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.hf.encoder.layers
+
+    @property
+    def final_norm(self) -> nn.Module:
+        # HF's CLIP last_hidden_state is the raw output of the last block: post_layernorm is applied
+        # only to the pooled CLS vector, so applying it to every token would not match HF (or LLaVA).
+        return nn.Identity()
+
+    def run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return block(x, None)
+
+    def cls_attention(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        attn = block.self_attn
+        h = block.layer_norm1(x)
+        return cls_attention_row(attn.q_proj(h[:, :1]), attn.k_proj(h), attn.num_heads, attn.scale)
+
+
+class SiglipTower(HFTower):
+    """SiglipVisionModel (no head): embeddings → encoder.layers → post_layernorm. No CLS token."""
+
+    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.hf.embeddings(pixel_values)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.hf.encoder.layers
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return self.hf.post_layernorm
+
+    def run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return block(x, None)
+
+    def cls_attention(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        raise InputError(f"{self.spec.name} has no CLS token, so it has no CLS attention",
+                         "use a pruning score that does not need CLS (e.g. norm)")
+
+
+class Dinov2Tower(HFTower):
+    """Dinov2Model / Dinov2WithRegistersModel: embeddings (CLS, registers) → encoder.layer → layernorm."""
+
+    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.hf.embeddings(pixel_values)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.hf.encoder.layer
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return self.hf.layernorm
+
+    def run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return block(x, None)
+
+    def cls_attention(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        attn = block.attention
+        h = block.norm1(x)
+        return cls_attention_row(attn.q_proj(h[:, :1]), attn.k_proj(h), attn.num_attention_heads, attn.scaling)
+
+
+class ViTTower(HFTower):
+    """ViTModel (no pooler): embeddings → layers → layernorm."""
+
+    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.hf.embeddings(pixel_values)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.hf.layers
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return self.hf.layernorm
+
+    def run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return block(x, None)
+
+    def cls_attention(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        attn = block.attention
+        h = block.layernorm_before(x)
+        return cls_attention_row(attn.q_proj(h[:, :1]), attn.k_proj(h), attn.num_attention_heads, attn.scaling)
+
+
+TOWERS = {
+    "clip_vision_model": CLIPTower,
+    "siglip_vision_model": SiglipTower,
+    "dinov2": Dinov2Tower,
+    "dinov2_with_registers": Dinov2Tower,
+    "vit": ViTTower,
+}
+
+
+def build_hf_tower(spec: EncoderSpec, layer: int = -1) -> HFTower:
+    """Build the tower of an HF-family spec with random init from the current torch RNG."""
+    model_type = spec.config["model_type"]
+    model = build_hf_model(model_type, spec.config["hf"])
+    return TOWERS[model_type](spec, model, layer)
