@@ -32,7 +32,8 @@ def cases():
 
 @pytest.mark.parametrize("model,spec", list(cases()))
 def test_export_passes_parity_and_counts(make_bundle, model, spec):
-    res = make_bundle(model, spec)
+    # tiny-vit keeps its CLS by default, and unshuffled tokens cannot sit beside it
+    res = make_bundle(model, spec, prefix="drop" if spec.startswith("unshuffle") else None)
     assert res.parity.passed
     b = Bundle.load(res.path)  # checksums verified
     m = b.manifest
@@ -119,3 +120,24 @@ def test_compressor_equals_independent_computation(make_bundle, model, spec):
         if idx is not None:
             np.testing.assert_array_equal(got[f"indices.b{batch}"], idx)
         np.testing.assert_allclose(got[f"tokens.b{batch}"], want, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["tiny-clip", "tiny-dinov2", "tiny-vit"])
+def test_cls_attn_equals_hf_eager_attention(make_bundle, model):
+    """prune:cls-attn keeps the top-K of the CLS row that HF's own eager attention reports."""
+    from tokcomp_edge.encoders import EncoderConfig, build_encoder
+
+    b = Bundle.load(make_bundle(model, "prune:32:cls-attn", prefix="drop").path)
+    ref_none, p = none_tokens(make_bundle, model)
+    hf = build_encoder(EncoderConfig(model=model, seed=0)).tower.hf
+    hf.set_attn_implementation("eager")
+    got = b.reference()
+    for batch in b.reference_batches():
+        with torch.no_grad():
+            out = hf(pixel_values=torch.from_numpy(got[f"pixel_values.b{batch}"]), output_attentions=True)
+        row = out.attentions[-1][:, :, 0, :].mean(1)[:, p:].numpy()  # last layer, CLS query, mean over heads
+        idx = np.sort(np.argsort(-row, axis=1, kind="stable")[:, :32], axis=1)
+        np.testing.assert_array_equal(got[f"indices.b{batch}"], idx)
+        patches = ref_none[f"tokens.b{batch}"][:, p:]
+        np.testing.assert_allclose(got[f"tokens.b{batch}"], np.take_along_axis(patches, idx[..., None], 1),
+                                   atol=2e-5)
