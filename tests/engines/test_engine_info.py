@@ -122,11 +122,11 @@ def test_engine_record_fields(make_bundle, tmp_path):
 
 
 def test_engine_record_is_what_the_validator_reads(make_bundle, tmp_path):
-    """The validation stage reads variant, manifest sha and the profile's batch range from the sidecar."""
+    """The validation stage reads variant, source ONNX sha and the profile's batch range from the sidecar."""
     from tokcomp_edge.validation import target as target_mod
 
     _, _, record = _record(make_bundle, tmp_path)
-    assert target_mod.sidecar_manifest_sha(record) == record["bundle"]["manifest_sha256"]
+    assert target_mod.sidecar_onnx_sha(record) == record["bundle"]["onnx_sha256"]
     assert target_mod.sidecar_batch_range(record, "pixel_values") == (1, 1)
 
 

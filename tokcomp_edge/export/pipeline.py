@@ -105,7 +105,8 @@ def export_bundle(cfg: ExportConfig) -> ExportResult:
             plan=plan, opset=cfg.opset, batch=(cfg.batch_min, cfg.batch_max), inputs=inputs_io,
             outputs=outputs_io, external_data=len(written) > 1, cleanup=cleanup,
             reference={"file": REFERENCE, "batch_sizes": batches, "seed": cfg.seed,
-                       "inputs": "uniform [0,1] RGB pixels from numpy default_rng(seed), normalised with mean/std"},
+                       "inputs": "uniform 8-bit RGB pixels (numpy default_rng(seed).integers(0, 256)) / 255, "
+                                 "normalised with mean/std"},
             parity=parity.to_dict(), files=files)
         (tmp / MANIFEST).write_text(dump_manifest(manifest))
         if cfg.variants:

@@ -19,9 +19,11 @@ def reference_batches(batch_min: int, batch_max: int) -> list[int]:
 
 
 def golden_inputs(image_size: tuple[int, int], mean, std, batches: list[int], seed: int) -> dict[int, np.ndarray]:
-    """Seeded images: uniform pixels in [0, 1], normalised with the encoder's mean/std (float32 NCHW).
+    """Seeded 8-bit images, scaled to [0, 1] and normalised with the encoder's mean/std (float32 NCHW).
 
-    Realistic input statistics matter: normalised noise exercises the same value range as photos.
+    Realistic input statistics matter: normalised noise exercises the same value range as photos. The
+    pixels are whole 8-bit values so that the uint8 frames are recoverable exactly from the reference,
+    and an `nhwc` (uint8-input) variant or engine can be checked against the same golden outputs.
     """
     rng = np.random.default_rng(seed)
     h, w = image_size
@@ -29,7 +31,7 @@ def golden_inputs(image_size: tuple[int, int], mean, std, batches: list[int], se
     s = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
     out = {}
     for b in batches:
-        pixels = rng.random((b, 3, h, w), dtype=np.float32)
+        pixels = rng.integers(0, 256, size=(b, 3, h, w), dtype=np.uint8).astype(np.float32) / np.float32(255)
         out[b] = ((pixels - m) / s).astype(np.float32)
     return out
 

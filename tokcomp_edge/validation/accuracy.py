@@ -1,0 +1,245 @@
+"""Accuracy checks: compare one runtime's outputs with expected ones and judge them against tolerances.
+
+Every comparison produces one Check per output, with its metrics, the tolerance it was judged by, and
+one sentence per violated threshold (the report and the exit message quote them).
+
+Prune outputs (`tokens` + `indices`): the kept grid-index sets are compared with the Jaccard index,
+and `tokens` only where both runtimes kept the same grid cell (paired by grid index, so a different
+order of equal sets is no error). A swap — a cell kept by one runtime and not the other — happens when
+two scores tie within rounding; the `min_jaccard` threshold bounds how much of that is accepted
+(fp32 accepts none).
+
+Why not Polygraphy's Comparator: `Comparator.run` feeds inputs from its own DataLoader, while ours come
+from the bundle's golden reference, real images and a PyTorch run made earlier in the same process; and
+`compare_accuracy` judges elementwise atol/rtol only — it has no per-token cosine, no relative L2, and
+no notion of two index outputs that may legitimately disagree on ties.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .metrics import (
+    align_pruned,
+    compare_tensors,
+    cosine_grid,
+    cosine_grid_pruned,
+    elementwise_violations,
+    token_cosine,
+)
+from .tolerances import Tolerance
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    """How the compressed token sequence maps onto the image grid (from the manifest's compression)."""
+
+    method: str
+    prefix_out: int
+    grid_in: tuple[int, int]
+    grid_out: tuple[int, int] | None
+    tokens: str = "tokens"
+    indices: str | None = None
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any]) -> "OutputLayout":
+        comp = manifest["compression"]
+        outs = [o["name"] for o in manifest["onnx"]["outputs"]]
+        idx = "indices" if "indices" in outs else None
+        grid_out = comp.get("grid_out")
+        gi = comp.get("grid_in") or manifest["encoder"]["grid"]
+        return cls(method=str(comp.get("method", "none")), prefix_out=int(comp.get("prefix_out", 0)),
+                   grid_in=(int(gi[0]), int(gi[1])),
+                   grid_out=(int(grid_out[0]), int(grid_out[1])) if grid_out else None,
+                   tokens=next((o for o in outs if o != idx), outs[0]), indices=idx)
+
+
+@dataclass
+class Check:
+    """One output of one comparison, judged.
+
+    Attributes:
+        source: what the target was compared with: `golden` (bundle reference), `pytorch-seeded`,
+            `pytorch-images`, or `pytorch-rebuild` (the rebuilt reference against the golden outputs).
+        batch: images in the comparison.
+        output: output name.
+        kind: `tokens`, `indices` or `tensor`.
+        metrics: TensorMetrics fields (+ prune agreement for `indices`, matched-token count for prune tokens).
+        tolerance: the thresholds used.
+        passed: all thresholds hold.
+        failures: one sentence per violated threshold.
+        grid: worst per-token cosine per grid cell (output grid; input grid for prune), for the heat-map.
+    """
+
+    source: str
+    batch: int
+    output: str
+    kind: str
+    metrics: dict[str, Any]
+    tolerance: dict[str, Any]
+    passed: bool
+    failures: list[str] = field(default_factory=list)
+    grid: list[list[float | None]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def where(self) -> str:
+        return f"{self.source} (batch {self.batch}) · {self.output}"
+
+
+def _g(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3g}"
+
+
+def judge_tokens(metrics: dict[str, Any], actual: np.ndarray, expected: np.ndarray, tol: Tolerance) -> list[str]:
+    """Sentences for every threshold `metrics` violates (empty list = pass)."""
+    fails = []
+    if metrics.get("nonfinite"):
+        fails.append(f"{metrics['nonfinite']} non-finite values (NaN/Inf) in the output")
+    if tol.atol is not None:
+        n_bad, worst = elementwise_violations(actual, expected, tol.atol, tol.rtol)
+        metrics["elementwise_violations"] = n_bad
+        metrics["elementwise_worst_ratio"] = worst if np.isfinite(worst) else None
+        if n_bad:
+            fails.append(f"max abs error {_g(metrics['max_abs_err'])}: {n_bad} of {metrics['elements']} elements "
+                         f"outside atol {tol.atol:g} + rtol {tol.rtol:g}·|ref| (worst {_g(worst)}× the bound)")
+    rel = metrics.get("rel_l2_err")
+    if tol.max_rel_l2 is not None and not (rel is not None and rel <= tol.max_rel_l2):
+        fails.append(f"rel L2 error {_g(rel)} > {tol.max_rel_l2:g}")
+    cmin = metrics.get("cosine_min")
+    if tol.min_cosine is not None and cmin is not None and not cmin >= tol.min_cosine:
+        fails.append(f"min per-token cosine {cmin:.6f} < {tol.min_cosine:g} (image {metrics['worst_token'][0]}, "
+                     f"token {metrics['worst_token'][1]})")
+    return fails
+
+
+def compare_dense(actual: np.ndarray, expected: np.ndarray, *, source: str, output: str, tol: Tolerance,
+                  layout: OutputLayout) -> Check:
+    """Compare a grid-shaped (or any) output elementwise."""
+    try:
+        m, cos = compare_tensors(actual, expected)
+    except ValueError as exc:
+        return Check(source, int(expected.shape[0]) if expected.ndim else 0, output, "tensor", {},
+                     tol.to_dict(), False, [f"shape mismatch: {exc}"])
+    md = m.to_dict()
+    fails = judge_tokens(md, actual, expected, tol)
+    grid = None
+    if cos is not None and layout.grid_out and cos.shape[1] == layout.prefix_out + layout.grid_out[0] * layout.grid_out[1]:
+        grid = cosine_grid(cos, layout.grid_out, layout.prefix_out)
+    kind = "tokens" if cos is not None else "tensor"
+    return Check(source, int(actual.shape[0]), output, kind, md, tol.to_dict(), not fails, fails, grid)
+
+
+def compare_pruned(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], *, source: str,
+                   tols: dict[str, Tolerance], layout: OutputLayout) -> list[Check]:
+    """Compare prune outputs: kept-set agreement (`indices`) and the tokens both kept (`tokens`)."""
+    tn, ixn = layout.tokens, layout.indices
+    at, ai, et, ei = actual[tn], actual[ixn], expected[tn], expected[ixn]
+    batch = int(et.shape[0])
+    if at.shape != et.shape or ai.shape != ei.shape:
+        msg = f"shape mismatch: tokens {tuple(at.shape)} vs {tuple(et.shape)}, indices {tuple(ai.shape)} vs {tuple(ei.shape)}"
+        return [Check(source, batch, tn, "tokens", {}, tols[tn].to_dict(), False, [msg]),
+                Check(source, batch, ixn, "indices", {}, tols[ixn].to_dict(), False, [msg])]
+    cells = layout.grid_in[0] * layout.grid_in[1]
+    al = align_pruned(at, ai, et, ei, layout.prefix_out, cells)
+    # indices check
+    it = tols[ixn]
+    im = {"images": batch, "kept_per_image": int(ai.shape[1]), "jaccard_mean": float(al.jaccard.mean()),
+          "jaccard_min": float(al.jaccard.min()), "swapped_total": int(al.swapped.sum()),
+          "images_with_swaps": int((al.swapped > 0).sum()), "invalid_total": int(al.invalid.sum()),
+          "jaccard_per_image": [float(j) for j in al.jaccard]}
+    ifails = []
+    if im["invalid_total"]:
+        ifails.append(f"{im['invalid_total']} kept indices are outside the {cells}-cell grid or repeated")
+    if it.min_jaccard is not None and not im["jaccard_mean"] >= it.min_jaccard:
+        ifails.append(f"mean Jaccard of kept sets {im['jaccard_mean']:.4f} < {it.min_jaccard:g} "
+                      f"({im['swapped_total']} tokens swapped in {im['images_with_swaps']} of {batch} images)")
+    checks = [Check(source, batch, ixn, "indices", im, it.to_dict(), not ifails, ifails)]
+    # tokens check, on the pairs
+    tt = tols[tn]
+    m, _ = compare_tensors(al.actual_tokens, al.expected_tokens)
+    md = m.to_dict()
+    md["matched_tokens"] = int(al.actual_tokens.shape[1])
+    md["compared"] = "prefix tokens + tokens at grid cells both runtimes kept"
+    grid = None
+    if al.actual_tokens.shape[1]:
+        cos = token_cosine(al.actual_tokens[0], al.expected_tokens[0])
+        cos = np.where(np.isfinite(cos), cos, -1.0)
+        j = int(np.argmin(cos))
+        md["worst_token"] = [int(al.image_of[j]), int(al.grid_of[j])]
+        md["worst_token_is"] = "(image, grid cell; −1 = prefix token)"
+        grid = cosine_grid_pruned(cos, al.image_of, al.grid_of, layout.grid_in)
+    tfails = judge_tokens(md, al.actual_tokens, al.expected_tokens, tt)
+    if md["matched_tokens"] == 0 and ai.shape[1] > 0:
+        tfails.append("no kept token in common, nothing to compare")
+    checks.insert(0, Check(source, batch, tn, "tokens", md, tt.to_dict(), not tfails, tfails, grid))
+    return checks
+
+
+def compare_outputs(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], *, source: str,
+                    tols: dict[str, Tolerance], layout: OutputLayout) -> list[Check]:
+    """All checks of one comparison (every output present in `expected`).
+
+    Args:
+        actual: outputs of the runtime under test.
+        expected: the outputs to match (golden reference or a PyTorch run).
+        source: label of `expected` (see Check.source).
+        tols: per-output tolerances.
+        layout: token/grid layout from the manifest.
+    Returns:
+        One Check per output.
+    """
+    checks: list[Check] = []
+    for name in expected:
+        if name not in actual:
+            checks.append(Check(source, int(expected[name].shape[0]), name, "tensor", {},
+                                tols[name].to_dict(), False, [f"output {name} is missing from the target"]))
+    if layout.indices and layout.indices in expected and layout.indices in actual and layout.tokens in actual:
+        return checks + compare_pruned(actual, expected, source=source, tols=tols, layout=layout)
+    for name in expected:
+        if name in actual:
+            checks.append(compare_dense(np.asarray(actual[name]), np.asarray(expected[name]), source=source,
+                                        output=name, tol=tols[name], layout=layout))
+    return checks
+
+
+def summarize_checks(checks: list[Check]) -> dict[str, dict[str, Any]]:
+    """Worst case per output over all comparisons (the report's headline numbers)."""
+    out: dict[str, dict[str, Any]] = {}
+    for c in checks:
+        s = out.setdefault(c.output, {"kind": c.kind, "checks": 0, "passed": True})
+        s["checks"] += 1
+        s["passed"] = s["passed"] and c.passed
+        m = c.metrics
+        for key, pick in (("max_abs_err", max), ("rel_l2_err", max), ("cosine_min", min), ("cosine_p1", min),
+                          ("jaccard_min", min), ("jaccard_mean", min)):
+            if m.get(key) is not None:
+                s[key] = m[key] if key not in s else pick(s[key], m[key])
+        if m.get("mean_abs_err") is not None:
+            s["mean_abs_err"] = max(s.get("mean_abs_err", 0.0), m["mean_abs_err"])
+        if m.get("cosine_mean") is not None:
+            s["cosine_mean"] = min(s.get("cosine_mean", 1.0), m["cosine_mean"])
+    return out
+
+
+def worst_grid(checks: list[Check], output: str) -> list[list[float | None]] | None:
+    """Cell-wise minimum of the cosine grids of all checks of `output` (None cells stay None)."""
+    grids = [c.grid for c in checks if c.output == output and c.grid]
+    if not grids:
+        return None
+    h, w = len(grids[0]), len(grids[0][0])
+    out: list[list[float | None]] = [[None] * w for _ in range(h)]
+    for g in grids:
+        if len(g) != h or len(g[0]) != w:
+            continue
+        for r in range(h):
+            for q in range(w):
+                v = g[r][q]
+                if v is not None:
+                    out[r][q] = v if out[r][q] is None else min(out[r][q], v)
+    return out

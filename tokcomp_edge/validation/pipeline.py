@@ -1,0 +1,330 @@
+"""`validate()`: run the target (and the PyTorch reference when present), judge, time, write the report.
+
+Order of work, so that each runtime's memory is measured on its own and nothing runs twice:
+  1. resolve the target and verify the bundle's checksums (exit 2 on a changed file);
+  2. target runner: golden reference batches, seeded inputs, --images, then latency per batch size;
+  3. PyTorch runner (when available): rebuild check against the golden outputs, the same seeded inputs
+     and images (compared with the target's outputs kept from step 2), then latency;
+  4. economics, environment; the report is written (JSON, Markdown, HTML) whatever the verdict.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..calibration.images import Preprocess, load_images, synthetic_images
+from ..errors import BundleError, InputError, RuntimeMissing
+from . import environment
+from .accuracy import Check, OutputLayout, compare_outputs, summarize_checks, worst_grid
+from .config import ValidateConfig
+from .economics import llm_preset, token_economics
+from .inputs import InputSpec, describe_specs, feed_for, golden_images, infer_batched
+from .latency import LatencyStats, speed_ratio, summarize, time_calls
+from .memory import track_host_peak
+from .metrics import keep_frequency
+from .progress import Steps
+from .report_json import REPORT_SCHEMA, REPORT_VERSION, write_report
+from .target import Target, resolve_target
+from .tolerances import default_tolerance, resolve_tolerances
+
+MAX_IMAGE_PANELS = 8  # prune masks drawn over at most this many --images in the HTML
+
+
+@dataclass
+class ValidationResult:
+    """Outcome of one validation. Truthy when every check passed.
+
+    Attributes:
+        passed: the verdict.
+        failures: one line per failed threshold ("<source> (batch B) · <output>: <what>").
+        warnings: things the user must know that are not failures (ONNX Runtime fell back to CPU).
+        report: the full report (the JSON's content).
+        report_paths: {"json"|"md"|"html": path}.
+    """
+
+    passed: bool
+    failures: list[str]
+    warnings: list[str]
+    report: dict[str, Any]
+    report_paths: dict[str, Path] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+
+def _default_batches(target: Target) -> tuple[int, ...]:
+    lo, hi = target.batch_range
+    ref_max = max(target.bundle.reference_batches() or [lo])
+    return tuple(sorted({lo, max(lo, min(hi, ref_max))}))
+
+
+def _check_batches(batches: tuple[int, ...], target: Target) -> None:
+    lo, hi = target.batch_range
+    what = "engine's optimization profile and the bundle" if target.kind == "tensorrt" else "bundle"
+    for b in batches:
+        if not lo <= b <= hi:
+            raise InputError(f"--batch {b} is outside the {what}'s batch range {lo}..{hi}",
+                             f"choose batch sizes between {lo} and {hi}, or re-export with a larger --batch-max")
+
+
+def _make_target_runner(target: Target, cfg: ValidateConfig):
+    if target.kind == "tensorrt":
+        from .runners.tensorrt import TensorRTRunner
+
+        return TensorRTRunner(target.path)
+    from .runners.onnxrt import OnnxRuntimeRunner
+
+    return OnnxRuntimeRunner(target.path, device=cfg.device, threads=cfg.threads)
+
+
+def _torch_decision(cfg: ValidateConfig) -> tuple[bool, str | None]:
+    if cfg.torch == "off":
+        return False, "disabled (--torch off)"
+    from .runners.pytorch import torch_available
+
+    ok, reason = torch_available()
+    if not ok and cfg.torch == "require":
+        raise RuntimeMissing(f"--torch require, but {reason}", "pip install torch, or use --torch auto")
+    return ok, reason
+
+
+def _expected(ref: dict[str, np.ndarray], outputs: list[str], batch: int) -> dict[str, np.ndarray]:
+    return {o: ref[f"{o}.b{batch}"] for o in outputs if f"{o}.b{batch}" in ref}
+
+
+def _latency(runner, specs: list[InputSpec], batches: tuple[int, ...], cfg: ValidateConfig, pre: Preprocess,
+             tokens_out: int, label: str, steps: Steps) -> list[LatencyStats]:
+    stats = []
+    if cfg.iterations <= 0:
+        return stats
+    for b in batches:
+        feed = feed_for(specs, synthetic_images(b, pre, cfg.seed + 7919))
+        step = steps.task(f"latency {label} batch {b}", cfg.warmup + cfg.iterations)
+        samples = time_calls(lambda f=feed: runner.infer(f), cfg.warmup, cfg.iterations, step)
+        stats.append(summarize(samples, runner=label, batch=b, warmup=cfg.warmup, tokens_per_image=tokens_out))
+    return stats
+
+
+def _thumbnail_b64(u8: np.ndarray, max_side: int = 224) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    im = Image.fromarray(u8)
+    if max(im.size) > max_side:
+        im.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=True)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def validate(cfg: ValidateConfig) -> ValidationResult:
+    """Validate a bundle variant or an engine and write the report.
+
+    Args:
+        cfg: what to validate and how (see ValidateConfig).
+    Returns:
+        ValidationResult (truthy when passed); the report is written either way.
+    Raises:
+        InputError/BundleError (exit 2): bad paths, a changed bundle, batch sizes outside the range.
+        RuntimeMissing (exit 3): TensorRT (for engines) or a required PyTorch is not installed.
+    """
+    cfg.check()
+    started = time.perf_counter()
+    created = _dt.datetime.now(_dt.timezone.utc)
+    target = resolve_target(cfg.target, cfg.bundle, cfg.variant, cfg.device)
+    bundle, manifest = target.bundle, target.bundle.manifest
+    batches = cfg.batches or _default_batches(target)
+    _check_batches(batches, target)
+    tols = resolve_tolerances(target.precision, target.outputs, cfg.tolerance_overrides)
+    layout = OutputLayout.from_manifest(manifest)
+    pre = Preprocess.from_manifest(manifest)
+    llms = [llm_preset(n) for n in cfg.llms] + ([cfg.llm_custom] if cfg.llm_custom else [])
+    images = load_images(cfg.images, pre, cfg.max_images) if cfg.images else None
+    use_torch, torch_reason = _torch_decision(cfg)
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else bundle.path / "reports"
+    from ..atomic import ensure_writable_parent
+
+    ensure_writable_parent(out_dir / "report.json")  # fail before the long work, not after
+    ref = bundle.reference()
+    comp = manifest["compression"]
+    tokens_out = int(comp["tokens_out"])
+    lo, hi = target.batch_range
+    checks: list[Check] = []
+    notes: list[str] = []
+
+    with Steps(quiet=cfg.quiet) as steps:
+        # -- 2. the target ---------------------------------------------------------------------------
+        runner = _make_target_runner(target, cfg)
+        with track_host_peak() as target_mem:
+            step = steps.task(f"loading {target.kind} {target.path.name}", 1)
+            runner.activate()
+            step()
+            try:
+                ref_batches = bundle.reference_batches()
+                step = steps.task("accuracy vs golden reference", len(ref_batches))
+                golden_out = {}
+                for b in ref_batches:
+                    try:
+                        imgs = golden_images(bundle, ref, b, pre, target.inputs)
+                    except BundleError as exc:
+                        notes.append(f"golden batch {b} skipped: {exc.one_line()}")
+                        step()
+                        continue
+                    out = infer_batched(runner, target.inputs, imgs, lo, hi)
+                    golden_out[b] = out
+                    checks += compare_outputs(out, _expected(ref, target.outputs, b), source="golden",
+                                              tols=tols, layout=layout)
+                    step()
+                seeded = synthetic_images(cfg.extra_inputs, pre, cfg.seed) if use_torch and cfg.extra_inputs else None
+                seeded_out = infer_batched(runner, target.inputs, seeded, lo, hi) if seeded is not None else None
+                images_out = None
+                if images is not None:
+                    step = steps.task(f"running {len(images)} images", 1)
+                    images_out = infer_batched(runner, target.inputs, images, lo, hi)
+                    step()
+                target_latency = _latency(runner, target.inputs, batches, cfg, pre, tokens_out, "target", steps)
+                target_gpu = runner.gpu_memory()
+                runner_info = dict(runner.info)
+            finally:
+                runner.deactivate()
+
+        # -- 3. the PyTorch reference ---------------------------------------------------------------
+        torch_latency: list[LatencyStats] = []
+        torch_info: dict[str, Any] | None = None
+        torch_gpu = None
+        torch_mem = None
+        if use_torch:
+            from .runners.pytorch import TorchRunner
+
+            on_gpu = runner_info.get("ran_on") not in (None, "cpu", "CPUExecutionProvider")
+            tdev = cfg.torch_device
+            if tdev == "auto":
+                tdev = "cuda" if on_gpu and _torch_cuda() else "cpu"
+            tspecs = [InputSpec(bundle.input_names[0], "float32", "NCHW")]
+            tr = TorchRunner(manifest, device=tdev, threads=cfg.threads)
+            with track_host_peak() as torch_mem:
+                step = steps.task("loading PyTorch reference", 1)
+                tr.activate()
+                step()
+                try:
+                    fp32 = {o: default_tolerance("fp32") for o in target.outputs}
+                    step = steps.task("accuracy vs PyTorch", 3)
+                    b0 = min(bundle.reference_batches())
+                    rb = golden_images(bundle, ref, b0, pre, tspecs)
+                    rebuilt = infer_batched(tr, tspecs, rb, 1, bundle.batch_range[1])
+                    checks += compare_outputs(rebuilt, _expected(ref, target.outputs, b0), source="pytorch-rebuild",
+                                              tols=fp32, layout=layout)
+                    step()
+                    if seeded is not None:
+                        exp = infer_batched(tr, tspecs, seeded, 1, bundle.batch_range[1])
+                        checks += compare_outputs(seeded_out, exp, source="pytorch-seeded", tols=tols, layout=layout)
+                    step()
+                    if images is not None:
+                        exp = infer_batched(tr, tspecs, images, 1, bundle.batch_range[1])
+                        checks += compare_outputs(images_out, exp, source="pytorch-images", tols=tols, layout=layout)
+                    step()
+                    torch_latency = _latency(tr, tspecs, batches, cfg, pre, tokens_out, "pytorch", steps)
+                    torch_gpu = tr.gpu_memory()
+                    torch_info = dict(tr.info)
+                finally:
+                    tr.deactivate()
+        elif images is not None:
+            notes.append("--images ran on the target only: without PyTorch there is no reference to compare them with")
+
+    # -- 4. verdict and report ----------------------------------------------------------------------
+    failures = [f"{c.where}: {f}" for c in checks for f in c.failures]
+    if not checks:
+        failures.append("nothing was compared: no golden batch could be fed and PyTorch was not available")
+    if any(c.source == "pytorch-rebuild" and not c.passed for c in checks):
+        notes.insert(0, "the PyTorch module rebuilt from the manifest does not reproduce the bundle's golden outputs "
+                        "(tokcomp, torch or the weights file changed since export), so the pytorch-* comparisons "
+                        "measure that difference too; the golden comparison is the one that speaks for the target")
+    warnings = []
+    if runner_info.get("fell_back"):
+        warnings.append(f"asked for --device {cfg.device} but ONNX Runtime ran {runner_info.get('ran_on')} — "
+                        f"the latency figures are for {runner_info.get('ran_on')}. Why: "
+                        f"{runner_info.get('fallback_reason')}")
+    passed = not failures
+    by_batch = {s.batch: s for s in torch_latency}
+    latency = {
+        "warmup": cfg.warmup, "iterations": cfg.iterations, "batches": list(batches),
+        "timing": "wall time of one infer() call, host arrays in and out (includes host↔device copies)",
+        "runs": [s.to_dict() for s in target_latency + torch_latency],
+        "speedup_vs_pytorch": {str(s.batch): speed_ratio(s.mean_ms, by_batch[s.batch].mean_ms)
+                               for s in target_latency if s.batch in by_batch},
+    }
+    grids = {o: worst_grid(checks, o) for o in target.outputs}
+    prune: dict[str, Any] | None = None
+    if layout.indices:
+        gb = max(golden_out) if golden_out else None
+        prune = {"grid_in": list(layout.grid_in), "kept": int(tokens_out - layout.prefix_out),
+                 "keep_frequency_golden": keep_frequency(golden_out[gb][layout.indices], layout.grid_in) if gb else None}
+    image_section = None
+    if images is not None:
+        image_section = {"folder": str(cfg.images), "count": len(images),
+                         "files": [p.name for p in images.paths], "panels": []}
+        for i in range(min(len(images), MAX_IMAGE_PANELS)):
+            panel = {"file": images.paths[i].name, "png_base64": _thumbnail_b64(images.uint8_nhwc[i])}
+            if layout.indices:
+                panel["kept_indices"] = [int(x) for x in images_out[layout.indices][i]]
+            image_section["panels"].append(panel)
+    report = {
+        "schema": REPORT_SCHEMA,
+        "schema_version": REPORT_VERSION,
+        "created_utc": created.isoformat(timespec="seconds"),
+        "tokcomp_version": __version__,
+        "passed": passed,
+        "failures": failures,
+        "warnings": warnings,
+        "notes": notes,
+        "config": cfg.to_dict(),
+        "target": {
+            "kind": target.kind, "path": str(target.path), "variant": target.variant,
+            "precision": target.precision, "label": target.label, "batch_range": list(target.batch_range),
+            "inputs": describe_specs(target.inputs), "outputs": target.outputs,
+            "runtime": runner_info, "engine_sidecar": target.sidecar,
+        },
+        "bundle": {
+            "path": str(bundle.path), "name": bundle.name, "manifest_sha256": bundle.manifest_sha256(),
+            "encoder": manifest.get("encoder"), "compression": comp, "batch_range": list(bundle.batch_range),
+            "reference_batches": bundle.reference_batches(), "files_verified": sorted(manifest.get("files", {})),
+        },
+        "reference": {"pytorch": {"used": use_torch, "reason": torch_reason, "runtime": torch_info}},
+        "tolerances": {o: t.to_dict() for o, t in tols.items()},
+        "accuracy": {"summary": summarize_checks(checks), "checks": [c.to_dict() for c in checks],
+                     "cosine_grid": grids, "layout": {"method": layout.method, "prefix_out": layout.prefix_out,
+                                                      "grid_in": list(layout.grid_in),
+                                                      "grid_out": list(layout.grid_out) if layout.grid_out else None},
+                     "prune": prune},
+        "latency": latency,
+        "memory": {
+            "host_target": target_mem.to_dict(), "host_pytorch": torch_mem.to_dict() if torch_mem else None,
+            "gpu_target": target_gpu, "gpu_pytorch": torch_gpu,
+        },
+        "economics": token_economics(int(comp["tokens_in"]), tokens_out, llms, cfg.text_tokens),
+        "images": image_section,
+        "environment": environment.collect(),
+        "duration_s": round(time.perf_counter() - started, 3),
+        "host": platform.node(),
+    }
+    paths = write_report(report, out_dir, created, target.label)
+    return ValidationResult(passed=passed, failures=failures, warnings=warnings, report=report, report_paths=paths)
+
+
+def _torch_cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
