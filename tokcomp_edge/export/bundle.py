@@ -138,8 +138,9 @@ class Bundle:
     def variant(self, key: str) -> dict[str, Any]:
         v = self.variants()
         if key not in v:
-            raise BundleError(f"bundle {self.path} has no {key!r} variant (it has: {', '.join(v)})",
-                              f"create it with `tokcomp export … --variants {key}` or `tokcomp build`")
+            how = ("int8 needs a calibrated Q/DQ graph, which this version cannot make yet" if key.startswith("int8")
+                   else f"create it with `tokcomp export … --variants {key}` or `tokcomp build`")
+            raise BundleError(f"bundle {self.path} has no {key!r} variant (it has: {', '.join(v)})", how)
         return v[key]
 
     def onnx_path(self, variant: str = "fp32") -> Path:

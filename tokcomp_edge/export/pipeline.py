@@ -7,7 +7,6 @@ the checker, shape inference, clean-up check and the ONNX Runtime parity check a
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from ..atomic import ensure_writable_parent, staged_dir
@@ -96,7 +95,7 @@ def export_bundle(cfg: ExportConfig) -> ExportResult:
             raise ParityError(_parity_message(parity), "no bundle was written; run with TOKCOMP_DEBUG=1 and "
                               "report the model and spec")
         save_reference(tmp / REFERENCE, reference_arrays(golden, expected))
-        lint_warnings = _lint(onnx_path) if cfg.lint else []
+        lint_warnings = _lint(onnx_path, times, q) if cfg.lint else []
         files = {n: file_entry(tmp / n) for n in [*written, REFERENCE]}
         manifest = build_manifest(
             name=out.name, spec=enc_spec,
@@ -111,12 +110,11 @@ def export_bundle(cfg: ExportConfig) -> ExportResult:
         (tmp / MANIFEST).write_text(dump_manifest(manifest))
         if cfg.variants:
             from .bundle import Bundle
-            from .variants import create_variants
+            from .variants import VariantOptions, create_variants
 
             bundle = Bundle.load(tmp, verify=False)
-            create_variants(bundle, list(cfg.variants))
+            create_variants(bundle, list(cfg.variants), options=VariantOptions(quiet=q), times=times)
             manifest = bundle.manifest
-        manifest["name"] = out.name
     if not q:
         console().print(f"  [bold]bundle[/] {out}  [dim]({times.total():.1f} s total)[/]")
     return ExportResult(path=out, manifest=manifest, parity=parity, times=times, lint_warnings=lint_warnings)
@@ -157,17 +155,13 @@ def _parity_message(parity) -> str:
     return "ONNX Runtime output differs from PyTorch: " + "; ".join(worst)
 
 
-def _lint(onnx_path: Path) -> list[str]:
+def _lint(onnx_path: Path, times: StageTimes, quiet: bool) -> list[str]:
     """TensorRT-compatibility lint as a warning at export (it is an error only before `build`)."""
-    try:
-        from ..engines.lint import lint_model
-    except ImportError:  # the lint module ships with the engines stage
-        return []
-    t0 = time.perf_counter()
-    report = lint_model(onnx_path)
+    from ..engines.lint import lint_model
+
+    with stage("TensorRT lint", times, quiet):
+        report = lint_model(onnx_path)
     lines = [f"{i.severity}: {i.node} ({i.op_type}): {i.message}" for i in report.issues]
     for line in lines:
         console().print(f"  [yellow]lint[/] {line}")
-    if not lines:
-        console().print(f"  [green]✓[/] TensorRT lint: clean [dim]({time.perf_counter() - t0:.1f} s)[/]")
     return lines
