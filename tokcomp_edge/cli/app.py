@@ -36,33 +36,34 @@ def _debug() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the app; returns (and exits with) the process exit code."""
+    """Run the app; exits with the process exit code (0 ok, 1 check failed, 2 bad input, 3 runtime missing)."""
     try:
-        app(args=argv, standalone_mode=False)
+        # Non-standalone mode so that our errors reach the handler below; it returns a command's
+        # typer.Exit code instead of exiting.
+        rc = app(args=argv, standalone_mode=False)
     except TokcompError as exc:
         if _debug():
             raise
+        from rich.markup import escape
+
         from ..console import console
 
-        console().print(f"[bold red]error:[/] {exc.one_line()}", soft_wrap=True)
+        console().print(f"[bold red]error:[/] {escape(exc.one_line())}", soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted; nothing was written", file=sys.stderr)
         sys.exit(130)
-    except typer.Exit as exc:  # raised by commands that set their own exit code
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.UsageError):
-            exc.show()
-            sys.exit(2)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as exc:
+        # Usage errors (unknown option, missing argument, bad value) from typer's bundled click: they
+        # know how to print themselves and carry exit code 2.
+        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            sys.exit(code)
         raise
-    return 0
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover
