@@ -22,7 +22,12 @@ def console() -> Console:
 def out() -> Console:
     """The stdout console for results (tables a user may pipe or paste)."""
     if "out" not in _consoles:
-        _consoles["out"] = Console(highlight=False)
+        import os
+        import sys
+
+        # Piped or captured output would otherwise be squeezed to 80 columns and tables truncated.
+        width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
+        _consoles["out"] = Console(highlight=False, width=width)
     return _consoles["out"]
 
 

@@ -131,7 +131,8 @@ def methods():
     from ..compression.spec import METHODS
 
     t = Table(title="Compression methods (h×w = patch grid, C = channels; +P prefix tokens with --prefix keep)")
-    for col in ("spec", "tokens out", "dim out", "what it does"):
+    t.add_column("spec", no_wrap=True)
+    for col in ("tokens out", "dim out", "what it does"):
         t.add_column(col, overflow="fold")
     for info in METHODS.values():
         t.add_row(info["syntax"], info["tokens"], info["dim"], info["what"])
@@ -150,7 +151,8 @@ def models():
     from ..encoders import list_presets
 
     t = Table(title="Encoder presets (also timm:<name>, hf:<dir>, py:<module>:<factory>)")
-    for col in ("name", "family", "image", "patch", "grid", "prefix", "width", "layers", "default prefix"):
+    t.add_column("name", no_wrap=True)
+    for col in ("family", "image", "patch", "grid", "prefix", "width", "layers", "default prefix"):
         t.add_column(col)
     for s in list_presets():
         t.add_row(s.name, s.family, f"{s.image_size[0]}x{s.image_size[1]}", str(s.patch_size),
