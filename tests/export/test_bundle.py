@@ -85,3 +85,16 @@ def test_rebuild_matches_reference(make_bundle):
     with torch.no_grad():
         y = model(torch.from_numpy(ref["pixel_values.b4"]))
     np.testing.assert_array_equal(y.numpy(), ref["tokens.b4"])
+
+
+def test_external_data_when_large(tmp_path, monkeypatch):
+    """Past the ~2 GB protobuf limit the weights go to model.onnx.data; shown here with a lowered threshold."""
+    import tokcomp_edge.export.onnx_export as onnx_export
+
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_THRESHOLD", 0)
+    res = export_bundle(ExportConfig(model="tiny-clip", compress="pool:2", out=tmp_path / "x", batch_max=4,
+                                     quiet=True))
+    b = Bundle.load(res.path)
+    assert set(b.manifest["files"]) == {"model.onnx", "model.onnx.data", "reference.npz"}
+    assert b.manifest["onnx"]["external_data"] is True and res.parity.passed
+    assert (res.path / "model.onnx").stat().st_size < (res.path / "model.onnx.data").stat().st_size
