@@ -77,6 +77,13 @@ class HFTower(VisionTower):
         super().__init__(spec, layer)
         self.hf = model
 
+    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.hf.embeddings(pixel_values)
+
+    def run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        # Every HF vision block takes (hidden_states, attention_mask); the towers never mask.
+        return block(x, None)
+
     @property
     def model_type(self) -> str:
         return self.spec.config["model_type"]
@@ -152,9 +159,6 @@ class CLIPTower(HFTower):
         # only to the pooled CLS vector, so applying it to every token would not match HF (or LLaVA).
         return nn.Identity()
 
-    def run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return block(x, None)
-
     def cls_attention(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         attn = block.self_attn
         h = block.layer_norm1(x)
@@ -164,9 +168,6 @@ class CLIPTower(HFTower):
 class SiglipTower(HFTower):
     """SiglipVisionModel (no head): embeddings → encoder.layers → post_layernorm. No CLS token."""
 
-    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.hf.embeddings(pixel_values)
-
     @property
     def blocks(self) -> nn.ModuleList:
         return self.hf.encoder.layers
@@ -174,9 +175,6 @@ class SiglipTower(HFTower):
     @property
     def final_norm(self) -> nn.Module:
         return self.hf.post_layernorm
-
-    def run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return block(x, None)
 
     def cls_attention(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         raise InputError(f"{self.spec.name} has no CLS token, so it has no CLS attention",
@@ -186,9 +184,6 @@ class SiglipTower(HFTower):
 class Dinov2Tower(HFTower):
     """Dinov2Model / Dinov2WithRegistersModel: embeddings (CLS, registers) → encoder.layer → layernorm."""
 
-    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.hf.embeddings(pixel_values)
-
     @property
     def blocks(self) -> nn.ModuleList:
         return self.hf.encoder.layer
@@ -196,9 +191,6 @@ class Dinov2Tower(HFTower):
     @property
     def final_norm(self) -> nn.Module:
         return self.hf.layernorm
-
-    def run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return block(x, None)
 
     def cls_attention(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         attn = block.attention
@@ -209,9 +201,6 @@ class Dinov2Tower(HFTower):
 class ViTTower(HFTower):
     """ViTModel (no pooler): embeddings → layers → layernorm."""
 
-    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.hf.embeddings(pixel_values)
-
     @property
     def blocks(self) -> nn.ModuleList:
         return self.hf.layers
@@ -219,9 +208,6 @@ class ViTTower(HFTower):
     @property
     def final_norm(self) -> nn.Module:
         return self.hf.layernorm
-
-    def run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return block(x, None)
 
     def cls_attention(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         attn = block.attention

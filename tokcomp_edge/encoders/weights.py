@@ -10,12 +10,12 @@ towers' `adapt_state_dict`), so a wrong file fails loudly instead of leaving ran
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import WeightsError
+from ..export.bundle import sha256_file
 from .spec import WeightsOrigin
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -24,14 +24,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 WRAPPER_KEYS = ("state_dict", "model", "module")
 _SHOW = 5  # how many offending keys an error message names
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _names(keys: list[str]) -> str:
@@ -173,4 +165,4 @@ def apply_weights(tower: Any, path: Path) -> WeightsOrigin:
     sd = load_state_dict(path)
     sd = tower.adapt_state_dict(sd)
     strict_load(tower.core, sd, path, tower.spec.name)
-    return WeightsOrigin(kind="file", path=str(path), sha256=sha256_of(path))
+    return WeightsOrigin(kind="file", path=str(path), sha256=sha256_file(path))
