@@ -1,5 +1,13 @@
-"""Calibration and real-image inputs: loading and preprocessing images exactly as the manifest says.
+"""Calibration and real-image inputs: loading and preprocessing images exactly as the manifest says,
+and INT8 calibration of a bundle.
 
-`images` turns a folder of JPEG/PNG files into the two input forms a bundle's variants take (normalised
-float32 NCHW, and raw uint8 NHWC for variants that normalise inside the graph). INT8 calibration builds on it.
+    images       folder of JPEG/PNG → normalised float32 NCHW and raw uint8 NHWC (Preprocess, load_images)
+    int8         CalibrateConfig → calibrate() → the bundle's checked `int8` variant (`tokcomp calibrate`)
+    qdq          ModelOpt INT8 quantization (explicit Q/DQ ONNX) on CPU
+    int8_check   the int8 variant vs the golden reference, with validation's int8 tolerances
+
+    from tokcomp_edge.calibration import CalibrateConfig, calibrate
+    result = calibrate(CalibrateConfig(bundle=Path("export/siglip_pool2"), images=Path("calib_photos/")))
 """
+
+from .int8 import CalibrateConfig, CalibrationResult, calibrate  # noqa: F401  (light: ModelOpt loads on use)

@@ -116,8 +116,8 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
     if profile.precision == "int8" and "int8" not in bundle.variants():
         # Knowable without TensorRT, so it is reported before the runtime check (exit 2, not 3).
         raise InputError(f"profile {profile.name!r} builds INT8, but bundle {bundle.path} has no calibrated int8 "
-                         "variant", "calibrate first on representative images (`tokcomp calibrate`), which adds the "
-                         "Q/DQ model to the bundle; then build again")
+                         "variant", f"calibrate first on representative images (`tokcomp calibrate {bundle.path} "
+                         "--images DIR`), which adds the Q/DQ model to the bundle; then build again")
     with stage("lint (TensorRT ONNX parser rules)", times, quiet=cfg.quiet):
         _lint(bundle.onnx_path("fp32"))
 

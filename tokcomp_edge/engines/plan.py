@@ -229,11 +229,12 @@ def make_plan(bundle: Bundle, profile: BuildProfile, target: BuildTarget,
 
     notes = []
     if not ready:
-        if profile.precision == "int8":
+        if profile.precision == "int8" and "int8" not in bundle.variants():
             notes.append(f"bundle has no {variant!r} variant: INT8 needs the calibrated Q/DQ graph — calibrate "
-                         f"first (`tokcomp calibrate`); `build` stops here until then")
+                         f"first (`tokcomp calibrate {bundle.path} --images DIR`); `build` stops here until then")
         else:
-            notes.append(f"variant {variant!r} is not in the bundle yet: `build` creates it from model.onnx "
+            made_from = "the int8 variant" if profile.precision == "int8" else "model.onnx"
+            notes.append(f"variant {variant!r} is not in the bundle yet: `build` creates it from {made_from} "
                          f"(and records it in the manifest) before building")
     if target.gpu is None or target.trt_version is None:
         notes.append(f"{GPU_PLACEHOLDER} / {TRT_PLACEHOLDER} in file names are placeholders "

@@ -138,7 +138,8 @@ class Bundle:
     def variant(self, key: str) -> dict[str, Any]:
         v = self.variants()
         if key not in v:
-            how = ("int8 needs a calibrated Q/DQ graph, which this version cannot make yet" if key.startswith("int8")
+            how = (f"int8 needs a calibrated Q/DQ graph: run `tokcomp calibrate {self.path} --images DIR` on "
+                   "representative images (it adds the int8 variant)" if key.startswith("int8")
                    else f"create it with `tokcomp export … --variants {key}` or `tokcomp build`")
             raise BundleError(f"bundle {self.path} has no {key!r} variant (it has: {', '.join(v)})", how)
         return v[key]

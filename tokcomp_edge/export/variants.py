@@ -115,8 +115,8 @@ def ensure_variant(bundle: Bundle, key: str, *, force: bool = False, options: Va
         return bundle.path / bundle.variants()[key]["file"]
     if key == "int8":
         raise InputError(f"bundle {bundle.path} has no int8 variant; calibrate first",
-                         "int8 needs a Q/DQ model from INT8 calibration on representative images "
-                         "(`tokcomp calibrate`), which registers the int8 variant in the bundle")
+                         "int8 needs a Q/DQ model from INT8 calibration on representative images: run "
+                         f"`tokcomp calibrate {bundle.path} --images DIR`, which registers the int8 variant")
     if layout == "nhwc-uint8":
         base_key = variant_key(precision, "nchw-float")
         base = ensure_variant(bundle, base_key, options=options, times=times)
@@ -135,7 +135,8 @@ def create_variants(bundle: Bundle, keys: list[str] | tuple[str, ...], *, force:
     layouts = {k: parse_variant_key(k) for k in wanted}
     if any(p == "int8" for p, _ in layouts.values()) and "int8" not in bundle.variants():
         raise InputError(f"bundle {bundle.path} has no int8 variant; calibrate first",
-                         "make the int8 variant with `tokcomp calibrate`, then ask for int8-nhwc")
+                         f"make the int8 variant with `tokcomp calibrate {bundle.path} --images DIR`, then ask "
+                         "for int8-nhwc")
     ordered = sorted(wanted, key=lambda k: layouts[k][1] == "nhwc-uint8")
     return {k: ensure_variant(bundle, k, force=force, options=options, times=times) for k in ordered}
 

@@ -35,6 +35,8 @@ class ValidateConfig:
         llm_custom: an explicit LLM shape (--llm-hidden/--llm-layers/…), added to the presets.
         text_tokens: text tokens assumed in the same prompt (economics).
         threads: CPU threads for ONNX Runtime and PyTorch (None: each runtime's default).
+        native_fp16: run fp16/int8 graphs on ONNX Runtime CPU as they are, instead of with fp16 rounding
+            emulated (the default, which is what an fp16/int8 TensorRT engine computes).
         out_dir: where reports go (default `<bundle>/reports`).
         quiet: no progress display.
         argv: the command line, recorded in the report (informational).
@@ -58,6 +60,7 @@ class ValidateConfig:
     llm_custom: LlmShape | None = None
     text_tokens: int = 0
     threads: int | None = None
+    native_fp16: bool = False
     out_dir: Path | None = None
     quiet: bool = False
     argv: tuple[str, ...] = field(default=())

@@ -82,7 +82,7 @@ def _make_target_runner(target: Target, cfg: ValidateConfig):
         return TensorRTRunner(target.path)
     from .runners.onnxrt import OnnxRuntimeRunner
 
-    return OnnxRuntimeRunner(target.path, device=cfg.device, threads=cfg.threads)
+    return OnnxRuntimeRunner(target.path, device=cfg.device, threads=cfg.threads, emulate_fp16=not cfg.native_fp16)
 
 
 def _torch_decision(cfg: ValidateConfig) -> tuple[bool, str | None]:

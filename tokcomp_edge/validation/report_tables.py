@@ -43,7 +43,9 @@ def verdict(report: dict[str, Any]) -> str:
 def ran_on(report: dict[str, Any]) -> str:
     rt = report["target"].get("runtime") or {}
     if rt.get("runtime") == "onnxruntime":
-        return f"ONNX Runtime {rt.get('version')} — {', '.join(rt.get('providers') or [])}"
+        text = f"ONNX Runtime {rt.get('version')} — {', '.join(rt.get('providers') or [])}"
+        rounding = rt.get("fp16_rounding")
+        return f"{text}; {rounding}" if rounding and rounding != "native" else text
     if rt.get("runtime") == "tensorrt":
         return f"TensorRT {rt.get('version')}"
     return str(rt.get("runtime", "?"))

@@ -47,6 +47,19 @@ def capture_stderr_fd() -> Iterator[list[str]]:
             lines.extend(ln for ln in (_strip_ansi(x).strip() for x in text.splitlines()) if ln)
 
 
+def _has_fp16(path: Path) -> bool:
+    """Whether the graph stores any float16 tensor (initializer, I/O or value_info)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    fp16 = onnx.TensorProto.FLOAT16
+    if any(t.data_type == fp16 for t in model.graph.initializer):
+        return True
+    infos = list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info)
+    return any(v.type.tensor_type.elem_type == fp16 for v in infos) or any(
+        a.name == "to" and a.i == fp16 for n in model.graph.node if n.op_type == "Cast" for a in n.attribute)
+
+
 def _strip_ansi(s: str) -> str:
     import re
 
@@ -64,11 +77,17 @@ class OnnxRuntimeRunner(Runner):
 
     label = "onnxruntime"
 
-    def __init__(self, onnx_path: Path, device: str = "cpu", threads: int | None = None):
+    def __init__(self, onnx_path: Path, device: str = "cpu", threads: int | None = None,
+                 emulate_fp16: bool = True):
         """Args:
             onnx_path: the model file (external data beside it is found by ONNX Runtime).
             device: `cpu`, `cuda` or `trt-ep`.
             threads: intra-op threads (None: ONNX Runtime's default, the physical cores).
+            emulate_fp16: on CPU, run a graph that holds fp16 tensors (fp16 and int8 variants) through
+                tokcomp_edge.export.fp16_emulation. ONNX Runtime's CPU provider computes most fp16 ops in
+                fp32 without rounding in between, and its QuantizeLinear truncates fp16 inputs instead of
+                rounding them (onnxruntime#18576): natively it over-states fp16 accuracy and under-states
+                int8's, while the emulation rounds where an fp16/int8 engine rounds.
         """
         super().__init__()
         if device not in DEVICES:
@@ -76,6 +95,7 @@ class OnnxRuntimeRunner(Runner):
         self.onnx_path = Path(onnx_path)
         self.device = device
         self.threads = threads
+        self.emulate_fp16 = emulate_fp16
         self._runner = None
 
     def _activate(self) -> None:
@@ -93,9 +113,10 @@ class OnnxRuntimeRunner(Runner):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.threads:
             opts.intra_op_num_threads = int(self.threads)
+        source, rounding = self._model_source(providers)
         with capture_stderr_fd() as log:
             try:
-                sess = ort.InferenceSession(str(self.onnx_path), sess_options=opts, providers=providers)
+                sess = ort.InferenceSession(source, sess_options=opts, providers=providers)
             except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
                 raise InputError(f"ONNX Runtime cannot load {self.onnx_path.name}: {str(exc).splitlines()[0]}",
                                  "re-export the bundle; run with TOKCOMP_DEBUG=1 for details") from exc
@@ -113,11 +134,25 @@ class OnnxRuntimeRunner(Runner):
             "fallback_reason": _fallback_reason(log, requested[0], available) if fell_back else None,
             "intra_op_threads": self.threads or "default",
             "graph_optimization": "ORT_ENABLE_ALL",
+            "fp16_rounding": rounding,
         }
         self._runner = OnnxrtRunner(sess, name=f"onnxrt-{self.device}")
         self._runner.activate()
         self.input_meta = {i.name: (i.type, i.shape) for i in sess.get_inputs()}
         self.output_names = [o.name for o in sess.get_outputs()]
+
+    def _model_source(self, providers: list[str]) -> tuple[str | bytes, str]:
+        """The model ONNX Runtime loads (a path, or the emulated graph's bytes) and how fp16 is rounded."""
+        if not (self.emulate_fp16 and providers[:1] == ["CPUExecutionProvider"] and _has_fp16(self.onnx_path)):
+            return str(self.onnx_path), "native"
+        import onnx
+
+        from ...export.fp16_emulation import emulate_fp16
+
+        emulated = emulate_fp16(onnx.load(str(self.onnx_path)))
+        if emulated is None:  # control-flow subgraphs: the rewrite does not descend into them
+            return str(self.onnx_path), "native (graph has subgraphs; emulation not possible)"
+        return emulated.SerializeToString(), "emulated fp16 rounding (as an fp16/int8 engine computes)"
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # Inputs were built from the manifest and checked by the caller; skipping Polygraphy's per-call
