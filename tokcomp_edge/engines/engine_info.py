@@ -94,7 +94,7 @@ def layer_stats(inspector: dict[str, Any]) -> dict[str, Any]:
 def engine_record(*, plan, trt_version: str, gpu: dict[str, Any], engine_bytes: int, engine_sha256: str,
                   onnx_sha256: str, io: list[dict[str, Any]], layers: dict[str, Any], placement: dict[str, Any],
                   build_seconds: float, timing_cache: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
-    """The engine.json document (schema `tokcomp-edge/engine` v1; see docs/engines.md).
+    """The engine.json document (schema `tokcomp-edge/engine` v1; see the README, "Building TensorRT engines").
 
     Args:
         plan: the BuildPlan that was executed.

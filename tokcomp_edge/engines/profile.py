@@ -92,7 +92,7 @@ class BatchRange:
 
 @dataclass(frozen=True)
 class BuildProfile:
-    """How to build an engine. See docs/engines.md for what each field does.
+    """How to build an engine. See the README, "Building TensorRT engines" for what each field does.
 
     Attributes:
         name: preset name or the user file's stem (part of the engine file name).

@@ -23,7 +23,7 @@ class Fp16Tolerance:
 
     Why these numbers: fp16 stores 11 significant bits, a relative rounding error of 2^-11 ≈ 4.9e-4 per
     value; through a ViT's blocks the errors add up to ~1e-3 of the output scale (measured figures in
-    docs/variants_lint.md), and the direction of each token barely moves (cosine ≈ 0.99999). A broken
+    the README, "How an fp16 variant is checked"), and the direction of each token barely moves (cosine ≈ 0.99999). A broken
     conversion (overflow to inf, a wrongly cast constant, a LayerNorm computed in fp16 from overflowing
     sums) moves tokens by O(1): cosine ≪ 0.99, error ≈ the scale.
 

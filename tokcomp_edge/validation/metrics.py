@@ -1,6 +1,6 @@
 """Comparison metrics between an output and its expected value (pure numpy, computed in float64).
 
-Definitions (also in docs/validation.md):
+Definitions (also in the README ("Validating a bundle or an engine")):
     max/mean abs error   max / mean of |a − e| over all elements
     rel L2 error         ‖a − e‖₂ / ‖e‖₂ over the whole tensor (0 when both are all-zero)
     per-token cosine     cos(a[b,t,:], e[b,t,:]) for every token; min, mean and 1st percentile reported

@@ -5,7 +5,7 @@ A token output passes when *every* set threshold holds:
     rel_l2        ‖actual − expected‖₂ / ‖expected‖₂ ≤ max_rel_l2
     cosine        min over tokens of cos(actual_t, expected_t) ≥ min_cosine
 An `indices` output (prune) passes when the mean Jaccard index of the kept sets ≥ min_jaccard.
-A threshold set to None is reported but not judged. The defaults and why are in docs/validation.md.
+A threshold set to None is reported but not judged. The defaults and why are in the README ("Validating a bundle or an engine").
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class Tolerance:
         return asdict(self)
 
 
-# Why these numbers: docs/validation.md, "Default tolerances".
+# Why these numbers: the README, "Default tolerances, and why".
 DEFAULTS: dict[str, Tolerance] = {
     # fp32 runtimes differ only by summation order, fused kernels and (TensorRT on Ampere+/Orin) TF32
     # matmuls; a wrong layer, normalisation or compressor is off by far more than these.
