@@ -103,7 +103,7 @@ def profiles():
         t.add_row(p.name, p.precision, p.input, p.engine_input_format, batch,
                   format_size(p.workspace) if p.workspace else "default", dla, p.description)
     out().print(t)
-    out().print("[dim]A profile file (TOML) takes the same fields: see the README, "Building TensorRT engines".[/]")
+    out().print("[dim]A profile file (TOML) takes the same fields: see the README, section 'Build profiles'.[/]")
 
 
 def register(app: typer.Typer) -> None:
