@@ -36,7 +36,7 @@ class InputError(TokcompError):
 
 
 class UnknownModelError(InputError):
-    pass
+    """A model id that names no preset and no timm:/hf:/py: source."""
 
 
 class SpecError(InputError):

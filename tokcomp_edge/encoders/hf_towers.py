@@ -176,10 +176,6 @@ class SiglipTower(HFTower):
     def final_norm(self) -> nn.Module:
         return self.hf.post_layernorm
 
-    def cls_attention(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        raise InputError(f"{self.spec.name} has no CLS token, so it has no CLS attention",
-                         "use a pruning score that does not need CLS (e.g. norm)")
-
 
 class Dinov2Tower(HFTower):
     """Dinov2Model / Dinov2WithRegistersModel: embeddings (CLS, registers) → encoder.layer → layernorm."""

@@ -49,14 +49,22 @@ class VisionTower(nn.Module):
         self.apply_final_norm = final_norm_on_last and self.num_used == spec.num_layers
 
     # -- hooks -----------------------------------------------------------------------------------
-    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    # Hooks of the generic forward below. Not abstract: a tower that overrides forward itself (the
+    # py: wrapper, whose user module is one opaque stage) has no blocks to expose.
+    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Patch + position embedding, prefix tokens and any pre-norm: [B,3,H,W] → [B, T, C]."""
+        raise NotImplementedError(f"{type(self).__name__} must implement embed() or override forward()")
 
-    def run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
+    def run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """One transformer block."""
+        raise NotImplementedError(f"{type(self).__name__} must implement run_block() or override forward()")
 
-    def cls_attention(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
+    def cls_attention(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The CLS row of `block`'s attention, mean over heads ([B, T]); families with a CLS override it."""
+        from ..errors import InputError
+
+        raise InputError(f"{self.spec.name} has no CLS token, so it has no CLS attention",
+                         "use a pruning score that does not need CLS (e.g. prune:K:norm)")
 
     # -- the shared forward ------------------------------------------------------------------------
     def forward(self, pixel_values: torch.Tensor, with_cls_attention: bool = False):

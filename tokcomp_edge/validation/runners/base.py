@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import numpy as np
 
 
-class Runner:
+class Runner(abc.ABC):
     """One runtime executing one model.
 
     Subclasses implement `_activate`, `_infer` and `_deactivate`, and fill `self.info` (what really
@@ -56,14 +57,17 @@ class Runner:
         self.deactivate()
 
     # -- implementation hooks -------------------------------------------------------------------------
-    def _activate(self) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _activate(self) -> None:
+        """Create the session/engine (the only place heavy work may happen)."""
 
-    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one inference: input name → array in, output name → array out."""
 
-    def _deactivate(self) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _deactivate(self) -> None:
+        """Release what _activate created."""
 
     def gpu_memory(self) -> dict[str, Any] | None:
         """Device memory this runner holds, where it runs on a GPU (None on CPU)."""
