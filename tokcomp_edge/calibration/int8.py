@@ -204,16 +204,16 @@ def _meta(path: Path, src: Path, facts: dict[str, Any], calibration: dict[str, A
           method: str, src_sha256: str) -> dict[str, Any]:
     """The int8 variant's manifest entry (same shape as the fp16 variant's)."""
     # The variants module's own helpers, so that I/O descriptions and lint counts read alike in every entry.
-    from ..export.variants import _io, _lint_counts
+    from ..export.variants import lint_counts, variant_io
 
     return {
         "precision": "int8", "input_layout": "nchw-float",
-        **_io(path),
+        **variant_io(path),
         "source": f"modelopt-quantize {version} int8 {method}",
         "calibration": calibration,
         "quantization": facts,
         "base": {"variant": "fp32", "file": src.name, "sha256": src_sha256},
-        "lint": _lint_counts(path),
+        "lint": lint_counts(path),
         "check": check.to_dict(),
     }
 

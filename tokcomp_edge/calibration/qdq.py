@@ -25,12 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ExportFailed, InputError, RuntimeMissing
+from ..errors import ExportFailed, RuntimeMissing
 
 METHODS = ("entropy", "max")
 HIGH_PRECISIONS = ("fp16", "fp32")
-# protobuf cannot serialise a single message of 2 GiB or more; variants are stored as one file.
-SINGLE_FILE_LIMIT = 2**31 - 1
 _EXTERNAL_DATA = "model.onnx.data"  # what export/onnx_export.save_proto writes beside a large model.onnx
 
 
@@ -96,13 +94,10 @@ def _single_file(path: Path) -> None:
 
     if not any(uses_external_data(t) for t in onnx.load(str(path), load_external_data=False).graph.initializer):
         return
-    model = onnx.load(str(path))
-    size = model.ByteSize()
-    if size >= SINGLE_FILE_LIMIT:
-        raise InputError(f"the int8 variant would be {size / 2**30:.1f} GiB, over protobuf's 2 GiB single-file "
-                         "limit; variants are stored as one file",
-                         "calibrate with --high-precision fp16 (half the size of fp32), or use a smaller encoder")
-    path.write_bytes(model.SerializeToString(deterministic=True))
+    from ..export.variants import save_variant_model
+
+    save_variant_model(onnx.load(str(path)), path, "int8",
+                       "calibrate with --high-precision fp16 (half the size of fp32), or use a smaller encoder")
 
 
 def quantize_int8(src: Path, work: Path, pixel_values: np.ndarray, *, method: str, batch: int,

@@ -163,7 +163,7 @@ def _make_fp16(bundle: Bundle, options: VariantOptions, times: StageTimes | None
     with stage("fp16 variant: ModelOpt AutoCast", times, q):
         model, facts = convert_fp16(src, reference[f"pixel_values.b{max(batches)}"], options.fp16)
     with _staged_file(bundle, "fp16") as tmp:
-        _save(model, tmp, "fp16")
+        save_variant_model(model, tmp, "fp16")
         del model
         with stage(f"fp16 check: ONNX Runtime CPU vs golden reference (batch {', '.join(map(str, batches))})",
                    times, q):
@@ -174,12 +174,12 @@ def _make_fp16(bundle: Bundle, options: VariantOptions, times: StageTimes | None
                               "(Fp16Options.fp32_op_types, e.g. Softmax) or lower Fp16Options.data_max")
         meta = {
             "precision": "fp16", "input_layout": "nchw-float",
-            **_io(tmp),
+            **variant_io(tmp),
             "source": f"modelopt-autocast {modelopt_version()}",
             "options": asdict(options.fp16),
             "conversion": facts,
             "base": {"variant": "fp32", "file": src.name, "sha256": sha256_file(src)},
-            "lint": _lint_counts(tmp),
+            "lint": lint_counts(tmp),
             "check": result.to_dict(),
         }
         return bundle.add_variant("fp16", tmp, meta)
@@ -197,7 +197,7 @@ def _make_nhwc(bundle: Bundle, key: str, base_key: str, base: Path, options: Var
     with stage(f"{key} variant: uint8 NHWC input, normalised in the graph", times, q):
         model = wrap_nhwc(onnx.load(str(base)), mean=mean, std=std)
     with _staged_file(bundle, key) as tmp:
-        _save(model, tmp, key)
+        save_variant_model(model, tmp, key)
         del model
         with stage(f"{key} check: ONNX Runtime CPU vs {base.name} on the same frames", times, q):
             result = check_nhwc(tmp, base, mean=mean, std=std, image_size=image_size, batches=batches,
@@ -211,12 +211,12 @@ def _make_nhwc(bundle: Bundle, key: str, base_key: str, base: Path, options: Var
         precision = parse_variant_key(key)[0]
         meta = {
             "precision": precision, "input_layout": "nhwc-uint8",
-            **_io(tmp),
+            **variant_io(tmp),
             "source": f"tokcomp-edge {__version__} nhwc wrapper around {base_key}",
             "preprocess": {"input": "uint8 RGB [B,H,W,3]", "ops": "Cast → Transpose → (x/255 − mean)/std",
                            "mean": list(mean), "std": list(std)},
             "base": {"variant": base_key, "file": base.name, "sha256": sha256_file(base)},
-            "lint": _lint_counts(tmp),
+            "lint": lint_counts(tmp),
             "check": result.to_dict(),
         }
         return bundle.add_variant(key, tmp, meta)
@@ -235,16 +235,17 @@ def _staged_file(bundle: Bundle, key: str) -> Iterator[Path]:
         path.unlink(missing_ok=True)
 
 
-def _save(model, path: Path, key: str) -> None:
+def save_variant_model(model, path: Path, key: str,
+                       hint: str = "use the fp16 variant (half the size) or a smaller encoder") -> None:
+    """Write a variant as one deterministic file (variants carry no external data)."""
     size = model.ByteSize()
     if size >= SINGLE_FILE_LIMIT:
         raise InputError(f"the {key} variant would be {size / 2**30:.1f} GiB, over protobuf's 2 GiB single-file "
-                         "limit; variants are stored as one file",
-                         "use the fp16 variant (half the size) or a smaller encoder")
+                         "limit; variants are stored as one file", hint)
     path.write_bytes(model.SerializeToString(deterministic=True))
 
 
-def _io(path: Path) -> dict[str, list[dict[str, Any]]]:
+def variant_io(path: Path) -> dict[str, list[dict[str, Any]]]:
     """The variant's graph I/O in the manifest's format (name, shape with the batch dim name, dtype, layout)."""
     import onnx
 
@@ -261,7 +262,7 @@ def _io(path: Path) -> dict[str, list[dict[str, Any]]]:
     return {"inputs": [describe(i, True) for i in g.input], "outputs": [describe(o, False) for o in g.output]}
 
 
-def _lint_counts(path: Path) -> dict[str, int]:
+def lint_counts(path: Path) -> dict[str, int]:
     """TensorRT lint of the new variant, recorded (an error here becomes fatal only at `build`)."""
     from ..engines.lint import lint_model
 
