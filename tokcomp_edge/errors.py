@@ -23,7 +23,9 @@ class TokcompError(Exception):
 
     def one_line(self) -> str:
         text = self.message.rstrip(".")
-        return f"{text}. {self.hint}" if self.hint else text
+        if not self.hint:
+            return text
+        return f"{text}. {self.hint[:1].upper()}{self.hint[1:]}"
 
 
 # --- exit 2: bad input -------------------------------------------------------------------------
