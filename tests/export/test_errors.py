@@ -144,3 +144,12 @@ def test_parity_failure_is_exit_1_and_writes_nothing(tmp_path, monkeypatch):
 
 def test_export_failure_class_is_check_failed():
     assert ExportFailed("x").exit_code == 1
+
+
+@pytest.mark.parametrize("variants,needle", [(("fp17",), "unknown variant 'fp17'"), (("int8",), "calibration")])
+def test_bad_variants_fail_before_export(tmp_path, monkeypatch, variants, needle):
+    import tokcomp_edge.export.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "export_to_proto", lambda *a, **k: pytest.fail("exported before checking"))
+    with pytest.raises(InputError, match=needle):
+        export_bundle(cfg(tmp_path, variants=variants))

@@ -32,6 +32,7 @@ def validate_config(cfg: ExportConfig):
         raise InputError(f"batch range {cfg.batch_min}..{cfg.batch_max} is empty or below 1",
                          "use 1 ≤ --batch-min ≤ --batch-max")
     spec = parse_spec(cfg.compress)
+    _check_variant_keys(cfg.variants)
     enc = resolve_spec(cfg.model, cfg.image_size)
     prefix = cfg.prefix or enc.default_prefix
     plan = plan_compression(spec, grid=enc.grid, prefix_tokens=enc.prefix_tokens, has_cls=enc.has_cls,
@@ -43,6 +44,17 @@ def validate_config(cfg: ExportConfig):
         raise OutputError(f"{out} exists and is not a folder", "choose another --out")
     ensure_writable_parent(out)
     return spec, enc, plan, out
+
+
+def _check_variant_keys(keys: tuple[str, ...]) -> None:
+    """Unknown or not-yet-possible variants fail before the export, not after it."""
+    from .variants import parse_variant_key
+
+    for key in keys:
+        precision, _ = parse_variant_key(key)
+        if precision == "int8":
+            raise InputError(f"--variants {key}: int8 needs calibration, which runs on an exported bundle",
+                             "export first, then run `tokcomp calibrate BUNDLE --images DIR`")
 
 
 def export_bundle(cfg: ExportConfig) -> ExportResult:
