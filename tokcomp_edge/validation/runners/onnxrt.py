@@ -116,7 +116,9 @@ class OnnxRuntimeRunner(Runner):
         source, rounding = self._model_source(providers)
         with capture_stderr_fd() as log:
             try:
-                sess = ort.InferenceSession(source, sess_options=opts, providers=providers)
+                # The NCHWc transformer crashed ORT 1.24 on an AutoCast fp16 graph (see export.reference).
+                sess = ort.InferenceSession(source, sess_options=opts, providers=providers,
+                                            disabled_optimizers=["NchwcTransformer"])
             except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
                 raise InputError(f"ONNX Runtime cannot load {self.onnx_path.name}: {str(exc).splitlines()[0]}",
                                  "re-export the bundle; run with TOKCOMP_DEBUG=1 for details") from exc
@@ -133,7 +135,7 @@ class OnnxRuntimeRunner(Runner):
             "fell_back": fell_back,
             "fallback_reason": _fallback_reason(log, requested[0], available) if fell_back else None,
             "intra_op_threads": self.threads or "default",
-            "graph_optimization": "ORT_ENABLE_ALL",
+            "graph_optimization": "ORT_ENABLE_ALL without NchwcTransformer",
             "fp16_rounding": rounding,
         }
         self._runner = OnnxrtRunner(sess, name=f"onnxrt-{self.device}")
