@@ -55,7 +55,6 @@ def interleaved(fns: dict, warmup: int, iters: int) -> dict[str, list[float]]:
 
 
 def bench_latency(bundle_dir: Path, batches: list[int], warmup: int, iters: int) -> dict:
-    import numpy as np
     import torch
 
     from tokcomp_edge.export.bundle import Bundle
@@ -76,14 +75,14 @@ def bench_latency(bundle_dir: Path, batches: list[int], warmup: int, iters: int)
         x = golden_inputs(tuple(enc["image_size"]), enc["mean"], enc["std"], [b], seed=123)[b]
         xt = torch.from_numpy(x)
 
-        def run_torch():
+        def run_torch(xt=xt):
             with torch.no_grad():
                 return model(xt)
 
         fns = {"pytorch_eager": run_torch}
         for name, sess in sessions.items():
             feed_name = sess.get_inputs()[0].name
-            fns[name] = (lambda s=sess, f=feed_name: s.run(None, {f: x}))
+            fns[name] = (lambda s=sess, f=feed_name, x=x: s.run(None, {f: x}))
         t = interleaved(fns, warmup, iters)
         row = {k: {"median_ms": round(statistics.median(v), 2), "p90_ms": round(sorted(v)[int(0.9 * (len(v) - 1))], 2),
                    "runs": len(v)} for k, v in t.items()}
@@ -91,7 +90,7 @@ def bench_latency(bundle_dir: Path, batches: list[int], warmup: int, iters: int)
         row["ratio_ort_fp32_over_torch_median"] = round(statistics.median(ratios), 3)
         ref = run_torch()
         ref = (ref[0] if isinstance(ref, tuple) else ref).numpy()
-        for name, sess in sessions.items():
+        for name in sessions:
             row[name].update(_accuracy(fns[name]()[0], ref))
         if emulated is not None:
             # ORT CPU computes most fp16 ops in fp32 without rounding in between; the emulated graph

@@ -98,3 +98,12 @@ def test_external_data_when_large(tmp_path, monkeypatch):
     assert set(b.manifest["files"]) == {"model.onnx", "model.onnx.data", "reference.npz"}
     assert b.manifest["onnx"]["external_data"] is True and res.parity.passed
     assert (res.path / "model.onnx").stat().st_size < (res.path / "model.onnx.data").stat().st_size
+
+
+def test_manifest_with_other_schema_is_refused(tmp_path):
+    (tmp_path / "manifest.json").write_text('{"schema": "someone-else/bundle", "schema_version": 1}')
+    with pytest.raises(BundleError, match="expected 'tokcomp-edge/bundle'"):
+        Bundle.load(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        Bundle.load(tmp_path)

@@ -3,5 +3,4 @@
 Import `spec` cheaply; `functional` and `module` import torch.
 """
 
-from .spec import (METHODS, CompressionPlan, CompressionSpec, method_table, parse_spec,  # noqa: F401
-                   plan_compression)
+from .spec import METHODS, CompressionPlan, CompressionSpec, parse_spec, plan_compression  # noqa: F401

@@ -262,8 +262,3 @@ def plan_compression(spec: CompressionSpec, *, grid: tuple[int, int], prefix_tok
     return CompressionPlan(spec=spec, prefix=prefix, prefix_in=prefix_tokens, prefix_out=p_out, grid_in=(h, w),
                            grid_out=grid_out, patch_tokens_in=n, patch_tokens_out=n_out, dim_in=hidden_size,
                            dim_out=dim_out, formula=formula, has_cls=has_cls)
-
-
-def method_table() -> list[dict[str, str]]:
-    """Rows for `tokcomp methods`."""
-    return [{"name": name, **info} for name, info in METHODS.items()]

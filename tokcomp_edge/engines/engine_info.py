@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import BundleError
+from ..export.bundle import read_tagged_json
 
 SCHEMA = "tokcomp-edge/engine"
 SCHEMA_VERSION = 1
@@ -164,10 +165,4 @@ def read_engine_info(path: str | Path) -> dict[str, Any]:
     if not sidecar.is_file():
         raise BundleError(f"{sidecar} does not exist, so {path.name} has no tokcomp build record",
                           "build the engine with `tokcomp build`, which writes it beside the .plan")
-    try:
-        data = json.loads(sidecar.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{sidecar} is not valid JSON ({exc})", "rebuild the engine") from exc
-    if data.get("schema") != SCHEMA:
-        raise BundleError(f"{sidecar} has schema {data.get('schema')!r}, expected {SCHEMA!r}", "rebuild the engine")
-    return data
+    return read_tagged_json(sidecar, SCHEMA, "rebuild the engine with `tokcomp build`")

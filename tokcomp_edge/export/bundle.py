@@ -46,6 +46,22 @@ def reference_key(tensor: str, batch: int) -> str:
     return f"{tensor}.b{batch}"
 
 
+def read_tagged_json(path: Path, schema: str, hint: str) -> dict[str, Any]:
+    """Parse a JSON document that names its `schema` (manifest.json, engine.json).
+
+    Raises:
+        BundleError (exit 2) when it is not JSON or carries another schema; `hint` says what to do.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path} is not valid JSON ({exc})", hint) from exc
+    if not isinstance(data, dict) or data.get("schema") != schema:
+        found = data.get("schema") if isinstance(data, dict) else None
+        raise BundleError(f"{path} has schema {found!r}, expected {schema!r}", hint)
+    return data
+
+
 def dump_manifest(manifest: dict[str, Any]) -> str:
     return json.dumps(manifest, indent=2, sort_keys=False) + "\n"
 
@@ -71,13 +87,8 @@ class Bundle:
         if not mpath.is_file():
             raise BundleError(f"{path} has no {MANIFEST}, so it is not a tokcomp bundle",
                               "point at a folder written by `tokcomp export`")
-        try:
-            manifest = json.loads(mpath.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BundleError(f"{mpath} is not valid JSON ({exc})", "re-export the bundle") from exc
-        if manifest.get("schema") != SCHEMA:
-            raise BundleError(f"{mpath} has schema {manifest.get('schema')!r}, expected {SCHEMA!r}",
-                              "point at a folder written by `tokcomp export`")
+        manifest = read_tagged_json(mpath, SCHEMA, "re-export the bundle, or point at a folder written by "
+                                                   "`tokcomp export`")
         version = manifest.get("schema_version")
         if version != SCHEMA_VERSION:
             raise BundleError(f"{mpath} has schema_version {version}, this tokcomp reads {SCHEMA_VERSION}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sys
@@ -25,12 +26,10 @@ def package_versions() -> dict[str, str | None]:
 
 def cpu_model() -> str:
     """The CPU's marketing name (Linux /proc/cpuinfo; platform.processor elsewhere)."""
-    try:
+    with contextlib.suppress(OSError):  # no /proc (macOS, containers without it): use the fallback below
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.lower().startswith(("model name", "hardware", "cpu model")):
                 return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     return platform.processor() or platform.machine()
 
 
@@ -49,13 +48,11 @@ def nvidia_gpus() -> list[dict[str, str]]:
     if root.is_dir():
         for d in sorted(root.iterdir()):
             info: dict[str, str] = {"bus": d.name}
-            try:
+            with contextlib.suppress(OSError):  # a GPU entry without details still counts as a GPU
                 for line in (d / "information").read_text().splitlines():
                     if ":" in line:
                         k, v = line.split(":", 1)
                         info[k.strip().lower().replace(" ", "_")] = v.strip()
-            except OSError:
-                pass
             gpus.append(info)
     return gpus
 

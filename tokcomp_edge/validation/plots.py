@@ -130,10 +130,7 @@ def cosine_heatmap(grid: list[list[float | None]], title: str, min_cosine: float
     gw, gh = cell * w, cell * h
     bar_x = left + gw + 24
     width, height = bar_x + 90, top + max(gh, 120) + 12
-    parts = [f"<svg class='plot heatmap' width='{width}' height='{height}' viewBox='0 0 {width} {height}' "
-             "role='img' shape-rendering='crispEdges'>",
-             f"<title>{escape(title)}</title>",
-             f"<text x='{left}' y='16' {FONT} font-weight='600'>{escape(title)}</text>"]
+    parts = _grid_svg_open("heatmap", width, height, title, left)
     for r, row in enumerate(grid):
         for q, v in enumerate(row):
             x0, y0 = left + q * cell, top + r * cell
@@ -163,6 +160,14 @@ def cosine_heatmap(grid: list[list[float | None]], title: str, min_cosine: float
     return "".join(parts)
 
 
+def _grid_svg_open(kind: str, width: int, height: int, title: str, left: int) -> list[str]:
+    """Opening tags of a cell-grid plot: the <svg> element (crisp cell edges), its tooltip and caption."""
+    return [f"<svg class='plot {kind}' width='{width}' height='{height}' viewBox='0 0 {width} {height}' "
+            "role='img' shape-rendering='crispEdges'>",
+            f"<title>{escape(title)}</title>",
+            f"<text x='{left}' y='16' {FONT} font-weight='600'>{escape(title)}</text>"]
+
+
 def mask_grid(freq: list[list[float]], title: str, cell: int | None = None) -> str:
     """Kept-token mask over the input grid: cell opacity = fraction of images that kept it.
 
@@ -176,10 +181,7 @@ def mask_grid(freq: list[list[float]], title: str, cell: int | None = None) -> s
     cell = cell or max(6, min(40, 300 // max(1, max(h, w))))
     top, left = 26, 10
     width, height = left + cell * w + 10, top + cell * h + 22
-    parts = [f"<svg class='plot mask' width='{width}' height='{height}' viewBox='0 0 {width} {height}' "
-             "role='img' shape-rendering='crispEdges'>",
-             f"<title>{escape(title)}</title>",
-             f"<text x='{left}' y='16' {FONT} font-weight='600'>{escape(title)}</text>"]
+    parts = _grid_svg_open("mask", width, height, title, left)
     for r, row in enumerate(freq):
         for q, v in enumerate(row):
             x0, y0 = left + q * cell, top + r * cell
