@@ -9,7 +9,8 @@ import typer
 
 from ..console import out as console
 
-ModelArg = Annotated[str, typer.Argument(help="Preset (`tokcomp models`), timm:<name>, hf:<dir> or py:<module>:<factory>.")]
+ModelArg = Annotated[str, typer.Argument(help="Tower or VLM preset (`tokcomp models`), timm:<name>, hf:<dir> (a tower "
+                                              "or a whole VLM folder) or py:<module>:<factory>.")]
 
 
 def export(
@@ -19,7 +20,8 @@ def export(
     image_size: Annotated[Optional[int], typer.Option(help="Square input size (a multiple of the patch size).")] = None,
     weights: Annotated[Optional[Path], typer.Option(help=".safetensors or torch checkpoint (loaded weights_only).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random init (without --weights) and of the golden inputs.")] = 0,
-    layer: Annotated[int, typer.Option(help="Hidden layer to read: -1 last, -2 penultimate (LLaVA), …")] = -1,
+    layer: Annotated[Optional[int], typer.Option(help="Hidden layer to read: -1 last, -2 penultimate (LLaVA), … "
+                                                 "[default: -1; a VLM's own feature layer].")] = None,
     prefix: Annotated[Optional[str], typer.Option(help="keep | drop the CLS/register tokens [default: per family].")] = None,
     batch_min: Annotated[int, typer.Option(help="Smallest batch of the dynamic batch axis.")] = 1,
     batch_max: Annotated[int, typer.Option(help="Largest batch of the dynamic batch axis.")] = 8,
@@ -27,6 +29,8 @@ def export(
     variants: Annotated[str, typer.Option(help="Extra variants to add, comma-separated: fp16, nhwc, fp16-nhwc.")] = "",
     no_cleanup: Annotated[bool, typer.Option("--no-cleanup", help="Skip the onnxslim clean-up pass.")] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing bundle (after the new one passed its checks).")] = False,
+    no_projector: Annotated[bool, typer.Option("--no-projector", help="VLMs: stop where the projector module "
+                                               "starts (features as it sees them).")] = False,
 ):
     """Export MODEL with a token compressor to a checked ONNX bundle.
 
@@ -37,12 +41,16 @@ def export(
       tokcomp export clip-l14-336 --layer -2 --compress unshuffle:2 --weights clip.safetensors
 
       tokcomp export tiny-clip --compress prune:32:cls-attn
+
+      tokcomp export hf:checkpoints/llava-1.5-7b-hf --compress pool:2        (a VLM folder: tower + projector)
+
+      tokcomp export internvl3-1b --no-projector
     """
     from ..export import ExportConfig, export_bundle
 
     cfg = ExportConfig(model=model, compress=compress, out=out, image_size=image_size, weights=weights, seed=seed,
                        layer=layer, prefix=prefix, batch_min=batch_min, batch_max=batch_max, opset=opset,
-                       force=force, cleanup=not no_cleanup,
+                       force=force, cleanup=not no_cleanup, projector=not no_projector,
                        variants=tuple(v.strip() for v in variants.split(",") if v.strip()))
     result = export_bundle(cfg)
     print_summary(result.manifest, result.parity)
@@ -58,8 +66,17 @@ def print_summary(manifest: dict, parity=None) -> None:
                          f"patch {enc['patch_size']}, layer {enc['layer']})")
     t.add_row("weights", _weights_text(enc["weights"]))
     t.add_row("compression", f"{comp['spec']}  prefix {comp['prefix']}")
-    t.add_row("tokens", f"{comp['tokens_in']} → {comp['tokens_out']}  ({comp['formula']}), "
-                        f"dim {comp['dim_in']} → {comp['dim_out']}")
+    vlm = manifest.get("vlm")
+    if vlm:
+        t.add_row("vlm", f"{vlm['family']} ({vlm['transformers_class']}), feature layer {vlm['feature_layer']}, "
+                         f"select {vlm['select']}, projector {'included' if vlm['projector'] else 'excluded'}")
+        t.add_row("tokens", f"{vlm['arithmetic']}  (the VLM itself: {vlm['native_tokens_per_tile']} per tile)")
+        llm = vlm["llm"]
+        t.add_row("llm", f"{llm['model_type']}: d {llm['hidden']}, {llm['layers']} layers, {llm['heads']} heads "
+                         f"({llm['kv_heads']} kv), mlp {llm['mlp']}{' gated' if llm['gated'] else ''}")
+    else:
+        t.add_row("tokens", f"{comp['tokens_in']} → {comp['tokens_out']}  ({comp['formula']}), "
+                            f"dim {comp['dim_in']} → {comp['dim_out']}")
     if parity is not None:
         worst = max(v["max_abs"] for res in parity.per_batch.values() for v in res.values() if "max_abs" in v)
         t.add_row("parity", f"{'passed' if parity.passed else 'FAILED'}: max |ONNX − PyTorch| {worst:.2e} "
@@ -137,6 +154,12 @@ def methods():
     for info in METHODS.values():
         t.add_row(info["syntax"], info["tokens"], info["dim"], info["what"])
     console().print(t)
+    console().print(
+        "With a VLM (hf:<VLM folder> or a VLM preset) the spec is extra compression on the selected patch features, "
+        "before the VLM's own transform and projector; `tokcomp inspect` shows the whole chain, e.g. "
+        "576 → pool:2 → 144 → mlp → 144 × 4096. Specs that reproduce a VLM's own reduction: pool:4 on 64x64 = "
+        "Gemma 3's projector pooling; bilinear:14x14 on 27x27 = LLaVA-OneVision's video pooling; "
+        "unshuffle:2:internvl = InternVL's pixel shuffle (and Idefics3/SmolVLM's, same order).", soft_wrap=True)
 
 
 def models():
@@ -159,6 +182,30 @@ def models():
                   f"{s.grid[0]}x{s.grid[1]}", str(s.prefix_tokens), str(s.hidden_size), str(s.num_layers),
                   s.default_prefix)
     console().print(t)
+    _vlm_presets_table()
+
+
+def _vlm_presets_table() -> None:
+    from rich.table import Table
+
+    from ..compression.spec import parse_spec
+    from ..vlm import VLM_PRESETS, plan_vlm, resolve_vlm
+
+    v = Table(title="VLM vision-path presets (tower + the VLM's transform + projector; also hf:<VLM folder>)")
+    v.add_column("name", no_wrap=True)
+    for col in ("family", "tower", "tile", "feature layer", "tokens per tile", "llm", "checkpoint"):
+        v.add_column(col)
+    try:
+        specs = {name: resolve_vlm(name) for name in VLM_PRESETS}
+    except ImportError as exc:  # the VLM configs are completed by transformers' config classes
+        console().print(f"VLM presets: not listed here ({exc.name} is not installed)")
+        return
+    for name, s in specs.items():
+        plan = plan_vlm(s, parse_spec("none"), None)
+        v.add_row(name, s.family.model_type, f"{s.tower.family} {s.tower.hidden_size}×{s.tower.num_layers}",
+                  str(s.tower.image_size[0]), str(s.feature_layer), f"{plan.tokens_out} × {plan.dim_out}",
+                  f"{s.llm.model_type} {s.llm.hidden}", VLM_PRESETS[name].source or "tiny (tests)")
+    console().print(v)
 
 
 def register(app: typer.Typer) -> None:

@@ -32,7 +32,7 @@ def validate(
     max_rel_l2: Annotated[Multi, typer.Option(help="[OUTPUT=]VALUE largest relative L2 error.")] = None,
     min_cosine: Annotated[Multi, typer.Option(help="[OUTPUT=]VALUE smallest per-token cosine.")] = None,
     min_jaccard: Annotated[Multi, typer.Option(help="[OUTPUT=]VALUE smallest mean Jaccard of kept tokens (prune).")] = None,
-    llm: Annotated[Multi, typer.Option(help="LLM preset for token economics (repeatable): qwen2-0.5b, qwen2-1.5b, qwen2-7b, vicuna-7b, vicuna-13b.")] = None,
+    llm: Annotated[Multi, typer.Option(help="LLM preset for token economics (repeatable): qwen2-0.5b, qwen2-1.5b, qwen2-7b, vicuna-7b, vicuna-13b [default: a VLM bundle's own LLM, else qwen2-0.5b and vicuna-7b].")] = None,
     llm_hidden: Annotated[Optional[int], typer.Option(help="Custom LLM width (with --llm-layers).")] = None,
     llm_layers: Annotated[Optional[int], typer.Option(help="Custom LLM decoder blocks.")] = None,
     llm_mlp: Annotated[Optional[int], typer.Option(help="Custom LLM MLP width [default: 4 × hidden].")] = None,
@@ -76,7 +76,7 @@ def validate(
                          warmup=warmup, iterations=iterations, images=images, max_images=max_images,
                          extra_inputs=extra_inputs, seed=seed, torch=torch, torch_device=torch_device,
                          tolerance_overrides=overrides,
-                         llms=tuple(llm) if llm else ValidateConfig.llms if custom is None else (),
+                         llms=tuple(llm) if llm else (),
                          llm_custom=custom, text_tokens=llm_text_tokens, threads=threads, native_fp16=native_fp16, out_dir=out, quiet=quiet,
                          argv=tuple(sys.argv))
     result = run(cfg)

@@ -48,7 +48,7 @@ def check_image_size(name: str, image_size: int, patch_size: int) -> None:
 
 def prefix_tokens(model_type: str, hf: dict[str, Any]) -> tuple[int, bool]:
     """(prefix token count, has_cls) of an HF vision family."""
-    if model_type == "siglip_vision_model":
+    if model_type in ("siglip_vision_model", "idefics3_vision", "smolvlm_vision"):
         return 0, False
     if model_type == "dinov2_with_registers":
         return 1 + int(hf.get("num_register_tokens", 4)), True

@@ -24,6 +24,10 @@ HF_CLASSES = {
     "dinov2": ("Dinov2Config", "Dinov2Model"),
     "dinov2_with_registers": ("Dinov2WithRegistersConfig", "Dinov2WithRegistersModel"),
     "vit": ("ViTConfig", "ViTModel"),
+    # The towers of VLM checkpoints (built from the VLM's vision_config by tokcomp_edge.vlm).
+    "internvl_vision": ("InternVLVisionConfig", "InternVLVisionModel"),
+    "idefics3_vision": ("Idefics3VisionConfig", "Idefics3VisionTransformer"),
+    "smolvlm_vision": ("SmolVLMVisionConfig", "SmolVLMVisionTransformer"),
 }
 
 # Checkpoint keys of heads the tower never runs (projection, pooling, classifier); dropped when the
@@ -34,6 +38,9 @@ HEAD_PREFIXES = {
     "dinov2": ("classifier.", "mask_token"),
     "dinov2_with_registers": ("classifier.",),
     "vit": ("classifier.", "pooler."),
+    "internvl_vision": (),
+    "idefics3_vision": (),
+    "smolvlm_vision": (),
 }
 
 # How HF's `interpolate_pos_encoding` resamples each family's position table (bicubic, no corners);
@@ -44,6 +51,9 @@ POS_EMBED = {
     "dinov2": ("embeddings.position_embeddings", 1, False),
     "dinov2_with_registers": ("embeddings.position_embeddings", 1, True),
     "vit": ("embeddings.position_embeddings", 1, False),
+    "internvl_vision": ("embeddings.position_embeddings", 1, False),
+    "idefics3_vision": ("embeddings.position_embedding.weight", 0, False),
+    "smolvlm_vision": ("embeddings.position_embedding.weight", 0, False),
 }
 
 
@@ -73,8 +83,8 @@ def build_hf_model(model_type: str, hf: dict[str, Any], attn_implementation: str
 class HFTower(VisionTower):
     """Shared part of the HF adapters: holds the model and adapts checkpoints to it."""
 
-    def __init__(self, spec: EncoderSpec, model: nn.Module, layer: int = -1):
-        super().__init__(spec, layer)
+    def __init__(self, spec: EncoderSpec, model: nn.Module, layer: int = -1, final_norm_on_last: bool = True):
+        super().__init__(spec, layer, final_norm_on_last)
         self.hf = model
 
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -211,12 +221,73 @@ class ViTTower(HFTower):
         return cls_attention_row(attn.q_proj(h[:, :1]), attn.k_proj(h), attn.num_attention_heads, attn.scaling)
 
 
+class InternVLTower(HFTower):
+    """InternVLVisionModel (InternViT): embeddings (CLS) → encoder.layer (LayerScale, optional q/k norm) →
+    layernorm (Identity when the config mean-pools, as InternVL 2.5/3 do)."""
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.hf.encoder.layer
+
+    def run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return block(x)  # InternVLVisionLayer takes no attention mask
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return self.hf.layernorm
+
+    def cls_attention(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        attn = block.attention
+        h = block.layernorm_before(x)
+        # q/k norms (RMSNorm over the full width) act per token, so normalising the CLS query alone is exact.
+        q = attn.q_norm(attn.q_proj(h[:, :1]))
+        return cls_attention_row(q, attn.k_norm(attn.k_proj(h)), attn.num_heads, attn.scale)
+
+
+class Idefics3Tower(HFTower):
+    """Idefics3VisionTransformer / SmolVLMVisionTransformer (SigLIP with NaViT-style position ids).
+
+    HF computes position ids from the patch attention mask with `bucketize` at every forward. For a full
+    tile (every patch valid, which is what a tile of the image splitter is) they are a fixed table, so
+    they are computed once here with HF's own formula and kept as a constant: the graph then holds a
+    plain Gather instead of data-dependent bucketing. A test checks equality with HF's embeddings.
+    """
+
+    def __init__(self, spec: EncoderSpec, model: nn.Module, layer: int = -1, final_norm_on_last: bool = True):
+        super().__init__(spec, model, layer, final_norm_on_last)
+        emb = model.embeddings
+        n = emb.num_patches_per_side
+        gh, gw = spec.grid
+        boundaries = torch.arange(1 / n, 1.0, 1 / n)
+        frac_h = torch.clamp(torch.arange(gh, dtype=torch.float32) * (1.0 / gh), max=1.0 - 1e-6)
+        frac_w = torch.clamp(torch.arange(gw, dtype=torch.float32) * (1.0 / gw), max=1.0 - 1e-6)
+        bh = torch.bucketize(frac_h, boundaries, right=True)
+        bw = torch.bucketize(frac_w, boundaries, right=True)
+        self.register_buffer("position_ids", (bh[:, None] * n + bw[None, :]).reshape(1, -1), persistent=False)
+
+    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        emb = self.hf.embeddings
+        x = emb.patch_embedding(pixel_values).flatten(2).transpose(1, 2)
+        return x + emb.position_embedding(self.position_ids)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.hf.encoder.layers
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return self.hf.post_layernorm
+
+
 TOWERS = {
     "clip_vision_model": CLIPTower,
     "siglip_vision_model": SiglipTower,
     "dinov2": Dinov2Tower,
     "dinov2_with_registers": Dinov2Tower,
     "vit": ViTTower,
+    "internvl_vision": InternVLTower,
+    "idefics3_vision": Idefics3Tower,
+    "smolvlm_vision": Idefics3Tower,
 }
 
 

@@ -40,7 +40,10 @@ HALF = (0.5, 0.5, 0.5)
 # - dinov2: registers exist to absorb global "scratch" attention and are meant to be discarded; VLMs
 #   built on DINOv2 consume the patch features.
 # - vit: a classification ViT's CLS token is its summary of the image, so it is kept.
-DEFAULT_PREFIX = {"clip": "drop", "siglip": "drop", "dinov2": "drop", "vit": "keep"}
+# - internvl / idefics3: the vision towers of InternVL and Idefics3/SmolVLM, reached through a VLM
+#   folder; InternVL's projector reads patch tokens only, Idefics3's tower has no prefix at all.
+DEFAULT_PREFIX = {"clip": "drop", "siglip": "drop", "dinov2": "drop", "vit": "keep", "internvl": "drop",
+                  "idefics3": "drop"}
 
 # Family defaults for the pixel normalisation (used by hf: folders that carry no preprocessor_config.json).
 FAMILY_MEAN_STD = {
@@ -48,6 +51,8 @@ FAMILY_MEAN_STD = {
     "siglip": (HALF, HALF),
     "dinov2": (IMAGENET_MEAN, IMAGENET_STD),
     "vit": (HALF, HALF),
+    "internvl": (IMAGENET_MEAN, IMAGENET_STD),
+    "idefics3": (HALF, HALF),
 }
 
 # HF `model_type` (of the vision config) → our family. `clip`/`siglip` full checkpoints are mapped to
@@ -58,6 +63,10 @@ MODEL_TYPE_FAMILY = {
     "dinov2": "dinov2",
     "dinov2_with_registers": "dinov2",
     "vit": "vit",
+    # Vision towers that exist inside VLM checkpoints (tokcomp_edge.vlm builds them from the VLM's config).
+    "internvl_vision": "internvl",
+    "idefics3_vision": "idefics3",
+    "smolvlm_vision": "idefics3",
 }
 
 

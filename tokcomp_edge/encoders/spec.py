@@ -61,12 +61,17 @@ class EncoderSpec:
 
 @dataclass(frozen=True)
 class WeightsOrigin:
-    """Where the parameters came from: a file (with its sha256) or a seeded random init."""
+    """Where the parameters came from: a file (with its sha256) or a seeded random init.
+
+    `covers` says what the sha256 is of: the whole file, or — for a VLM checkpoint, of which only the
+    vision path is read — the tensors that were read (names, dtypes, shapes and bytes, in name order).
+    """
 
     kind: str  # "file" | "random"
     seed: int | None = None
     path: str | None = None
     sha256: str | None = None
+    covers: str = "file"  # "file" | "vision-path tensors"
 
     def describe(self) -> str:
         if self.kind == "random":

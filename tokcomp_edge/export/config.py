@@ -42,7 +42,8 @@ class ExportConfig:
         image_size: square input size override (a multiple of the patch size).
         weights: weights file; None → random init from `seed` (recorded as such everywhere).
         seed: random-init seed, also the seed of the golden reference inputs.
-        layer: hidden layer to read (-1 last, -2 penultimate …).
+        layer: hidden layer to read (-1 last, -2 penultimate …); None = -1 for a tower, the VLM's own
+            vision_feature_layer for a VLM (any other value is refused there).
         prefix: keep | drop prefix tokens; None → the family default.
         batch_min, batch_max: bounds of the dynamic batch axis.
         opset: ONNX opset (17–23).
@@ -51,6 +52,8 @@ class ExportConfig:
         variants: extra variants to create in the bundle (`fp16`, `nhwc`, …).
         tolerance: fp32 parity bound against PyTorch.
         lint: run the TensorRT-compatibility lint at the end (warnings only).
+        projector: for a VLM, include its projector (and any reduction inside it); False stops where the
+            projector module starts (`--no-projector`). Ignored for bare towers.
     """
 
     model: str
@@ -59,7 +62,7 @@ class ExportConfig:
     image_size: int | None = None
     weights: Path | None = None
     seed: int = 0
-    layer: int = -1
+    layer: int | None = None
     prefix: str | None = None
     batch_min: int = 1
     batch_max: int = 8
@@ -70,6 +73,7 @@ class ExportConfig:
     tolerance: Tolerance = field(default_factory=Tolerance)
     lint: bool = True
     quiet: bool = False
+    projector: bool = True
 
 
 def model_slug(model: str) -> str:

@@ -24,11 +24,16 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def io_entries(plan, spec, batch_dim: Any) -> tuple[list[dict], list[dict]]:
-    """The graph I/O as the manifest records it (and as check_onnx verifies it)."""
+def io_entries(plan, spec, batch_dim: Any, vlm=None) -> tuple[list[dict], list[dict]]:
+    """The graph I/O as the manifest records it (and as check_onnx verifies it).
+
+    For a VLM vision path (`vlm`, a VlmPlan) `tokens` is what the LLM reads: after the VLM's own
+    transform and projector; `indices` (prune) still index the tower's patch grid.
+    """
     h, w = spec.image_size
+    tokens, dim = (vlm.tokens_out, vlm.dim_out) if vlm is not None else (plan.tokens_out, plan.dim_out)
     inputs = [{"name": "pixel_values", "shape": [batch_dim, 3, h, w], "dtype": "float32", "layout": "NCHW"}]
-    outputs = [{"name": "tokens", "shape": [batch_dim, plan.tokens_out, plan.dim_out], "dtype": "float32"}]
+    outputs = [{"name": "tokens", "shape": [batch_dim, tokens, dim], "dtype": "float32"}]
     if plan.spec.method == "prune":
         outputs.append({"name": "indices", "shape": [batch_dim, plan.patch_tokens_out], "dtype": "int64"})
     return inputs, outputs
@@ -36,22 +41,31 @@ def io_entries(plan, spec, batch_dim: Any) -> tuple[list[dict], list[dict]]:
 
 def build_manifest(*, name: str, spec, encoder_extra: dict[str, Any], plan, opset: int, batch: tuple[int, int],
                    inputs: list[dict], outputs: list[dict], external_data: bool, cleanup: str,
-                   reference: dict[str, Any], parity: dict[str, Any], files: dict[str, Any]) -> dict[str, Any]:
+                   reference: dict[str, Any], parity: dict[str, Any], files: dict[str, Any],
+                   vlm=None) -> dict[str, Any]:
+    """The manifest of a new bundle; `vlm` (a VlmPlan) adds the `vlm` section and makes the top-level token
+    figures the VLM's: tokens_in = what the VLM gives its LLM per tile, tokens_out = what this bundle gives."""
     encoder = spec.to_dict()
     encoder.update(encoder_extra)
-    return {
+    shape = {"tokens_in": plan.tokens_in, "tokens_out": plan.tokens_out,
+             "grid_out": list(plan.grid_out) if plan.grid_out else None, "dim_out": plan.dim_out}
+    if vlm is not None:
+        shape = {"tokens_in": vlm.native_tokens, "tokens_out": vlm.tokens_out,
+                 "grid_out": list(vlm.grid_out) if vlm.grid_out else None, "dim_out": vlm.dim_out}
+    manifest = {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "name": name,
         "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "encoder": encoder,
         "compression": plan.to_dict(),
-        # kept at top level for readers that only need the token arithmetic
-        "tokens_in": plan.tokens_in,
-        "tokens_out": plan.tokens_out,
+        # What the consumer of `tokens` sees (for a VLM: after its transform and projector); the compression
+        # section keeps the compressor's own figures.
+        "tokens_in": shape["tokens_in"],
+        "tokens_out": shape["tokens_out"],
         "grid_in": list(plan.grid_in),
-        "grid_out": list(plan.grid_out) if plan.grid_out else None,
-        "dim_out": plan.dim_out,
+        "grid_out": shape["grid_out"],
+        "dim_out": shape["dim_out"],
         "preprocess": {"image_size": list(spec.image_size), "mean": list(spec.mean), "std": list(spec.std),
                        "layout": "NCHW", "range": "RGB in [0,1], then (x - mean) / std"},
         "onnx": {"file": "model.onnx", "opset": opset, "batch": {"min": batch[0], "max": batch[1]},
@@ -63,3 +77,6 @@ def build_manifest(*, name: str, spec, encoder_extra: dict[str, Any], plan, opse
         "versions": package_versions(),
         "files": files,
     }
+    if vlm is not None:
+        manifest["vlm"] = vlm.to_dict()
+    return manifest

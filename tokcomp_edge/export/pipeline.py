@@ -7,23 +7,48 @@ the checker, shape inference, clean-up check and the ONNX Runtime parity check a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..atomic import ensure_writable_parent, staged_dir
-from ..compression.spec import parse_spec, plan_compression
+from ..compression.spec import CompressionPlan, CompressionSpec, parse_spec, plan_compression
 from ..console import StageTimes, console, stage
 from ..errors import InputError, OutputError, ParityError
 from .bundle import MANIFEST, REFERENCE, dump_manifest, file_entry, save_reference
 from .config import OPSET_RANGE, ExportConfig, ExportResult, default_out
 from .manifest import build_manifest, io_entries
 from .onnx_export import (check_onnx, cleanup_proto, export_to_proto, output_names, save_proto)
+if TYPE_CHECKING:  # pragma: no cover
+    from ..encoders.spec import EncoderSpec
+    from ..vlm.plan import VlmPlan
 from .reference import (check_parity, compare_outputs, golden_inputs, ort_session, reference_arrays,
                         reference_batches, torch_outputs)
 
 
-def validate_config(cfg: ExportConfig):
-    """Cheap checks before any model is built. Returns (spec, encoder_spec, plan, out)."""
+@dataclass(frozen=True)
+class Checked:
+    """What the cheap checks established: the spec, the tower's facts, the token plans and the destination.
+
+    Attributes:
+        spec: the parsed compression spec.
+        enc: the tower's EncoderSpec (for a VLM: its vision tower).
+        plan: the compressor's plan on the tower's tokens.
+        vlm: the VLM vision path's plan, or None for a bare tower.
+        out: the bundle folder.
+    """
+
+    spec: CompressionSpec
+    enc: EncoderSpec
+    plan: CompressionPlan
+    vlm: VlmPlan | None
+    out: Path
+
+
+def validate_config(cfg: ExportConfig) -> Checked:
+    """Cheap checks before any model is built (JSON and arithmetic only)."""
     from ..encoders import resolve_spec
+    from ..vlm import is_vlm
 
     if not OPSET_RANGE[0] <= cfg.opset <= OPSET_RANGE[1]:
         raise InputError(f"--opset {cfg.opset} is outside the supported {OPSET_RANGE[0]}–{OPSET_RANGE[1]}",
@@ -33,17 +58,46 @@ def validate_config(cfg: ExportConfig):
                          "use 1 ≤ --batch-min ≤ --batch-max")
     spec = parse_spec(cfg.compress)
     _check_variant_keys(cfg.variants)
-    enc = resolve_spec(cfg.model, cfg.image_size)
-    prefix = cfg.prefix or enc.default_prefix
-    plan = plan_compression(spec, grid=enc.grid, prefix_tokens=enc.prefix_tokens, has_cls=enc.has_cls,
-                            hidden_size=enc.hidden_size, prefix=prefix)
-    out = Path(cfg.out) if cfg.out else default_out(cfg.model, spec.slug)
+    vplan = None
+    if is_vlm(cfg.model):
+        vplan = _plan_vlm(cfg, spec)
+        enc, plan = vplan.vlm.tower, vplan.compression
+    else:
+        if not cfg.projector:
+            raise InputError(f"--no-projector applies to VLMs; {cfg.model} is a bare vision tower",
+                             "drop --no-projector (a tower has no projector)")
+        enc = resolve_spec(cfg.model, cfg.image_size)
+        prefix = cfg.prefix or enc.default_prefix
+        plan = plan_compression(spec, grid=enc.grid, prefix_tokens=enc.prefix_tokens, has_cls=enc.has_cls,
+                                hidden_size=enc.hidden_size, prefix=prefix)
+    slug = spec.slug + ("" if cfg.projector else "_noproj")
+    out = Path(cfg.out) if cfg.out else default_out(cfg.model, slug)
     if out.exists() and not cfg.force:
         raise OutputError(f"{out} already exists", "pass --force to replace it, or choose another --out")
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out} exists and is not a folder", "choose another --out")
     ensure_writable_parent(out)
-    return spec, enc, plan, out
+    return Checked(spec=spec, enc=enc, plan=plan, vlm=vplan, out=out)
+
+
+def tower_layer(cfg: ExportConfig) -> int:
+    return -1 if cfg.layer is None else cfg.layer
+
+
+def _plan_vlm(cfg: ExportConfig, spec: CompressionSpec) -> VlmPlan:
+    """A VLM's vision path is fixed by its config: options that would change what the projector sees fail."""
+    from ..vlm import plan_vlm, resolve_vlm
+
+    vlm = resolve_vlm(cfg.model)
+    if cfg.image_size is not None and cfg.image_size != vlm.tower.image_size[0]:
+        raise InputError(f"--image-size {cfg.image_size} cannot apply to {cfg.model}: its tile is "
+                         f"{vlm.tower.image_size[0]} px, which its projector and transform are built for",
+                         "leave --image-size unset; tile larger images into that size (--batch-max = tiles)")
+    if cfg.layer is not None and cfg.layer != vlm.feature_layer:
+        raise InputError(f"--layer {cfg.layer} cannot apply to {cfg.model}: the VLM reads "
+                         f"vision_feature_layer {vlm.feature_layer} ({vlm.family.feature})",
+                         "leave --layer unset; the VLM's own feature layer is exported")
+    return plan_vlm(vlm, spec, cfg.prefix, projector=cfg.projector)
 
 
 def _check_variant_keys(keys: tuple[str, ...]) -> None:
@@ -70,19 +124,27 @@ def export_bundle(cfg: ExportConfig) -> ExportResult:
     from ..encoders import EncoderConfig, build_encoder
 
     times = StageTimes()
-    spec, enc_spec, plan, out = validate_config(cfg)
+    checked = validate_config(cfg)
+    spec, enc_spec, plan, out, vplan = checked.spec, checked.enc, checked.plan, checked.out, checked.vlm
     prune = spec.method == "prune"
     names = output_names(prune)
     q = cfg.quiet
 
-    with stage(f"build {cfg.model}", times, q):
-        loaded = build_encoder(EncoderConfig(model=cfg.model, image_size=cfg.image_size, weights=cfg.weights,
-                                             seed=cfg.seed, layer=cfg.layer))
-        enc_spec = loaded.spec
-        model = CompressedEncoder(loaded.tower, plan).eval()
+    with stage(f"build {cfg.model}" + (" (vision tower + projector only)" if vplan else ""), times, q):
+        if vplan is not None:
+            from ..vlm import load_vlm
+            from ..vlm.path import VlmVisionPath
+
+            loaded = load_vlm(cfg.model, cfg.weights, cfg.seed)
+            model = VlmVisionPath(loaded.tower, vplan, loaded.projector).eval()
+        else:
+            loaded = build_encoder(EncoderConfig(model=cfg.model, image_size=cfg.image_size, weights=cfg.weights,
+                                                 seed=cfg.seed, layer=tower_layer(cfg)))
+            model = CompressedEncoder(loaded.tower, plan).eval()
+        enc_spec = loaded.spec.tower if vplan is not None else loaded.spec
 
     dynamic = cfg.batch_min != cfg.batch_max
-    inputs_io, outputs_io = io_entries(plan, enc_spec, "batch" if dynamic else cfg.batch_min)
+    inputs_io, outputs_io = io_entries(plan, enc_spec, "batch" if dynamic else cfg.batch_min, vplan)
     batches = reference_batches(cfg.batch_min, cfg.batch_max)
     golden = golden_inputs(enc_spec.image_size, enc_spec.mean, enc_spec.std, batches, cfg.seed)
 
@@ -111,8 +173,10 @@ def export_bundle(cfg: ExportConfig) -> ExportResult:
         files = {n: file_entry(tmp / n) for n in [*written, REFERENCE]}
         manifest = build_manifest(
             name=out.name, spec=enc_spec,
-            encoder_extra={"layer": cfg.layer, "layers_run": loaded.tower.num_used,
-                           "weights": loaded.weights.to_dict(), "seed": cfg.seed},
+            encoder_extra={"layer": vplan.vlm.tower_layer if vplan else tower_layer(cfg),
+                           "layers_run": loaded.tower.num_used, "weights": loaded.weights.to_dict(),
+                           "seed": cfg.seed},
+            vlm=vplan,
             plan=plan, opset=cfg.opset, batch=(cfg.batch_min, cfg.batch_max), inputs=inputs_io,
             outputs=outputs_io, external_data=len(written) > 1, cleanup=cleanup,
             reference={"file": REFERENCE, "batch_sizes": batches, "seed": cfg.seed,

@@ -19,6 +19,8 @@ def model_from_manifest(manifest: dict[str, Any]):
     from ..encoders import EncoderConfig, build_encoder
     from .bundle import sha256_file
 
+    if manifest.get("vlm"):
+        return _vlm_from_manifest(manifest)
     enc = manifest["encoder"]
     comp = manifest["compression"]
     weights = enc.get("weights") or {"kind": "random"}
@@ -39,3 +41,29 @@ def model_from_manifest(manifest: dict[str, Any]):
     plan = plan_compression(parse_spec(comp["spec"]), grid=spec.grid, prefix_tokens=spec.prefix_tokens,
                             has_cls=spec.has_cls, hidden_size=spec.hidden_size, prefix=comp["prefix"])
     return CompressedEncoder(loaded.tower, plan).eval()
+
+
+def _vlm_from_manifest(manifest: dict[str, Any]):
+    """A VLM vision path rebuilt from its model id, seed or checkpoint; the vision-path tensors read must
+    hash to the digest recorded at export (the LLM's files may change, the vision path may not)."""
+    from ..compression.spec import parse_spec
+    from ..vlm import load_vlm, plan_vlm
+    from ..vlm.path import VlmVisionPath
+
+    enc, comp, vlm = manifest["encoder"], manifest["compression"], manifest["vlm"]
+    weights = enc.get("weights") or {"kind": "random"}
+    wpath = None
+    if weights.get("kind") == "file":
+        wpath = Path(weights["path"])
+        if not wpath.is_file():
+            raise BundleError(f"the bundle's weights {wpath} are not there",
+                              "run from the machine/folder it was exported on, or validate against the "
+                              "golden reference only (--no-torch)")
+    model = enc["name"]
+    explicit = wpath if (wpath is not None and not model.startswith("hf:")) else None
+    loaded = load_vlm(model, explicit, int(enc.get("seed") or weights.get("seed") or 0))
+    if weights.get("kind") == "file" and weights.get("sha256") and loaded.weights.sha256 != weights["sha256"]:
+        raise BundleError(f"the vision-path tensors in {wpath} changed since export", "re-export the bundle")
+    # A VLM's prefix policy is its own select strategy, so the plan is rebuilt without a --prefix.
+    plan = plan_vlm(loaded.spec, parse_spec(comp["spec"]), None, projector=bool(vlm.get("projector", True)))
+    return VlmVisionPath(loaded.tower, plan, loaded.projector).eval()

@@ -50,6 +50,9 @@ class OutputLayout:
         outs = [o["name"] for o in manifest["onnx"]["outputs"]]
         idx = "indices" if "indices" in outs else None
         grid_out = comp.get("grid_out")
+        if manifest.get("vlm"):
+            # A VLM's tokens come after its own transform (pixel shuffle, pooling): their grid is the final one.
+            grid_out = manifest.get("grid_out")
         gi = comp.get("grid_in") or manifest["encoder"]["grid"]
         return cls(method=str(comp.get("method", "none")), prefix_out=int(comp.get("prefix_out", 0)),
                    grid_in=(int(gi[0]), int(gi[1])),

@@ -31,7 +31,8 @@ class ValidateConfig:
         torch: `auto` (use PyTorch when importable), `off`, or `require` (exit 3 without it).
         torch_device: `auto` (cuda when the target runs on a GPU and PyTorch sees one), `cpu`, `cuda`.
         tolerance_overrides: per-output threshold overrides (see tolerances.parse_override).
-        llms: --llm preset names for token economics.
+        llms: --llm preset names for token economics; empty (with no llm_custom): a VLM bundle's own LLM
+            (from its manifest's vlm.llm), else DEFAULT_LLMS.
         llm_custom: an explicit LLM shape (--llm-hidden/--llm-layers/…), added to the presets.
         text_tokens: text tokens assumed in the same prompt (economics).
         threads: CPU threads for ONNX Runtime and PyTorch (None: each runtime's default).
@@ -56,7 +57,7 @@ class ValidateConfig:
     torch: str = "auto"
     torch_device: str = "auto"
     tolerance_overrides: tuple[Override, ...] = ()
-    llms: tuple[str, ...] = ("qwen2-0.5b", "vicuna-7b")
+    llms: tuple[str, ...] = ()
     llm_custom: LlmShape | None = None
     text_tokens: int = 0
     threads: int | None = None

@@ -142,6 +142,29 @@ def llm_saving(llm: LlmShape, tokens_in: int, tokens_out: int, text_tokens: int 
                      kv_cache_bytes_saved=2.0 * llm.layers * (tokens_in - tokens_out) * llm.kv_dim * kv_bytes)
 
 
+DEFAULT_LLMS = ("qwen2-0.5b", "vicuna-7b")
+
+
+def bundle_llm(manifest: dict) -> LlmShape | None:
+    """The LLM a VLM bundle feeds (its manifest's `vlm.llm`, read from the VLM's text_config), or None."""
+    vlm = manifest.get("vlm") or {}
+    llm = vlm.get("llm")
+    if not llm:
+        return None
+    return LlmShape(name=f"{vlm.get('family')} LLM ({llm['model_type']})", hidden=int(llm["hidden"]),
+                    layers=int(llm["layers"]), mlp=int(llm["mlp"]), heads=int(llm["heads"]),
+                    kv_heads=int(llm["kv_heads"]), gated=bool(llm["gated"]))
+
+
+def economics_llms(cfg, manifest: dict) -> list[LlmShape]:
+    """The LLMs of the report's token economics: the ones asked for, else the bundle's own, else the defaults."""
+    named = [llm_preset(n) for n in cfg.llms] + ([cfg.llm_custom] if cfg.llm_custom else [])
+    if named:
+        return named
+    own = bundle_llm(manifest)
+    return [own] if own is not None else [llm_preset(n) for n in DEFAULT_LLMS]
+
+
 def token_economics(tokens_in: int, tokens_out: int, llms: list[LlmShape], text_tokens: int = 0) -> dict:
     """The report's `economics` section: tokens in → out and savings per LLM, with the formula."""
     return {

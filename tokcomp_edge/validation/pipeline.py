@@ -25,7 +25,7 @@ from ..errors import BundleError, InputError, RuntimeMissing
 from . import environment
 from .accuracy import Check, OutputLayout, compare_outputs, summarize_checks, worst_grid
 from .config import ValidateConfig
-from .economics import llm_preset, token_economics
+from .economics import economics_llms, token_economics
 from .inputs import InputSpec, describe_specs, feed_for, golden_images, infer_batched
 from .latency import LatencyStats, speed_ratio, summarize, time_calls
 from .memory import track_host_peak
@@ -148,7 +148,7 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
     tols = resolve_tolerances(target.precision, target.outputs, cfg.tolerance_overrides)
     layout = OutputLayout.from_manifest(manifest)
     pre = Preprocess.from_manifest(manifest)
-    llms = [llm_preset(n) for n in cfg.llms] + ([cfg.llm_custom] if cfg.llm_custom else [])
+    llms = economics_llms(cfg, manifest)
     images = load_images(cfg.images, pre, cfg.max_images) if cfg.images else None
     use_torch, torch_reason = _torch_decision(cfg)
     out_dir = Path(cfg.out_dir) if cfg.out_dir else bundle.path / "reports"
@@ -157,7 +157,8 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
     ensure_writable_parent(out_dir / "report.json")  # fail before the long work, not after
     ref = bundle.reference()
     comp = manifest["compression"]
-    tokens_out = int(comp["tokens_out"])
+    # Top level: what the consumer of `tokens` sees (a VLM's LLM: after its transform and projector).
+    tokens_in, tokens_out = int(manifest.get("tokens_in", comp["tokens_in"])), int(manifest.get("tokens_out", comp["tokens_out"]))
     lo, hi = target.batch_range
     checks: list[Check] = []
     notes: list[str] = []
@@ -311,7 +312,7 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
             "host_target": target_mem.to_dict(), "host_pytorch": torch_mem.to_dict() if torch_mem else None,
             "gpu_target": target_gpu, "gpu_pytorch": torch_gpu,
         },
-        "economics": token_economics(int(comp["tokens_in"]), tokens_out, llms, cfg.text_tokens),
+        "economics": token_economics(tokens_in, tokens_out, llms, cfg.text_tokens),
         "images": image_section,
         "environment": environment.collect(),
         "duration_s": round(time.perf_counter() - started, 3),

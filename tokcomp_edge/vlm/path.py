@@ -1,0 +1,61 @@
+"""The exported module of a VLM: tower → select → extra compression → the VLM's transform → projector.
+
+Each step calls transformers' own modules (the tower's blocks, the projector or its parts) in the order
+`get_image_features` does, so with `--compress none` the output equals that method's for one tile. The
+reductions inside a projector module (Idefics3/SmolVLM's pixel shuffle, Gemma 3's average pool) are
+re-expressed on the actual grid, so that extra compression in front of them keeps working; with no extra
+compression they are the same ops on the same numbers (tests compare with transformers).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..compression import functional as Fc
+from ..compression.module import TokenCompressor
+from .plan import VlmPlan
+
+
+class VlmVisionPath(nn.Module):
+    """pixel_values [B, 3, H, W] → tokens [B, T, D] as the VLM's LLM reads them (+ indices [B, K] for prune).
+
+    Args:
+        tower: the VisionTower at the VLM's feature layer (final norm as the family's feature says).
+        plan: the VlmPlan (extra compression, transform factors, projector on/off).
+        projector: transformers' projector module (`multi_modal_projector` / `connector`), or None.
+    """
+
+    def __init__(self, tower: nn.Module, plan: VlmPlan, projector: nn.Module | None):
+        super().__init__()
+        self.tower = tower
+        self.compressor = TokenCompressor(plan.compression)
+        self.projector = projector if plan.projector else None
+        self.family = plan.vlm.family.model_type
+        self.in_projector = plan.vlm.family.transform_in_projector
+        self.shuffle = plan.vlm.shuffle
+        self.pool = plan.vlm.pool
+        self.grid = plan.compression.grid_out
+
+    def forward(self, pixel_values: torch.Tensor):
+        tokens, attn = self.tower(pixel_values, with_cls_attention=self.compressor.needs_cls_attention)
+        out = self.compressor(tokens, attn)
+        x, indices = out if isinstance(out, tuple) else (out, None)
+        if self.shuffle and not self.in_projector:
+            x = Fc.unshuffle_tokens(x, self.grid[0], self.grid[1], self.shuffle, "internvl")
+        if self.projector is not None:
+            x = self._project(x)
+        return x if indices is None else (x, indices)
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.projector
+        if self.family in ("idefics3", "smolvlm"):
+            # Idefics3Connector.pixel_shuffle has the same channel order as InternVL's (a test proves it).
+            x = Fc.unshuffle_tokens(x, self.grid[0], self.grid[1], self.shuffle, "internvl")
+            return p.modality_projection(x)
+        if self.family == "gemma3":
+            dtype = x.dtype
+            x = Fc.pool_tokens(x, self.grid[0], self.grid[1], self.pool, "avg")
+            x = p.mm_soft_emb_norm(x)
+            return torch.matmul(x, p.mm_input_projection_weight).to(dtype)
+        return p(x)

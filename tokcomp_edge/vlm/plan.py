@@ -1,0 +1,150 @@
+"""The token arithmetic of a VLM vision path: tower → select → extra compression → VLM transform → projector.
+
+Pure Python: every impossible combination (pruning before a pixel shuffle, a pooled grid the shuffle
+factor no longer divides, a kept CLS where the projector expects none) fails here, before any model is
+built, with one line naming the numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..compression.spec import CompressionPlan, CompressionSpec, plan_compression
+from ..errors import SpecError
+from .spec import VlmSpec
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the chain: its label and the tokens × channels after it."""
+
+    label: str
+    tokens: int
+    dim: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "tokens": self.tokens, "dim": self.dim}
+
+
+@dataclass(frozen=True)
+class VlmPlan:
+    """Exact shapes of one VLM vision path export.
+
+    Attributes:
+        vlm: the VlmSpec.
+        compression: the extra compressor's plan on the selected features.
+        projector: whether the projector is part of the export (False with --no-projector).
+        stages: the chain, tower output first.
+        native_tokens: tokens per tile the VLM itself gives its LLM (no extra compression).
+        tokens_out, dim_out: what the bundle outputs per tile.
+        grid_out: the output tokens' grid (None after pruning).
+    """
+
+    vlm: VlmSpec
+    compression: CompressionPlan
+    projector: bool
+    stages: tuple[Stage, ...]
+    native_tokens: int
+    tokens_out: int
+    dim_out: int
+    grid_out: tuple[int, int] | None
+
+    @property
+    def arithmetic(self) -> str:
+        """`577 → drop CLS → 576 → pool:2 → 144 → mlp → 144 × 4096`."""
+        parts = [str(self.stages[0].tokens)]
+        for s in self.stages[1:]:
+            parts += [s.label, str(s.tokens)]
+        return " → ".join(parts) + f" × {self.dim_out}"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.vlm.to_dict()
+        d.update({"projector": self.projector, "native_tokens_per_tile": self.native_tokens,
+                  "tokens_per_tile": self.tokens_out, "dim_out": self.dim_out,
+                  "grid_out": list(self.grid_out) if self.grid_out else None,
+                  "arithmetic": self.arithmetic, "stages": [s.to_dict() for s in self.stages],
+                  "tile": _tile(self.vlm)})
+        return d
+
+
+# preprocessor_config.json fields that say how an image becomes tiles (what --batch-max must cover).
+_TILE_KEYS = ("image_processor_type", "size", "crop_size", "max_image_size", "do_image_splitting",
+              "crop_to_patches", "min_patches", "max_patches", "image_grid_pinpoints", "do_pan_and_scan",
+              "pan_and_scan_max_num_crops", "resample")
+
+
+def _tile(vlm: VlmSpec) -> dict[str, Any]:
+    pre = {k: vlm.preprocessor[k] for k in _TILE_KEYS if k in vlm.preprocessor}
+    return {"image_size": list(vlm.tower.image_size), "preprocessor": pre}
+
+
+def _transform_label(vlm: VlmSpec) -> str:
+    if vlm.shuffle:
+        return f"pixel shuffle {vlm.shuffle}×{vlm.shuffle}"
+    return f"avg pool {vlm.pool}×{vlm.pool}"
+
+
+def _projector_label(vlm: VlmSpec) -> str:
+    return {"llava": "mlp", "llava_onevision": "mlp", "internvl": "mlp1", "idefics3": "linear",
+            "smolvlm": "linear", "gemma3": "rmsnorm+proj", "paligemma": "linear"}[vlm.family.model_type]
+
+
+def plan_vlm(vlm: VlmSpec, spec: CompressionSpec, prefix: str | None, projector: bool = True) -> VlmPlan:
+    """Check that `spec` fits the VLM's own transform and compute every shape.
+
+    Args:
+        vlm: the VLM's facts.
+        spec: the extra compression (`none` for the VLM as published).
+        prefix: the user's --prefix, or None for the VLM's own select strategy.
+        projector: include the projector (and any reduction inside it).
+    Raises:
+        SpecError (exit 2) for combinations the VLM's transform or projector cannot take.
+    """
+    tower = vlm.tower
+    own = "drop" if vlm.drops_cls or not tower.prefix_tokens else "keep"
+    if prefix is not None and prefix != own and tower.prefix_tokens:
+        why = "drops" if own == "drop" else "keeps"
+        raise SpecError(f"--prefix {prefix} contradicts {vlm.name}: its vision_feature_select_strategy "
+                        f"'{vlm.select}' {why} the {tower.prefix_tokens} CLS token(s) its projector was trained on",
+                        f"leave --prefix unset (or use --prefix {own})")
+    comp = plan_compression(spec, grid=tower.grid, prefix_tokens=tower.prefix_tokens, has_cls=tower.has_cls,
+                            hidden_size=tower.hidden_size, prefix=own)
+    h, w = tower.grid
+    stages = [Stage("tower", tower.prefix_tokens + h * w, tower.hidden_size)]
+    if own == "drop" and tower.prefix_tokens:
+        stages.append(Stage("drop CLS", h * w, tower.hidden_size))
+    if spec.method != "none":
+        stages.append(Stage(spec.text, comp.tokens_out, comp.dim_out))
+    if comp.dim_out != tower.hidden_size:
+        raise SpecError(f"{spec.text} makes {comp.dim_out}-channel tokens, but {vlm.name}'s projector takes "
+                        f"{tower.hidden_size} channels", "use a compression that keeps the width (pool, "
+                        "bilinear, prune) with a VLM")
+    factor = vlm.shuffle or vlm.pool
+    grid = comp.grid_out
+    transform_runs = factor and (projector or not vlm.family.transform_in_projector)
+    native = h * w + (tower.prefix_tokens if own == "keep" else 0)
+    if factor:
+        native = (h // factor) * (w // factor)
+    if transform_runs:
+        what = _transform_label(vlm)
+        if grid is None:
+            raise SpecError(f"{spec.text} keeps {comp.tokens_out} scattered tokens, but {vlm.name} applies a "
+                            f"{what} that needs a full grid", "use pool:S or bilinear:HxW before a grid transform")
+        if grid[0] % factor or grid[1] % factor:
+            raise SpecError(f"{spec.text} leaves a {grid[0]}x{grid[1]} grid, which {vlm.name}'s {what} "
+                            f"(factor {factor}) does not divide",
+                            f"pick a compression whose grid is a multiple of {factor} (e.g. bilinear:"
+                            f"{max(factor, grid[0] // factor * factor)}x{max(factor, grid[1] // factor * factor)})")
+        if comp.prefix_out:
+            raise SpecError(f"{vlm.name}'s {what} cannot take the {comp.prefix_out} prefix token(s) "
+                            f"--prefix keep leaves", "leave --prefix unset")
+        grid = (grid[0] // factor, grid[1] // factor)
+        dim = tower.hidden_size * (factor * factor if vlm.shuffle else 1)
+        stages.append(Stage(what, grid[0] * grid[1], dim))
+    tokens, dim = stages[-1].tokens, stages[-1].dim
+    if projector:
+        dim = vlm.projector_out
+        stages.append(Stage(_projector_label(vlm), tokens, dim))
+    return VlmPlan(vlm=vlm, compression=comp, projector=projector, stages=tuple(stages), native_tokens=native,
+                   tokens_out=tokens, dim_out=dim, grid_out=grid)

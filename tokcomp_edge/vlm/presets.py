@@ -1,0 +1,113 @@
+"""VLM presets: the vision paths of published VLMs, with their configs' hyperparameters (random init).
+
+Each preset is the subset of the checkpoint's config.json that defines the vision tower, the VLM's
+transform and projector, and the LLM's shape (for token economics); transformers' config classes fill
+in the rest. The weights stay random (seeded) unless `--weights` names the checkpoint's files.
+
+| preset                | checkpoint                                   | tile | tokens per tile |
+|-----------------------|----------------------------------------------|------|-----------------|
+| llava-1.5-7b          | llava-hf/llava-1.5-7b-hf                     | 336  | 576 × 4096      |
+| llava-onevision-0.5b  | llava-hf/llava-onevision-qwen2-0.5b-ov-hf    | 384  | 729 × 896       |
+| internvl3-1b          | OpenGVLab/InternVL3-1B-hf                    | 448  | 256 × 896       |
+| smolvlm-256m          | HuggingFaceTB/SmolVLM-256M-Instruct (Idefics3) | 512 | 64 × 576       |
+| gemma3-4b             | google/gemma-3-4b-it                         | 896  | 256 × 2560      |
+| paligemma2-3b-224     | google/paligemma2-3b-pt-224                  | 224  | 256 × 2304      |
+
+Values: the published config.json files (the defaults of transformers' config classes where a file leaves a
+key out, as loading it would). LLaVA-OneVision's tower has 26 layers, not so400m's 27: its conversion drops
+the last layer, so `vision_feature_layer=-1` reads the original model's penultimate layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class VlmPreset:
+    """A named VLM vision path: the VLM model_type, its config dict and the checkpoint it mirrors."""
+
+    name: str
+    model_type: str
+    config: dict[str, Any]
+    source: str = ""
+    tiny: bool = False
+
+
+def _clip(hidden, layers, heads, mlp, patch, image) -> dict[str, Any]:
+    return dict(model_type="clip_vision_model", hidden_size=hidden, num_hidden_layers=layers,
+                num_attention_heads=heads, intermediate_size=mlp, patch_size=patch, image_size=image,
+                hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=768)
+
+
+def _siglip(hidden, layers, heads, mlp, patch, image, model_type="siglip_vision_model") -> dict[str, Any]:
+    return dict(model_type=model_type, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                intermediate_size=mlp, patch_size=patch, image_size=image, hidden_act="gelu_pytorch_tanh",
+                layer_norm_eps=1e-6)
+
+
+def _internvit(hidden, layers, heads, mlp, patch, image) -> dict[str, Any]:
+    return dict(model_type="internvl_vision", hidden_size=hidden, num_hidden_layers=layers,
+                num_attention_heads=heads, intermediate_size=mlp, patch_size=[patch, patch], image_size=[image, image],
+                hidden_act="gelu", layer_norm_eps=1e-6, norm_type="layer_norm", use_qk_norm=False,
+                layer_scale_init_value=0.1, use_mean_pooling=True, attention_bias=True,
+                use_absolute_position_embeddings=True)
+
+
+def _text(model_type, hidden, layers, heads, kv, mlp, vocab, **kw) -> dict[str, Any]:
+    return dict(model_type=model_type, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                num_key_value_heads=kv, intermediate_size=mlp, vocab_size=vocab, **kw)
+
+
+VLM_PRESETS: dict[str, VlmPreset] = {p.name: p for p in [
+    VlmPreset("llava-1.5-7b", "llava", dict(
+        vision_config=_clip(1024, 24, 16, 4096, 14, 336),
+        text_config=_text("llama", 4096, 32, 32, 32, 11008, 32064),
+        vision_feature_layer=-2, vision_feature_select_strategy="default", projector_hidden_act="gelu",
+        image_token_index=32000), source="llava-hf/llava-1.5-7b-hf"),
+    VlmPreset("llava-onevision-0.5b", "llava_onevision", dict(
+        vision_config=_siglip(1152, 26, 16, 4304, 14, 384),
+        text_config=_text("qwen2", 896, 24, 14, 2, 4864, 152000),
+        vision_feature_layer=-1, vision_feature_select_strategy="full", projector_hidden_act="gelu",
+        image_token_index=151646, vision_aspect_ratio="anyres_max_9"),
+        source="llava-hf/llava-onevision-qwen2-0.5b-ov-hf"),
+    VlmPreset("internvl3-1b", "internvl", dict(
+        vision_config=_internvit(1024, 24, 16, 4096, 14, 448),
+        text_config=_text("qwen2", 896, 24, 14, 2, 4864, 151674),
+        vision_feature_layer=-1, vision_feature_select_strategy="default", downsample_ratio=0.5,
+        projector_hidden_act="gelu", image_token_id=151667), source="OpenGVLab/InternVL3-1B-hf"),
+    # SmolVLM-256M-Instruct is published in the Idefics3 format (SmolVLM2 repos use the smolvlm classes).
+    VlmPreset("smolvlm-256m", "idefics3", dict(
+        vision_config=_siglip(768, 12, 12, 3072, 16, 512, "idefics3_vision"),
+        text_config=_text("llama", 576, 30, 9, 3, 1536, 49280),
+        scale_factor=4, image_token_id=49190), source="HuggingFaceTB/SmolVLM-256M-Instruct"),
+    VlmPreset("gemma3-4b", "gemma3", dict(
+        vision_config={**_siglip(1152, 27, 16, 4304, 14, 896), "vision_use_head": False},
+        text_config=_text("gemma3_text", 2560, 34, 8, 4, 10240, 262208, head_dim=256),
+        mm_tokens_per_image=256, image_token_index=262144), source="google/gemma-3-4b-it"),
+    VlmPreset("paligemma2-3b-224", "paligemma", dict(
+        vision_config=_siglip(1152, 27, 16, 4304, 14, 224),
+        text_config=_text("gemma2", 2304, 26, 8, 4, 9216, 257216, head_dim=256),
+        projection_dim=2304, image_token_index=257152), source="google/paligemma2-3b-pt-224"),
+    # Tiny: the same code paths, small enough to build, export and check in seconds (8x8 grids).
+    VlmPreset("tiny-llava", "llava", dict(
+        vision_config=_clip(32, 3, 2, 64, 16, 128), text_config=_text("llama", 48, 1, 2, 1, 64, 128),
+        vision_feature_layer=-2, vision_feature_select_strategy="default", image_token_index=5), tiny=True),
+    VlmPreset("tiny-llava-onevision", "llava_onevision", dict(
+        vision_config=_siglip(32, 3, 2, 64, 16, 128), text_config=_text("qwen2", 48, 1, 2, 1, 64, 128),
+        vision_feature_layer=-1, vision_feature_select_strategy="full", image_token_index=5), tiny=True),
+    VlmPreset("tiny-internvl", "internvl", dict(
+        vision_config=_internvit(32, 3, 2, 64, 16, 128), text_config=_text("qwen2", 48, 1, 2, 1, 64, 128),
+        downsample_ratio=0.5, image_token_id=5), tiny=True),
+    VlmPreset("tiny-smolvlm", "smolvlm", dict(
+        vision_config=_siglip(32, 3, 2, 64, 16, 128, "smolvlm_vision"),
+        text_config=_text("llama", 48, 1, 2, 1, 64, 128), scale_factor=2, image_token_id=5), tiny=True),
+    VlmPreset("tiny-gemma3", "gemma3", dict(
+        vision_config={**_siglip(32, 3, 2, 64, 16, 128), "vision_use_head": False},
+        text_config=_text("gemma3_text", 48, 1, 2, 1, 64, 300, head_dim=16), mm_tokens_per_image=16,
+        image_token_index=5, boi_token_index=6, eoi_token_index=7), tiny=True),
+    VlmPreset("tiny-paligemma", "paligemma", dict(
+        vision_config=_siglip(32, 3, 2, 64, 16, 128), text_config=_text("gemma", 48, 1, 2, 1, 64, 128, head_dim=16),
+        projection_dim=48, image_token_index=5), tiny=True),
+]}

@@ -1,0 +1,173 @@
+"""VlmSpec: the facts of one VLM's vision path, read from its config (a preset's or a folder's config.json).
+
+transformers' own config classes complete what a config.json leaves at its defaults (the VLM configs
+nest vision_config and text_config, whose defaults differ per family), so this imports transformers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..encoders.hf_config import hf_spec
+from ..encoders.spec import EncoderSpec
+from ..errors import InputError
+from .families import FAMILIES, UNGATED_TEXT, VlmFamily
+
+# config.json keys that describe the file, not the architecture.
+_META_KEYS = {"architectures", "transformers_version", "_name_or_path", "torch_dtype", "dtype", "id2label",
+              "label2id", "_commit_hash", "auto_map"}
+
+
+@dataclass(frozen=True)
+class LlmFacts:
+    """The LLM that reads the visual tokens, from the VLM's text_config (for token economics)."""
+
+    model_type: str
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    mlp: int
+    gated: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class VlmSpec:
+    """Everything later stages need to know about a VLM's vision path.
+
+    Attributes:
+        name: the model id the user gave (preset or `hf:<dir>`).
+        family: the VlmFamily.
+        tower: the vision tower's EncoderSpec (name = the model id).
+        feature_layer: vision_feature_layer as the config says (index into hidden_states).
+        select: `default` (CLS dropped) or `full`.
+        shuffle: pixel-shuffle factor R (InternVL downsample_ratio 0.5 → 2; SmolVLM scale_factor), or None.
+        pool: Gemma 3's average-pool kernel, or None.
+        projector_out: channels of each token the LLM reads.
+        llm: the text model's shape.
+        config: the completed VLM config (`to_dict()`), from which the projector is rebuilt.
+        preprocessor: the folder's preprocessor_config.json (empty for presets that publish none here).
+    """
+
+    name: str
+    family: VlmFamily
+    tower: EncoderSpec
+    feature_layer: int
+    select: str
+    shuffle: int | None
+    pool: int | None
+    projector_out: int
+    llm: LlmFacts
+    config: dict[str, Any] = field(repr=False)
+    preprocessor: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def drops_cls(self) -> bool:
+        return self.select == "default" and self.tower.has_cls
+
+    @property
+    def tower_layer(self) -> int:
+        """The tower's `layer` argument: HF's hidden_states index is the same python-style index."""
+        return -1 if self.family.feature == "last" else self.feature_layer
+
+    @property
+    def final_norm(self) -> bool:
+        """Whether the selected features carry the tower's final norm (last_hidden_state)."""
+        if self.family.feature == "last":
+            return True
+        if self.family.feature == "internvl":
+            return self.feature_layer == -1
+        return False  # hidden_states[k] is raw, even for k = −1 (tie_last_hidden_states=False in 5.x)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": self.family.model_type, "transformers_class": self.family.transformers_class,
+                "feature": self.family.feature, "feature_layer": self.feature_layer, "select": self.select,
+                "final_norm": self.final_norm, "shuffle": self.shuffle, "pool": self.pool,
+                "projector_class": f"transformers.models.{self.family.module}.{self.family.projector_class}",
+                "projector_out": self.projector_out, "llm": self.llm.to_dict()}
+
+
+def hf_config_object(model_type: str, cfg: dict[str, Any], where: str):
+    """The transformers config object of a VLM config dict (defaults completed, sub-configs validated)."""
+    from transformers import AutoConfig
+
+    clean = {k: v for k, v in cfg.items() if k not in _META_KEYS and k != "model_type"}
+    try:
+        return AutoConfig.for_model(model_type, **clean)
+    except Exception as exc:  # noqa: BLE001 - HF raises ValueError, TypeError or its own errors
+        raise InputError(f"the {model_type} config in {where} is invalid ({str(exc).strip().splitlines()[-1]})",
+                         "fix config.json") from exc
+
+
+def _int_layer(value: Any, where: str) -> int:
+    if isinstance(value, (list, tuple)):
+        raise InputError(f"vision_feature_layer {list(value)} in {where} concatenates several layers",
+                         "tokcomp exports one feature layer; set vision_feature_layer to one index")
+    return int(value)
+
+
+def _llm(text) -> LlmFacts:
+    heads = int(text.num_attention_heads)
+    kv = int(getattr(text, "num_key_value_heads", None) or heads)
+    mt = str(getattr(text, "model_type", ""))
+    return LlmFacts(model_type=mt, hidden=int(text.hidden_size), layers=int(text.num_hidden_layers), heads=heads,
+                    kv_heads=kv, mlp=int(text.intermediate_size), gated=mt not in UNGATED_TEXT)
+
+
+def vlm_spec(name: str, model_type: str, cfg: dict[str, Any], preprocessor: dict[str, Any] | None,
+             source: str, where: str) -> VlmSpec:
+    """Resolve a VLM config dict into a VlmSpec.
+
+    Args:
+        name: the model id (preset name or `hf:<dir>`).
+        model_type: the VLM `model_type` (a key of FAMILIES).
+        cfg: config.json contents (or a preset's equivalent).
+        preprocessor: preprocessor_config.json contents, if any (mean/std override the family's).
+        source: `transformers` (preset) or `hf-local`.
+        where: what to name in error messages.
+    """
+    fam = FAMILIES[model_type]
+    conf = hf_config_object(model_type, cfg, where)
+    vision, text = conf.vision_config, conf.text_config
+    vision_type = vision.model_type
+    vhf = {k: v for k, v in vision.to_dict().items()
+           if k not in _META_KEYS and k != "model_type" and not k.startswith("_")}
+    if vision_type == "siglip_vision_model":
+        vhf["vision_use_head"] = False  # VLMs read tokens; the pooling head is never run
+    mean, std = fam.mean_std
+    pre = dict(preprocessor or {})
+    if pre:
+        mean = tuple(pre.get("image_mean", mean))
+        std = tuple(pre.get("image_std", std))
+        if len(mean) != 3 or len(std) != 3:
+            raise InputError(f"image_mean/image_std {mean}/{std} in {where} are not 3 values each",
+                             "fix preprocessor_config.json (RGB mean and std on the 0-1 scale)")
+    tower = hf_spec(name, source, vision_type, vhf, mean, std)
+    feature_layer = _int_layer(getattr(conf, "vision_feature_layer", -1), where)
+    select = str(getattr(conf, "vision_feature_select_strategy", "full" if not tower.has_cls else "default"))
+    if fam.feature == "last":
+        feature_layer, select = -1, "full"
+    shuffle = pool = None
+    if fam.model_type == "internvl":
+        ratio = float(conf.downsample_ratio)
+        shuffle = round(1 / ratio)
+        if abs(shuffle * ratio - 1) > 1e-9:
+            raise InputError(f"downsample_ratio {ratio} in {where} is not 1/R for an integer R",
+                             "InternVL checkpoints use 0.5")
+    elif fam.transform == "pixel_shuffle":
+        shuffle = int(conf.scale_factor)
+    elif fam.transform == "avg_pool":
+        per_side = tower.grid[0]
+        tokens_side = round(int(conf.mm_tokens_per_image) ** 0.5)
+        pool = per_side // tokens_side
+    if fam.model_type == "paligemma":
+        out = int(vision.projection_dim)
+    else:
+        out = int(text.hidden_size)
+    return VlmSpec(name=name, family=fam, tower=tower, feature_layer=feature_layer, select=select,
+                   shuffle=shuffle, pool=pool, projector_out=out, llm=_llm(text), config=conf.to_dict(),
+                   preprocessor=pre)
