@@ -8,7 +8,11 @@ For each model (default siglip-b16-224 with pool:2):
   (torch, ort, torch, ort, …) so that machine noise hits both sides alike; medians and the median ratio
   are reported. These machines are 2-core and noisy: read ratios, not absolute milliseconds.
 
-Writes benchmarks/results/bench-<UTC time>.json and prints a table.
+And for VLM vision paths (benchmarks/vlm_bench.py): the peak memory of exporting a VLM whose LLM is ~10×
+its vision part against the same export with a token LLM, and the same interleaved latency comparison on
+one VLM vision path (default smolvlm-256m: SigLIP-B/16 at 512 px + pixel shuffle 4 + linear).
+
+Writes benchmarks/results/bench-<UTC time>.json and prints tables.
 """
 
 from __future__ import annotations
@@ -131,10 +135,12 @@ def main() -> int:
     ap.add_argument("--iters", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--no-fp16", action="store_true")
+    ap.add_argument("--vlm-model", default="smolvlm-256m", help="VLM preset or hf: folder for the VLM latency run")
+    ap.add_argument("--vlm-batches", default="1,4")
+    ap.add_argument("--no-vlm", action="store_true", help="skip the VLM memory and latency runs")
     args = ap.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     from rich.console import Console
-    from rich.table import Table
 
     console = Console(width=160)
     results = {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": args.model,
@@ -152,6 +158,17 @@ def main() -> int:
             results["fp16_variant_s"] = round(time.perf_counter() - t0, 2)
         console.print("timing PyTorch eager vs ONNX Runtime CPU (interleaved) …")
         results["latency"] = bench_latency(bundle, batches, args.warmup, args.iters)
+        if not args.no_vlm:
+            from vlm_bench import bench_vlm_memory
+
+            results["vlm_memory"] = bench_vlm_memory(Path(tmp), console)
+            vlm_batches = [int(b) for b in args.vlm_batches.split(",")]
+            vbundle = Path(tmp) / "vlm-bundle"
+            console.print(f"exporting the VLM vision path {args.vlm_model} in a child process …")
+            results["vlm_export"] = export_in_child(args.vlm_model, "none", vbundle, max(vlm_batches))
+            console.print("timing the VLM vision path: PyTorch eager vs ONNX Runtime CPU (interleaved) …")
+            results["vlm_latency"] = {"model": args.vlm_model,
+                                      "batches": bench_latency(vbundle, vlm_batches, 2, max(5, args.iters // 2))}
     from importlib.metadata import version
 
     results["versions"] = {p: version(p) for p in ("torch", "onnxruntime-gpu", "onnx", "transformers")}
@@ -160,12 +177,30 @@ def main() -> int:
     path = dest / f"bench-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
 
-    t = Table(title=f"{args.model} {args.compress} — export {results['export']['wall_s']} s, "
-                    f"peak RSS {results['export']['peak_rss_mib']} MiB")
+    console.print(latency_table(f"{args.model} {args.compress} — export {results['export']['wall_s']} s, "
+                                f"peak RSS {results['export']['peak_rss_mib']} MiB", results["latency"]))
+    worst = max(r["ratio_ort_fp32_over_torch_median"] for r in results["latency"].values())
+    verdict = "meets" if worst <= TARGET_RATIO else "MISSES"
+    console.print(f"ONNX Runtime / PyTorch median ratio: worst {worst:.2f} → {verdict} the ≤ {TARGET_RATIO} target")
+    if "vlm_latency" in results:
+        from vlm_bench import print_vlm
+
+        print_vlm(results, console)
+        v = results["vlm_latency"]
+        console.print(latency_table(f"VLM vision path {v['model']} (tower + transform + projector) — export "
+                                    f"{results['vlm_export']['wall_s']} s", v["batches"]))
+    console.print(f"written {path.relative_to(ROOT)}")
+    return 0
+
+
+def latency_table(title: str, latency: dict):
+    from rich.table import Table
+
+    t = Table(title=title)
     for col in ("batch", "runtime", "median ms", "p90 ms", "vs PyTorch", "max |Δ|", "min cos",
                 "fp16-rounded max |Δ| / min cos"):
         t.add_column(col)
-    for b, row in results["latency"].items():
+    for b, row in latency.items():
         for name in ("pytorch_eager", "onnxruntime_fp32", "onnxruntime_fp16"):
             if name not in row:
                 continue
@@ -178,12 +213,7 @@ def main() -> int:
                       f"{r['min_token_cosine_vs_torch']:.5f}" if "min_token_cosine_vs_torch" in r else "",
                       f"{r['emulated_max_abs_vs_torch']:.2e} / {r['emulated_min_token_cosine_vs_torch']:.5f}"
                       if "emulated_max_abs_vs_torch" in r else "")
-    console.print(t)
-    worst = max(r["ratio_ort_fp32_over_torch_median"] for r in results["latency"].values())
-    verdict = "meets" if worst <= TARGET_RATIO else "MISSES"
-    console.print(f"ONNX Runtime / PyTorch median ratio: worst {worst:.2f} → {verdict} the ≤ {TARGET_RATIO} target")
-    console.print(f"written {path.relative_to(ROOT)}")
-    return 0
+    return t
 
 
 if __name__ == "__main__":

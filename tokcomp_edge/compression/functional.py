@@ -29,9 +29,10 @@ def from_grid(x: torch.Tensor) -> torch.Tensor:
 def pooling_matrix(h: int, w: int, s: int) -> torch.Tensor:
     """[⌈h/s⌉·⌈w/s⌉, h·w] averaging matrix for ceil-mode S×S pooling.
 
-    Each row averages exactly the patches its window covers (edge windows cover fewer), which is what
-    LLaVA-OneVision's 27×27 → 14×14 reduction does. As one MatMul with a constant it exports to plain
-    ONNX, where non-divisible adaptive pooling would decompose into data-dependent gathers.
+    Each row averages exactly the patches its window covers (edge windows cover fewer). (This is not
+    LLaVA-OneVision's 27×27 → 14×14 video pooling, which resizes bilinearly: that is `bilinear:14x14`.)
+    As one MatMul with a constant it exports to plain ONNX, where non-divisible adaptive pooling would
+    decompose into data-dependent gathers.
     """
     ho, wo = math.ceil(h / s), math.ceil(w / s)
     m = torch.zeros(ho * wo, h * w, dtype=torch.float32)
