@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -34,15 +33,10 @@ TARGET_RATIO = 0.8
 
 
 def export_in_child(model: str, spec: str, out: Path, batch_max: int) -> dict:
-    """Export in a subprocess; returns wall seconds and the child's peak RSS in MiB."""
-    code = ("import sys; from pathlib import Path; from tokcomp_edge.export import ExportConfig, export_bundle; "
-            f"export_bundle(ExportConfig(model={model!r}, compress={spec!r}, out=Path({str(out)!r}), "
-            f"batch_max={batch_max}, force=True, quiet=True))")
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
-    wall = time.perf_counter() - t0
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: KiB
-    return {"wall_s": round(wall, 2), "peak_rss_mib": round(peak_kib / 1024, 1)}
+    """Export in a subprocess; returns wall seconds and the child's own peak RSS in MiB (see export_peak)."""
+    from vlm_bench import export_peak
+
+    return export_peak(model, out, spec, batch_max)
 
 
 def interleaved(fns: dict, warmup: int, iters: int) -> dict[str, list[float]]:
