@@ -138,3 +138,15 @@ def test_no_projector_stops_where_the_projector_module_starts(vlm_folder, vlm_bu
         hook.remove()
     assert seen["in"].shape == (1, tokens, dim)
     _close(_run(res, x)["tokens"], seen["in"])
+
+
+def test_onevision_video_path_equals_get_video_features(vlm_folder, vlm_bundle):
+    """--video: per frame, tower → projector → apply_pooling (bilinear ⌈h/2⌉×⌈w/2⌉), as get_video_features."""
+    _, model = vlm_folder("llava_onevision")
+    res = vlm_bundle("llava_onevision", video=True)
+    assert res.manifest["vlm"]["arithmetic"] == "64 → mlp → 64 → video pooling bilinear 4x4 → 16 × 48"
+    frames = tile_pixels(3, seed=11)
+    with torch.no_grad():
+        out = model.get_video_features(frames.unsqueeze(0)).pooler_output  # [1, F·16 + newline, 48]
+    want = out[0, :-1].reshape(3, 16, 48)
+    _close(_run(res, frames)["tokens"], want)

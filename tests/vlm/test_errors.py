@@ -33,6 +33,9 @@ def _one_line(err: str) -> str:
     (["tiny-llava", "--layer", "-1"], "reads vision_feature_layer -2"),
     (["tiny-llava", "--image-size", "256"], "its tile is 128 px"),
     (["tiny-clip", "--no-projector"], "applies to VLMs"),
+    (["tiny-llava", "--video"], "--video is LLaVA-OneVision's frame path"),
+    (["tiny-llava-onevision", "--video", "--no-projector"], "cannot go with --no-projector"),
+    (["tiny-llava-onevision", "--video", "--compress", "prune:8"], "video pooling resizes a grid"),
 ])
 def test_impossible_vlm_combinations_exit_2(capsys, tmp_path, argv, needle):
     code, _, err = run_main(capsys, "export", *argv, "--out", tmp_path / "b")

@@ -66,7 +66,6 @@ def test_calibrate_int8(capsys, bundle, tmp_path):
 
     copy = tmp_path / "b"
     shutil.copytree(bundle, copy)
-    code, out, err = run_main(capsys, "calibrate", copy, "--synthetic", "--max-images", "8", "--method", "max",
-                              "--quiet", "--max-rel-l2", "tokens=0.5", "--min-cosine", "tokens=0.5")
+    code, out, err = run_main(capsys, "calibrate", copy, "--synthetic", "--max-images", "8", "--quiet")
     assert code == 0, err
     assert "int8" in json.loads((copy / "manifest.json").read_text())["variants"]

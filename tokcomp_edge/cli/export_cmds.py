@@ -31,6 +31,8 @@ def export(
     force: Annotated[bool, typer.Option(help="Replace an existing bundle (after the new one passed its checks).")] = False,
     no_projector: Annotated[bool, typer.Option("--no-projector", help="VLMs: stop where the projector module "
                                                "starts (features as it sees them).")] = False,
+    video: Annotated[bool, typer.Option("--video", help="LLaVA-OneVision: the per-frame video path (bilinear "
+                                        "pooling to ⌈h/2⌉×⌈w/2⌉ after the projector).")] = False,
 ):
     """Export MODEL with a token compressor to a checked ONNX bundle.
 
@@ -50,7 +52,7 @@ def export(
 
     cfg = ExportConfig(model=model, compress=compress, out=out, image_size=image_size, weights=weights, seed=seed,
                        layer=layer, prefix=prefix, batch_min=batch_min, batch_max=batch_max, opset=opset,
-                       force=force, cleanup=not no_cleanup, projector=not no_projector,
+                       force=force, cleanup=not no_cleanup, projector=not no_projector, video=video,
                        variants=tuple(v.strip() for v in variants.split(",") if v.strip()))
     result = export_bundle(cfg)
     print_summary(result.manifest, result.parity)

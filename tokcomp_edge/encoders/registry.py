@@ -33,7 +33,8 @@ def _preset_spec(name: str, image_size: int | None = None) -> EncoderSpec:
 def _unknown(model: str) -> UnknownModelError:
     return UnknownModelError(
         f"unknown model {model!r}",
-        f"use a preset ({', '.join(PRESETS)}) or one of {FORMS}; `tokcomp models` lists the presets")
+        f"use a preset ({', '.join(PRESETS)}), a VLM preset, or one of {FORMS} (hf: also takes a whole VLM "
+        "folder); `tokcomp models` lists the presets")
 
 
 def _split(model: str) -> tuple[str, str]:

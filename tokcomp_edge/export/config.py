@@ -54,6 +54,7 @@ class ExportConfig:
         lint: run the TensorRT-compatibility lint at the end (warnings only).
         projector: for a VLM, include its projector (and any reduction inside it); False stops where the
             projector module starts (`--no-projector`). Ignored for bare towers.
+        video: LLaVA-OneVision only: export its per-frame video path (pooling after the projector).
     """
 
     model: str
@@ -74,6 +75,7 @@ class ExportConfig:
     lint: bool = True
     quiet: bool = False
     projector: bool = True
+    video: bool = False
 
 
 def model_slug(model: str) -> str:

@@ -63,14 +63,15 @@ def validate_config(cfg: ExportConfig) -> Checked:
         vplan = _plan_vlm(cfg, spec)
         enc, plan = vplan.vlm.tower, vplan.compression
     else:
-        if not cfg.projector:
-            raise InputError(f"--no-projector applies to VLMs; {cfg.model} is a bare vision tower",
-                             "drop --no-projector (a tower has no projector)")
+        if not cfg.projector or cfg.video:
+            flag = "--no-projector" if not cfg.projector else "--video"
+            raise InputError(f"{flag} applies to VLMs; {cfg.model} is a bare vision tower",
+                             f"drop {flag} (a tower has no projector)")
         enc = resolve_spec(cfg.model, cfg.image_size)
         prefix = cfg.prefix or enc.default_prefix
         plan = plan_compression(spec, grid=enc.grid, prefix_tokens=enc.prefix_tokens, has_cls=enc.has_cls,
                                 hidden_size=enc.hidden_size, prefix=prefix)
-    slug = spec.slug + ("" if cfg.projector else "_noproj")
+    slug = spec.slug + ("" if cfg.projector else "_noproj") + ("_video" if cfg.video else "")
     out = Path(cfg.out) if cfg.out else default_out(cfg.model, slug)
     if out.exists() and not cfg.force:
         raise OutputError(f"{out} already exists", "pass --force to replace it, or choose another --out")
@@ -97,7 +98,7 @@ def _plan_vlm(cfg: ExportConfig, spec: CompressionSpec) -> VlmPlan:
         raise InputError(f"--layer {cfg.layer} cannot apply to {cfg.model}: the VLM reads "
                          f"vision_feature_layer {vlm.feature_layer} ({vlm.family.feature})",
                          "leave --layer unset; the VLM's own feature layer is exported")
-    return plan_vlm(vlm, spec, cfg.prefix, projector=cfg.projector)
+    return plan_vlm(vlm, spec, cfg.prefix, projector=cfg.projector, video=cfg.video)
 
 
 def _check_variant_keys(keys: tuple[str, ...]) -> None:

@@ -65,5 +65,6 @@ def _vlm_from_manifest(manifest: dict[str, Any]):
     if weights.get("kind") == "file" and weights.get("sha256") and loaded.weights.sha256 != weights["sha256"]:
         raise BundleError(f"the vision-path tensors in {wpath} changed since export", "re-export the bundle")
     # A VLM's prefix policy is its own select strategy, so the plan is rebuilt without a --prefix.
-    plan = plan_vlm(loaded.spec, parse_spec(comp["spec"]), None, projector=bool(vlm.get("projector", True)))
+    plan = plan_vlm(loaded.spec, parse_spec(comp["spec"]), None, projector=bool(vlm.get("projector", True)),
+                    video=bool(vlm.get("video", False)))
     return VlmVisionPath(loaded.tower, plan, loaded.projector).eval()

@@ -36,6 +36,7 @@ class VlmVisionPath(nn.Module):
         self.shuffle = plan.vlm.shuffle
         self.pool = plan.vlm.pool
         self.grid = plan.compression.grid_out
+        self.video_grid = plan.grid_out if plan.video else None
 
     def forward(self, pixel_values: torch.Tensor):
         tokens, attn = self.tower(pixel_values, with_cls_attention=self.compressor.needs_cls_attention)
@@ -45,6 +46,9 @@ class VlmVisionPath(nn.Module):
             x = Fc.unshuffle_tokens(x, self.grid[0], self.grid[1], self.shuffle, "internvl")
         if self.projector is not None:
             x = self._project(x)
+        if self.video_grid is not None:
+            # LLaVA-OneVision's apply_pooling: bilinear to ⌈h/2⌉×⌈w/2⌉, after the projector.
+            x = Fc.bilinear_tokens(x, self.grid[0], self.grid[1], *self.video_grid)
         return x if indices is None else (x, indices)
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:

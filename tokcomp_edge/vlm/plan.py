@@ -35,6 +35,8 @@ class VlmPlan:
         vlm: the VlmSpec.
         compression: the extra compressor's plan on the selected features.
         projector: whether the projector is part of the export (False with --no-projector).
+        video: LLaVA-OneVision's per-frame video path (`get_video_features`: bilinear pooling to
+            ⌈h/2⌉×⌈w/2⌉ after the projector).
         stages: the chain, tower output first.
         native_tokens: tokens per tile the VLM itself gives its LLM (no extra compression).
         tokens_out, dim_out: what the bundle outputs per tile.
@@ -44,6 +46,7 @@ class VlmPlan:
     vlm: VlmSpec
     compression: CompressionPlan
     projector: bool
+    video: bool
     stages: tuple[Stage, ...]
     native_tokens: int
     tokens_out: int
@@ -60,7 +63,7 @@ class VlmPlan:
 
     def to_dict(self) -> dict[str, Any]:
         d = self.vlm.to_dict()
-        d.update({"projector": self.projector, "native_tokens_per_tile": self.native_tokens,
+        d.update({"projector": self.projector, "video": self.video, "native_tokens_per_tile": self.native_tokens,
                   "tokens_per_tile": self.tokens_out, "dim_out": self.dim_out,
                   "grid_out": list(self.grid_out) if self.grid_out else None,
                   "arithmetic": self.arithmetic, "stages": [s.to_dict() for s in self.stages],
@@ -90,7 +93,8 @@ def _projector_label(vlm: VlmSpec) -> str:
             "smolvlm": "linear", "gemma3": "rmsnorm+proj", "paligemma": "linear"}[vlm.family.model_type]
 
 
-def plan_vlm(vlm: VlmSpec, spec: CompressionSpec, prefix: str | None, projector: bool = True) -> VlmPlan:
+def plan_vlm(vlm: VlmSpec, spec: CompressionSpec, prefix: str | None, projector: bool = True,
+             video: bool = False) -> VlmPlan:
     """Check that `spec` fits the VLM's own transform and compute every shape.
 
     Args:
@@ -98,6 +102,7 @@ def plan_vlm(vlm: VlmSpec, spec: CompressionSpec, prefix: str | None, projector:
         spec: the extra compression (`none` for the VLM as published).
         prefix: the user's --prefix, or None for the VLM's own select strategy.
         projector: include the projector (and any reduction inside it).
+        video: LLaVA-OneVision's video frame path (pooling after the projector).
     Raises:
         SpecError (exit 2) for combinations the VLM's transform or projector cannot take.
     """
@@ -146,5 +151,19 @@ def plan_vlm(vlm: VlmSpec, spec: CompressionSpec, prefix: str | None, projector:
     if projector:
         dim = vlm.projector_out
         stages.append(Stage(_projector_label(vlm), tokens, dim))
-    return VlmPlan(vlm=vlm, compression=comp, projector=projector, stages=tuple(stages), native_tokens=native,
-                   tokens_out=tokens, dim_out=dim, grid_out=grid)
+    if video:
+        if vlm.family.model_type != "llava_onevision":
+            raise SpecError(f"--video is LLaVA-OneVision's frame path; {vlm.name} is {vlm.family.model_type}",
+                            "drop --video (frames of other VLMs are tiles: export as usual)")
+        if not projector:
+            raise SpecError("--video pools after the projector, so it cannot go with --no-projector",
+                            "drop one of them")
+        if grid is None:
+            raise SpecError(f"{spec.text} keeps scattered tokens, but LLaVA-OneVision's video pooling resizes a grid",
+                            "use pool:S or bilinear:HxW with --video")
+        grid = (-(-grid[0] // 2), -(-grid[1] // 2))
+        stages.append(Stage(f"video pooling bilinear {grid[0]}x{grid[1]}", grid[0] * grid[1], dim))
+        native = (-(-h // 2)) * (-(-w // 2))
+        tokens = grid[0] * grid[1]
+    return VlmPlan(vlm=vlm, compression=comp, projector=projector, video=video, stages=tuple(stages),
+                   native_tokens=native, tokens_out=tokens, dim_out=dim, grid_out=grid)
