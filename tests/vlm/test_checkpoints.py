@@ -189,3 +189,19 @@ def test_random_preset_is_seeded_and_not_degenerate(tmp_path):
     res = export_bundle(ExportConfig(model="tiny-gemma3", out=tmp_path / "b", batch_max=2, quiet=True))
     tokens = np.load(res.path / "reference.npz")["tokens.b1"]
     assert float(np.abs(tokens).max()) > 1e-2
+
+
+def test_missing_weights_at_rebuild_names_a_real_flag(tmp_path):
+    """Regression: the hint said `--no-torch`, which validate does not have (it is `--torch off`)."""
+    import shutil
+
+    from tokcomp_edge.export.bundle import Bundle
+    from tokcomp_edge.export.rebuild import model_from_manifest
+
+    model = build_vlm("paligemma", seed=8)
+    folder = save_vlm(model, tmp_path / "m")
+    res = _export(folder, tmp_path / "b")
+    shutil.rmtree(folder)
+    with pytest.raises(BundleError) as exc:
+        model_from_manifest(Bundle.load(res.path).manifest)
+    assert "--torch off" in exc.value.one_line()

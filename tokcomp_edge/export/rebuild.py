@@ -58,10 +58,9 @@ def _vlm_from_manifest(manifest: dict[str, Any]):
         if not wpath.is_file():
             raise BundleError(f"the bundle's weights {wpath} are not there",
                               "run from the machine/folder it was exported on, or validate against the "
-                              "golden reference only (--no-torch)")
-    model = enc["name"]
-    explicit = wpath if (wpath is not None and not model.startswith("hf:")) else None
-    loaded = load_vlm(model, explicit, int(enc.get("seed") or weights.get("seed") or 0))
+                              "golden reference only (--torch off)")
+    # The recorded path is the weights actually read (an hf: folder's index or file, or --weights).
+    loaded = load_vlm(enc["name"], wpath, int(enc.get("seed") or weights.get("seed") or 0))
     if weights.get("kind") == "file" and weights.get("sha256") and loaded.weights.sha256 != weights["sha256"]:
         raise BundleError(f"the vision-path tensors in {wpath} changed since export", "re-export the bundle")
     # A VLM's prefix policy is its own select strategy, so the plan is rebuilt without a --prefix.

@@ -51,7 +51,7 @@ class TorchRunner(Runner):
     def _activate(self) -> None:
         ok, reason = torch_available()
         if not ok:
-            raise RuntimeMissing(reason, "pip install torch, or pass --no-torch to validate against the bundle's "
+            raise RuntimeMissing(reason, "pip install torch, or pass --torch off to validate against the bundle's "
                                          "golden reference only")
         import torch
 
