@@ -6,15 +6,7 @@ import json
 
 import pytest
 
-from tokcomp_edge.cli.app import main
-
-
-def run_main(capsys, *argv):
-    with pytest.raises(SystemExit) as ex:
-        main([str(a) for a in argv])
-        raise SystemExit(0)
-    cap = capsys.readouterr()
-    return ex.value.code, cap.out, cap.err
+from vlm_helpers import run_main
 
 
 def _one_line(err: str) -> str:

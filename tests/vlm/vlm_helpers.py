@@ -100,6 +100,19 @@ def hf_features(model, family: str, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(list(out)) if isinstance(out, (list, tuple)) else out
 
 
+def run_main(capsys, *argv):
+    """Run the tokcomp CLI in-process: (exit code, stdout, stderr)."""
+    import pytest
+
+    from tokcomp_edge.cli.app import main
+
+    with pytest.raises(SystemExit) as ex:
+        main([str(a) for a in argv])
+        raise SystemExit(0)
+    cap = capsys.readouterr()
+    return ex.value.code, cap.out, cap.err
+
+
 def tile_pixels(batch: int, seed: int = 0, size: int = 128) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(batch, 3, size, size, generator=g)

@@ -21,7 +21,7 @@ FULL_MODEL_VISION = {"clip": "clip_vision_model", "siglip": "siglip_vision_model
 # Files of a local folder, in the order they are tried.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # config.json keys that describe the file, not the architecture; dropped so spec.config stays small.
-_META_KEYS = {"architectures", "transformers_version", "_name_or_path", "torch_dtype", "dtype",
+META_KEYS = {"architectures", "transformers_version", "_name_or_path", "torch_dtype", "dtype",
               "id2label", "label2id", "_commit_hash", "auto_map"}
 
 
@@ -135,7 +135,7 @@ def with_hf_defaults(model_type: str, hf: dict[str, Any], where: str) -> dict[st
     return out
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -158,7 +158,7 @@ def read_local_checkpoint(folder: Path) -> LocalCheckpoint:
     if not cfg_path.is_file():
         raise InputError(f"{folder} has no config.json, so it is not an HF checkpoint folder",
                          "point hf: at the folder that holds config.json")
-    cfg = _read_json(cfg_path)
+    cfg = read_json(cfg_path)
     model_type = cfg.get("model_type")
     full = model_type in FULL_MODEL_VISION
     if full:
@@ -171,7 +171,7 @@ def read_local_checkpoint(folder: Path) -> LocalCheckpoint:
         known = sorted(set(MODEL_TYPE_FAMILY) | set(FULL_MODEL_VISION))
         raise InputError(f"{cfg_path} has model_type {cfg.get('model_type')!r}, which tokcomp does not adapt",
                          f"supported model_type values: {', '.join(known)}; or wrap it as py:module:factory")
-    hf = {k: v for k, v in hf.items() if k not in _META_KEYS and k != "model_type"}
+    hf = {k: v for k, v in hf.items() if k not in META_KEYS and k != "model_type"}
     hf = with_hf_defaults(model_type, hf, str(cfg_path))
     if model_type == "siglip_vision_model":
         hf["vision_use_head"] = False
@@ -179,7 +179,7 @@ def read_local_checkpoint(folder: Path) -> LocalCheckpoint:
     mean, std = FAMILY_MEAN_STD[family]
     pre_path = folder / "preprocessor_config.json"
     if pre_path.is_file():
-        pre = _read_json(pre_path)
+        pre = read_json(pre_path)
         mean = tuple(pre.get("image_mean", mean))
         std = tuple(pre.get("image_std", std))
         if len(mean) != 3 or len(std) != 3:

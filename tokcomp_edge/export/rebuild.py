@@ -24,13 +24,8 @@ def model_from_manifest(manifest: dict[str, Any]):
     enc = manifest["encoder"]
     comp = manifest["compression"]
     weights = enc.get("weights") or {"kind": "random"}
-    wpath = None
-    if weights.get("kind") == "file":
-        wpath = Path(weights["path"])
-        if not wpath.is_file():
-            raise BundleError(f"the bundle's weights file {wpath} is not there",
-                              "run from the machine/folder it was exported on, or validate against the "
-                              "golden reference only")
+    wpath = _weights_path(weights)
+    if wpath is not None:
         if weights.get("sha256") and sha256_file(wpath) != weights["sha256"]:
             raise BundleError(f"weights file {wpath} changed since export", "re-export the bundle")
     image_size = enc["image_size"][0] if enc["image_size"][0] == enc["image_size"][1] else None
@@ -43,6 +38,18 @@ def model_from_manifest(manifest: dict[str, Any]):
     return CompressedEncoder(loaded.tower, plan).eval()
 
 
+def _weights_path(weights: dict[str, Any]) -> Path | None:
+    """The recorded weights file of a file-weights bundle (None for random init); BundleError when gone."""
+    if weights.get("kind") != "file":
+        return None
+    wpath = Path(weights["path"])
+    if not wpath.is_file():
+        raise BundleError(f"the bundle's weights file {wpath} is not there",
+                          "run from the machine/folder it was exported on, or validate against the "
+                          "golden reference only (--torch off)")
+    return wpath
+
+
 def _vlm_from_manifest(manifest: dict[str, Any]):
     """A VLM vision path rebuilt from its model id, seed or checkpoint; the vision-path tensors read must
     hash to the digest recorded at export (the LLM's files may change, the vision path may not)."""
@@ -52,13 +59,7 @@ def _vlm_from_manifest(manifest: dict[str, Any]):
 
     enc, comp, vlm = manifest["encoder"], manifest["compression"], manifest["vlm"]
     weights = enc.get("weights") or {"kind": "random"}
-    wpath = None
-    if weights.get("kind") == "file":
-        wpath = Path(weights["path"])
-        if not wpath.is_file():
-            raise BundleError(f"the bundle's weights {wpath} are not there",
-                              "run from the machine/folder it was exported on, or validate against the "
-                              "golden reference only (--torch off)")
+    wpath = _weights_path(weights)
     # The recorded path is the weights actually read (an hf: folder's index or file, or --weights).
     loaded = load_vlm(enc["name"], wpath, int(enc.get("seed") or weights.get("seed") or 0))
     if weights.get("kind") == "file" and weights.get("sha256") and loaded.weights.sha256 != weights["sha256"]:

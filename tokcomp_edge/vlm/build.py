@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..encoders.spec import WeightsOrigin
 from ..errors import InputError, WeightsError
-from .checkpoint import ReadLog, WeightSource, find_weights, folder_model_type, read_json, read_tensors, weight_source
+from ..encoders.hf_config import read_json
+from .checkpoint import ReadLog, WeightSource, find_weights, folder_model_type, read_tensors, weight_source
 from .families import FAMILIES
 from .presets import VLM_PRESETS
 from .spec import VlmSpec, hf_config_object, vlm_spec

@@ -14,23 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, WeightsError
+from ..encoders.hf_config import read_json
+from ..errors import WeightsError
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 TORCH_BIN = "pytorch_model.bin"
 TORCH_INDEX = "pytorch_model.bin.index.json"
 WEIGHT_FORMS = (SAFETENSORS_INDEX, SAFETENSORS, TORCH_INDEX, TORCH_BIN)
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path} cannot be read as JSON ({exc})", "fix or replace the file") from exc
-    if not isinstance(data, dict):
-        raise InputError(f"{path} holds {type(data).__name__}, expected a JSON object", "fix the file")
-    return data
 
 
 def folder_model_type(folder: Path) -> str | None:

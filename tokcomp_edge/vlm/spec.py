@@ -9,15 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..encoders.hf_config import hf_spec
+from ..encoders.hf_config import META_KEYS, hf_spec
 from ..encoders.spec import EncoderSpec
 from ..errors import InputError
 from .families import FAMILIES, UNGATED_TEXT, VlmFamily
-
-# config.json keys that describe the file, not the architecture.
-_META_KEYS = {"architectures", "transformers_version", "_name_or_path", "torch_dtype", "dtype", "id2label",
-              "label2id", "_commit_hash", "auto_map"}
-
 
 @dataclass(frozen=True)
 class LlmFacts:
@@ -95,7 +90,7 @@ def hf_config_object(model_type: str, cfg: dict[str, Any], where: str):
     """The transformers config object of a VLM config dict (defaults completed, sub-configs validated)."""
     from transformers import AutoConfig
 
-    clean = {k: v for k, v in cfg.items() if k not in _META_KEYS and k != "model_type"}
+    clean = {k: v for k, v in cfg.items() if k not in META_KEYS and k != "model_type"}
     try:
         return AutoConfig.for_model(model_type, **clean)
     except Exception as exc:  # noqa: BLE001 - HF raises ValueError, TypeError or its own errors
@@ -135,7 +130,7 @@ def vlm_spec(name: str, model_type: str, cfg: dict[str, Any], preprocessor: dict
     vision, text = conf.vision_config, conf.text_config
     vision_type = vision.model_type
     vhf = {k: v for k, v in vision.to_dict().items()
-           if k not in _META_KEYS and k != "model_type" and not k.startswith("_")}
+           if k not in META_KEYS and k != "model_type" and not k.startswith("_")}
     if vision_type == "siglip_vision_model":
         vhf["vision_use_head"] = False  # VLMs read tokens; the pooling head is never run
     mean, std = fam.mean_std
