@@ -249,7 +249,9 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
         notes.insert(0, "the PyTorch module rebuilt from the manifest does not reproduce the bundle's golden outputs "
                         "(tokcomp, torch or the weights file changed since export), so the pytorch-* comparisons "
                         "measure that difference too; the golden comparison is the one that speaks for the target")
-    warnings = []
+    warnings = images.warnings() if images is not None else []
+    if images is not None and pre.legacy:
+        warnings.append(f"--images: {pre.source}; re-export the bundle to record its family's own framing")
     if runner_info.get("fell_back"):
         warnings.append(f"asked for --device {cfg.device} but ONNX Runtime ran {runner_info.get('ran_on')} — "
                         f"the latency figures are for {runner_info.get('ran_on')}. Why: "
@@ -272,7 +274,8 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
     image_section = None
     if images is not None:
         image_section = {"folder": str(cfg.images), "count": len(images),
-                         "files": [p.name for p in images.paths], "panels": []}
+                         "files": [p.name for p in images.paths], "skipped": [str(p) for p, _ in images.skipped],
+                         "preprocess": {"policy": pre.describe(), **pre.to_dict()}, "panels": []}
         for i in range(min(len(images), MAX_IMAGE_PANELS)):
             panel = {"file": images.paths[i].name, "png_base64": _thumbnail_b64(images.uint8_nhwc[i])}
             if layout.indices:
