@@ -27,6 +27,7 @@ from rich.markup import escape
 
 from ..console import StageTimes, stage
 from ..errors import InputError, OutputError, ParityError
+from ..extras import require_extra
 from .qdq import HIGH_PRECISIONS, METHODS
 
 if TYPE_CHECKING:
@@ -162,6 +163,7 @@ def calibrate(cfg: CalibrateConfig) -> CalibrationResult:
     from .int8_check import check_int8, failure_text
     from .qdq import quantize_int8
 
+    require_extra("export", "tokcomp calibrate", ("modelopt", "onnxruntime"))
     _validate(cfg)
     bundle = Bundle.load(cfg.bundle)
     if VARIANT in bundle.variants() and not cfg.force:

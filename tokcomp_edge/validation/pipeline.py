@@ -92,7 +92,7 @@ def _torch_decision(cfg: ValidateConfig) -> tuple[bool, str | None]:
 
     ok, reason = torch_available()
     if not ok and cfg.torch == "require":
-        raise RuntimeMissing(f"--torch require, but {reason}", "pip install torch, or use --torch auto")
+        raise RuntimeMissing(f"--torch require, but {reason}", "pip install 'tokcomp-edge[export]', or use --torch auto")
     return ok, reason
 
 
@@ -142,6 +142,10 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
     started = time.perf_counter()
     created = _dt.datetime.now(_dt.timezone.utc)
     target = resolve_target(cfg.target, cfg.bundle, cfg.variant, cfg.device)
+    if target.kind == "onnx":  # an engine needs TensorRT instead (its runner says so, exit 3)
+        from ..extras import require_extra
+
+        require_extra("ort", f"validating bundle variant {target.variant!r} on ONNX Runtime")
     bundle, manifest = target.bundle, target.bundle.manifest
     batches = cfg.batches or _default_batches(target)
     _check_batches(batches, target)
