@@ -59,7 +59,8 @@ def test_timm_transform_matches_timm_itself():
 
 def test_unknown_family_says_it_falls_back():
     p = policy_for("user", (224, 224), HALF, HALF)
-    assert p.legacy and "no processor known" in p.source
+    # the old framing, recorded as this bundle's policy (no "re-export" warning: it would not change)
+    assert (p.processor, p.resize, p.legacy) == ("generic", "cover", False) and "no processor known" in p.source
 
 
 def test_processor_config_overrides_and_scales():

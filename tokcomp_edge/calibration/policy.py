@@ -12,6 +12,7 @@ consumer — `validate --images`, `calibrate`, `preprocess` — applies that one
 | vit | ViTImageProcessor | to image size × image size | bilinear | none |
 | timm | timm's eval transform | shortest edge → ⌊image size / crop_pct⌋ | the model's | centre |
 | legacy | bundles exported before policies existed | shorter side to cover the crop | bicubic | centre |
+| generic | py: modules (no processor known) | the same as legacy, recorded | bicubic | centre |
 
 `hf:` folders take the policy from their `preprocessor_config.json` (size, resample, crop, rescale
 factor). A VLM family is added by one entry in FAMILY_RULES (and, for a framing none of RESIZE_RULES
@@ -188,8 +189,10 @@ def policy_for(family: str, image_size: tuple[int, int], mean, std,
         timm_rule = _timm_rule(timm_name)
         if timm_rule is not None:
             return _from_rule(timm_rule, base, f"timm pretrained cfg of {timm_name} (eval transform)")
-    return PreprocessPolicy(**base, source=f"{family}: no processor known for this family; resize shorter side "
-                                           "+ centre crop, bicubic")
+    # Recorded as "generic", not "legacy": the bundle does have a policy, re-exporting would not change it.
+    return PreprocessPolicy(**base, processor="generic",
+                            source=f"{family}: no processor known for this family; resize shorter side + centre "
+                                   "crop, bicubic")
 
 
 def _from_rule(rule: FamilyRule, base: dict[str, Any], source: str) -> PreprocessPolicy:
