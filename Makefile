@@ -1,5 +1,7 @@
 # Two commands do all set-up on a fresh machine: `make demo` and `make test`.
-# Both create .venv when it is missing (torch first, from the release this machine carries on disk).
+# Both create .venv when it is missing (torch first, from the release this machine carries on disk), with
+# every extra the workstation side needs: [export] (torch, transformers, timm, ModelOpt — which brings the
+# ONNX Runtime build for this platform) and [test]. No [ort]/[ort-gpu] on top: one onnxruntime module only.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -24,7 +26,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PINS)
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[export,test]"
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -30,6 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_RATIO = 0.8
+TARGET_CORE_MB = 120
+TARGET_HELP_S = 0.3
 
 
 def export_in_child(model: str, spec: str, out: Path, batch_max: int) -> dict:
@@ -121,6 +123,44 @@ def _emulated_fp16_session(path: Path):
     return ort_session(tmp)
 
 
+def bench_core_env(runs: int = 7) -> dict:
+    """Size of the core-only venv and `tokcomp --help` start-up in it (the install a Jetson takes)."""
+    sys.path.insert(0, str(ROOT / "tests" / "packaging"))
+    from core_env import build_core_env, distribution_sizes
+
+    env = build_core_env()
+    disk = apparent = 0
+    for root, _, files in os.walk(env.path):
+        for f in files:
+            st = os.lstat(os.path.join(root, f))
+            disk, apparent = disk + st.st_blocks * 512, apparent + st.st_size
+    sizes = distribution_sizes(env)
+    cmd = [str(env.tokcomp), "--help"]
+    subprocess.run(cmd, capture_output=True, env=env.env(), check=True)  # warm-up: page cache, .pyc files
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, capture_output=True, env=env.env(), check=True)
+        times.append(time.perf_counter() - t0)
+    mib = 1024 * 1024
+    return {"path": str(env.path.relative_to(ROOT)), "python": sys.version.split()[0],
+            "disk_mib": round(disk / mib, 1), "apparent_mib": round(apparent / mib, 1),
+            "target_mib": TARGET_CORE_MB, "distributions_mib": {k: round(v / mib, 1) for k, v in sizes.items()},
+            "help_s_median": round(statistics.median(times), 3), "help_s_max": round(max(times), 3),
+            "help_runs": runs, "target_help_s": TARGET_HELP_S, "pins": env.pins}
+
+
+def print_core(console, core: dict) -> None:
+    top = ", ".join(f"{k} {v}" for k, v in list(core["distributions_mib"].items())[:6])
+    size_ok = "meets" if core["disk_mib"] <= TARGET_CORE_MB else "MISSES"
+    help_ok = "meets" if core["help_s_median"] <= TARGET_HELP_S else "MISSES"
+    console.print(f"core env ({core['path']}, Python {core['python']}): {core['disk_mib']} MiB on disk "
+                  f"({core['apparent_mib']} MiB of file contents) → {size_ok} the ≤ {TARGET_CORE_MB} MB target; "
+                  f"largest: {top} MiB")
+    console.print(f"`tokcomp --help` in it: median {core['help_s_median']} s over {core['help_runs']} runs "
+                  f"(max {core['help_s_max']} s) → {help_ok} the ≤ {TARGET_HELP_S} s target")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="siglip-b16-224")
@@ -132,6 +172,7 @@ def main() -> int:
     ap.add_argument("--vlm-model", default="smolvlm-256m", help="VLM preset or hf: folder for the VLM latency run")
     ap.add_argument("--vlm-batches", default="1,4")
     ap.add_argument("--no-vlm", action="store_true", help="skip the VLM memory and latency runs")
+    ap.add_argument("--core-only", action="store_true", help="only the core-install size and start-up section")
     args = ap.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     from rich.console import Console
@@ -139,6 +180,10 @@ def main() -> int:
     console = Console(width=160)
     results = {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": args.model,
                "compress": args.compress, "cpu_count": os.cpu_count(), "target_ratio": TARGET_RATIO}
+    console.print("building / measuring the core-only environment …")
+    results["core_env"] = bench_core_env()
+    if args.core_only:
+        return _write(results, console, lambda: print_core(console, results["core_env"]))
     with tempfile.TemporaryDirectory(prefix="tokcomp-bench-") as tmp:
         bundle = Path(tmp) / "bundle"
         console.print(f"exporting {args.model} {args.compress} in a child process …")
@@ -166,11 +211,20 @@ def main() -> int:
     from importlib.metadata import version
 
     results["versions"] = {p: version(p) for p in ("torch", "onnxruntime-gpu", "onnx", "transformers")}
+    return _write(results, console, lambda: _print_latency(console, args, results))
+
+
+def _write(results: dict, console, show) -> int:
     dest = ROOT / "benchmarks" / "results"
     dest.mkdir(parents=True, exist_ok=True)
     path = dest / f"bench-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
+    show()
+    console.print(f"written {path.relative_to(ROOT)}")
+    return 0
 
+
+def _print_latency(console, args, results: dict) -> None:
     console.print(latency_table(f"{args.model} {args.compress} — export {results['export']['wall_s']} s, "
                                 f"peak RSS {results['export']['peak_rss_mib']} MiB", results["latency"]))
     worst = max(r["ratio_ort_fp32_over_torch_median"] for r in results["latency"].values())
@@ -183,8 +237,7 @@ def main() -> int:
         v = results["vlm_latency"]
         console.print(latency_table(f"VLM vision path {v['model']} (tower + transform + projector) — export "
                                     f"{results['vlm_export']['wall_s']} s", v["batches"]))
-    console.print(f"written {path.relative_to(ROOT)}")
-    return 0
+    print_core(console, results["core_env"])
 
 
 def latency_table(title: str, latency: dict):

@@ -89,3 +89,11 @@ class RuntimeMissing(TokcompError):
     """TensorRT, CUDA or a GPU is required and not present."""
 
     exit_code = 3
+
+
+class ExtraMissing(RuntimeMissing):
+    """A command needs an optional part of tokcomp-edge (an extra) that this environment lacks.
+
+    The core install runs on a Jetson without PyTorch or ONNX Runtime; the message names the extra whose
+    `pip install 'tokcomp-edge[<extra>]'` brings what is missing (see tokcomp_edge/extras.py).
+    """

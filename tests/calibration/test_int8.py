@@ -44,7 +44,10 @@ def test_calibrate_registers_a_checked_int8_variant_and_int8_nhwc_follows(bundle
     assert bundle.manifest["files"]["model.int8.onnx"]["sha256"] == sha256_file(result.path)
     assert (entry["precision"], entry["input_layout"], entry["file"]) == ("int8", "nchw-float", "model.int8.onnx")
     assert entry["source"].startswith("modelopt-quantize ") and entry["source"].endswith(" int8 entropy")
-    assert entry["calibration"] == {"images": 12, "folder": str(calib_images), "method": "entropy", "batch": 4}
+    # the images were framed by the bundle's recorded policy (tiny-clip: CLIP's processor), and it says so
+    assert entry["calibration"] == {"images": 12, "folder": str(calib_images), "method": "entropy", "batch": 4,
+                                    "preprocess": "CLIPImageProcessor: shortest edge 224 bicubic, centre crop "
+                                                  "224x224, x/255, (x − mean) / std"}
     assert entry["inputs"][0]["dtype"] == "float32" and entry["outputs"][0]["name"] == "tokens"
     assert entry["base"]["sha256"] == bundle.manifest["files"]["model.onnx"]["sha256"]
     assert entry["lint"]["errors"] == 0

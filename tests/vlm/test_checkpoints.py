@@ -205,3 +205,21 @@ def test_missing_weights_at_rebuild_names_a_real_flag(tmp_path):
     with pytest.raises(BundleError) as exc:
         model_from_manifest(Bundle.load(res.path).manifest)
     assert "--torch off" in exc.value.one_line()
+
+
+def test_smolvlm_processor_config_frames_one_tile(tmp_path, vlm_folder):
+    """Idefics3's processor config sizes the whole-image tiling ({"longest_edge": 2048}); the bundle takes
+    one tile, resized to the tile with the processor's own filter (LANCZOS), not an error."""
+    import shutil
+
+    src, _ = vlm_folder("idefics3")
+    folder = tmp_path / "smol"
+    shutil.copytree(src, folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "Idefics3ImageProcessor", "do_resize": True, "size": {"longest_edge": 2048},
+        "max_image_size": {"longest_edge": 512}, "do_image_splitting": True, "resample": 1, "do_rescale": True,
+        "rescale_factor": 1 / 255, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}))
+    m = _export(folder, tmp_path / "b").manifest
+    pre = m["preprocess"]
+    assert pre["resize"] == "square" and pre["interpolation"] == "lanczos" and pre["processor"] == "Idefics3ImageProcessor"
+    assert m["vlm"]["tile"]["preprocessor"]["do_image_splitting"] is True

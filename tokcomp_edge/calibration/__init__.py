@@ -1,7 +1,9 @@
 """Calibration and real-image inputs: loading and preprocessing images exactly as the manifest says,
 and INT8 calibration of a bundle.
 
-    images       folder of JPEG/PNG → normalised float32 NCHW and raw uint8 NHWC (Preprocess, load_images)
+    policy       each family's preprocessing (CLIP/SigLIP/DINOv2/ViT/timm processors), recorded in the manifest
+    images       folder of JPEG/PNG → normalised float32 NCHW and raw uint8 NHWC, framed by the policy
+    preprocess   `tokcomp preprocess`: images → the .npy the bundle expects
     int8         CalibrateConfig → calibrate() → the bundle's checked `int8` variant (`tokcomp calibrate`)
     qdq          ModelOpt INT8 quantization (explicit Q/DQ ONNX) on CPU
     int8_check   the int8 variant vs the golden reference, with validation's int8 tolerances

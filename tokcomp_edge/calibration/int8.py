@@ -23,8 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.markup import escape
+
 from ..console import StageTimes, stage
 from ..errors import InputError, OutputError, ParityError
+from ..extras import require_extra
 from .qdq import HIGH_PRECISIONS, METHODS
 
 if TYPE_CHECKING:
@@ -124,12 +127,19 @@ def _validate(cfg: CalibrateConfig) -> None:
 
 
 def _load_images(cfg: CalibrateConfig, manifest: dict[str, Any]):
+    """The calibration images, framed by the bundle's preprocessing policy; skipped files are reported."""
+    from ..console import console
     from .images import Preprocess, load_images, synthetic_images
 
     pre = Preprocess.from_manifest(manifest)
-    if cfg.images is not None:
-        return load_images(cfg.images, pre, cfg.max_images)
-    return synthetic_images(cfg.max_images, pre, cfg.seed)
+    if cfg.images is None:
+        return synthetic_images(cfg.max_images, pre, cfg.seed), pre
+    images = load_images(cfg.images, pre, cfg.max_images)
+    lines = images.warnings() + ([f"{pre.source}; re-export the bundle to calibrate on its family's own framing"]
+                                 if pre.legacy else [])
+    for line in lines:  # printed even with --quiet: they change what the scales are measured on
+        console().print(f"[bold yellow]warning:[/] {escape(line)}", soft_wrap=True)
+    return images, pre
 
 
 def calibrate(cfg: CalibrateConfig) -> CalibrationResult:
@@ -153,6 +163,7 @@ def calibrate(cfg: CalibrateConfig) -> CalibrationResult:
     from .int8_check import check_int8, failure_text
     from .qdq import quantize_int8
 
+    require_extra("export", "tokcomp calibrate", ("modelopt", "onnxruntime"))
     _validate(cfg)
     bundle = Bundle.load(cfg.bundle)
     if VARIANT in bundle.variants() and not cfg.force:
@@ -166,7 +177,7 @@ def calibrate(cfg: CalibrateConfig) -> CalibrationResult:
     times, q = StageTimes(), cfg.quiet
     source = "synthetic" if cfg.images is None else str(cfg.images)
     with stage(f"calibration images: {source} (at most {cfg.max_images}, preprocessed per the manifest)", times, q):
-        images = _load_images(cfg, bundle.manifest)
+        images, pre = _load_images(cfg, bundle.manifest)
     n = len(images)
     batch = max(1, min(cfg.batch, n, bundle.batch_range[1]))
     src = bundle.onnx_path("fp32")
@@ -190,7 +201,7 @@ def calibrate(cfg: CalibrateConfig) -> CalibrationResult:
                 f"{' or --high-precision fp32' if cfg.high_precision == 'fp16' else ''}, or relax the "
                 "thresholds knowingly (--min-cosine, --max-rel-l2, --min-jaccard)")
         calibration = {"images": n, "folder": source, "method": cfg.method, "batch": batch,
-                       **({"seed": cfg.seed} if cfg.images is None else {})}
+                       **({"seed": cfg.seed} if cfg.images is None else {"preprocess": pre.describe()})}
         meta = _meta(qdq_path, src, facts, calibration, check, modelopt_version(), cfg.method, sha256_file(src))
         path = bundle.add_variant(VARIANT, qdq_path, meta)
     finally:

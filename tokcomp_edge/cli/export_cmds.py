@@ -118,6 +118,9 @@ def inspect(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],
         integrity = f"[red]{exc.message}[/]"
     print_summary(b.manifest)
     m = b.manifest
+    from ..calibration.policy import PreprocessPolicy
+
+    console().print(f"preprocess   {PreprocessPolicy.from_manifest(m).describe()}", soft_wrap=True)
     io = Table(title="ONNX I/O", title_justify="left")
     for col in ("variant", "direction", "name", "shape", "dtype"):
         io.add_column(col)

@@ -121,6 +121,9 @@ def export_bundle(cfg: ExportConfig) -> ExportResult:
         InputError (exit 2) for bad input, ExportFailed/ParityError (exit 1) when a check fails; in every
         failure case nothing is left at `out` (an older bundle there stays intact).
     """
+    from ..extras import require_export
+
+    require_export(cfg.model, cfg.variants)  # exit 3 naming [export], before any work
     from ..compression.module import CompressedEncoder
     from ..encoders import EncoderConfig, build_encoder
 

@@ -92,7 +92,7 @@ def _torch_decision(cfg: ValidateConfig) -> tuple[bool, str | None]:
 
     ok, reason = torch_available()
     if not ok and cfg.torch == "require":
-        raise RuntimeMissing(f"--torch require, but {reason}", "pip install torch, or use --torch auto")
+        raise RuntimeMissing(f"--torch require, but {reason}", "pip install 'tokcomp-edge[export]', or use --torch auto")
     return ok, reason
 
 
@@ -142,6 +142,10 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
     started = time.perf_counter()
     created = _dt.datetime.now(_dt.timezone.utc)
     target = resolve_target(cfg.target, cfg.bundle, cfg.variant, cfg.device)
+    if target.kind == "onnx":  # an engine needs TensorRT instead (its runner says so, exit 3)
+        from ..extras import require_extra
+
+        require_extra("ort", f"validating bundle variant {target.variant!r} on ONNX Runtime")
     bundle, manifest = target.bundle, target.bundle.manifest
     batches = cfg.batches or _default_batches(target)
     _check_batches(batches, target)
@@ -250,7 +254,9 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
         notes.insert(0, "the PyTorch module rebuilt from the manifest does not reproduce the bundle's golden outputs "
                         "(tokcomp, torch or the weights file changed since export), so the pytorch-* comparisons "
                         "measure that difference too; the golden comparison is the one that speaks for the target")
-    warnings = []
+    warnings = images.warnings() if images is not None else []
+    if images is not None and pre.legacy:
+        warnings.append(f"--images: {pre.source}; re-export the bundle to record its family's own framing")
     if runner_info.get("fell_back"):
         warnings.append(f"asked for --device {cfg.device} but ONNX Runtime ran {runner_info.get('ran_on')} — "
                         f"the latency figures are for {runner_info.get('ran_on')}. Why: "
@@ -273,7 +279,8 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
     image_section = None
     if images is not None:
         image_section = {"folder": str(cfg.images), "count": len(images),
-                         "files": [p.name for p in images.paths], "panels": []}
+                         "files": [p.name for p in images.paths], "skipped": [str(p) for p, _ in images.skipped],
+                         "preprocess": {"policy": pre.describe(), **pre.to_dict()}, "panels": []}
         for i in range(min(len(images), MAX_IMAGE_PANELS)):
             panel = {"file": images.paths[i].name, "png_base64": _thumbnail_b64(images.uint8_nhwc[i])}
             if layout.indices:

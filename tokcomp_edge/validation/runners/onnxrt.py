@@ -102,8 +102,10 @@ class OnnxRuntimeRunner(Runner):
         try:
             import onnxruntime as ort
         except ImportError as exc:
-            raise RuntimeMissing("onnxruntime is not installed",
-                                 "pip install onnxruntime-gpu (or onnxruntime on CPU-only machines)") from exc
+            from ...extras import install_line
+
+            raise RuntimeMissing("onnxruntime is not installed", f"{install_line('ort')} (or [ort-gpu] for the "
+                                 "CUDA build)") from exc
         from polygraphy.backend.onnxrt import OnnxrtRunner
 
         requested = DEVICES[self.device]

@@ -51,8 +51,8 @@ class TorchRunner(Runner):
     def _activate(self) -> None:
         ok, reason = torch_available()
         if not ok:
-            raise RuntimeMissing(reason, "pip install torch, or pass --torch off to validate against the bundle's "
-                                         "golden reference only")
+            raise RuntimeMissing(reason, "pip install 'tokcomp-edge[export]', or pass --torch off to validate "
+                                         "against the bundle's golden reference only")
         import torch
 
         from ...export.rebuild import model_from_manifest

@@ -1,0 +1,137 @@
+"""The Jetson install: a real second virtual environment with only the core (no torch, no ONNX Runtime),
+running the device-side commands on a bundle the workstation environment exported.
+
+The environment is built by core_env.py (cached in .cache/core-venv, reused while the pins stay the same).
+Every command runs the *installed* tokcomp console script, with no PYTHONPATH, from a folder outside the
+checkout — so nothing of this environment or checkout can leak in. Size and start-up time are measured by
+`make bench` (benchmarks/run.py), not here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # --import-mode=importlib: make the helper importable
+
+from core_env import IndexUnreachable, build_core_env  # noqa: E402
+
+PHOTOS = Path(__file__).resolve().parents[1] / "calibration" / "photos"
+
+
+@pytest.fixture(scope="module")
+def core():
+    try:
+        return build_core_env()
+    except IndexUnreachable as exc:
+        pytest.skip(f"cannot build the core environment: {exc}")
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """A bundle, a validation report and a fake engine, made by this (workstation) environment."""
+    from tokcomp_edge.engines.engine_info import SCHEMA
+    from tokcomp_edge.export import ExportConfig, export_bundle
+    from tokcomp_edge.export.bundle import Bundle
+    from tokcomp_edge.validation import ValidateConfig, validate
+
+    root = tmp_path_factory.mktemp("jetson")
+    bundle = export_bundle(ExportConfig(model="tiny-clip", compress="pool:2", out=root / "export" / "tiny_pool2",
+                                        batch_max=4, quiet=True)).path
+    res = validate(ValidateConfig(target=bundle, iterations=1, warmup=0, extra_inputs=0, torch="off", quiet=True,
+                                  out_dir=root / "reports"))
+    # An engine file with its sidecar, as `tokcomp build` writes them (the plan bytes are not a real engine:
+    # validate must get as far as needing TensorRT, which is exit 3 here).
+    engines = root / "engines" / "tiny_pool2"
+    engines.mkdir(parents=True)
+    plan = engines / "gpu-trt10.3.0-fp32.plan"
+    plan.write_bytes(b"not a real engine")
+    b = Bundle.load(bundle)
+    side = {"schema": SCHEMA, "schema_version": 1, "variant": "fp32", "precision": "fp32",
+            "profile": {"batch": {"min": 1, "opt": 1, "max": 4}},
+            "bundle": {"name": b.name, "path": os.path.relpath(bundle, engines), "manifest_sha256": b.manifest_sha256(),
+                       "variant": "fp32", "onnx_sha256": b.manifest["files"]["model.onnx"]["sha256"]}}
+    plan.with_name(plan.stem + ".engine.json").write_text(json.dumps(side))
+    return {"root": root, "bundle": bundle, "report": res.report_paths["json"], "plan": plan}
+
+
+def tokcomp(core, *args, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(core.tokcomp), *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          env=core.env(), timeout=300)
+
+
+def one_error_line(res) -> str:
+    """The single `error:` line (progress lines such as build's lint step may precede it)."""
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, res.stdout + res.stderr
+    return lines[0]
+
+
+def test_the_core_environment_is_only_the_core(core, tmp_path):
+    code = ("import importlib.util as u, json, tokcomp_edge; "
+            "print(json.dumps({'file': tokcomp_edge.__file__, "
+            "'absent': [m for m in ('torch', 'transformers', 'timm', 'onnxruntime', 'modelopt', 'onnxscript', "
+            "'onnxslim', 'safetensors', 'torchvision') if u.find_spec(m) is None]}))")
+    res = subprocess.run([str(core.python), "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env=core.env(), timeout=120)
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert Path(info["file"]).is_relative_to(core.path)  # the installed copy, not the checkout
+    assert len(info["absent"]) == 9
+    assert "torch" not in core.pins and not any(n.startswith("onnxruntime") for n in core.pins)
+
+
+@pytest.mark.parametrize("args", [
+    ("--help",),
+    ("inspect", "{bundle}"),
+    ("lint", "{bundle}"),
+    ("profiles",),
+    ("models",),
+    ("methods",),
+    ("build", "{bundle}", "--profile", "fp16", "--dry-run", "--engines-dir", "{root}/engines-dry"),
+    ("report", "{report}", "--out", "{tmp}/rendered"),
+    ("preprocess", "{bundle}", str(PHOTOS), "--out", "{tmp}/pixels.npy"),
+    ("preprocess", "{bundle}", str(PHOTOS / "rocket-200x300.jpg"), "--nhwc", "--out", "{tmp}/frames.npy"),
+])
+def test_device_side_commands_run(core, made, tmp_path, args):
+    argv = [a.format(tmp=tmp_path, **made) for a in args]
+    res = tokcomp(core, *argv, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    if args[0] == "inspect":
+        assert "all files match their sha256" in " ".join(res.stdout.split())
+    if args[0] == "report":
+        assert (tmp_path / "rendered").is_dir() and any((tmp_path / "rendered").glob("*.html"))
+    if args[0] == "preprocess" and "--nhwc" not in args:
+        import numpy as np
+
+        assert np.load(tmp_path / "pixels.npy").shape == (len(list(PHOTOS.glob("*.jpg"))), 3, 224, 224)
+
+
+def test_validate_an_engine_gets_as_far_as_tensorrt(core, made, tmp_path):
+    res = tokcomp(core, "validate", made["plan"], "--iterations", "1", "--warmup", "0", "-q", cwd=tmp_path)
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "TensorRT is not installed" in one_error_line(res)
+
+
+def test_build_gets_as_far_as_tensorrt(core, made, tmp_path):
+    res = tokcomp(core, "build", made["bundle"], "--profile", "fp32", "--engines-dir", tmp_path / "e", cwd=tmp_path)
+    assert res.returncode == 3 and "TensorRT" in one_error_line(res)
+    assert not (tmp_path / "e").exists() or not any((tmp_path / "e").rglob("*.plan"))
+
+
+@pytest.mark.parametrize("args, extra", [
+    (("export", "tiny-clip", "--out", "{tmp}/b"), "export"),
+    (("calibrate", "{bundle}", "--synthetic"), "export"),
+    (("validate", "{bundle}", "-q"), "ort"),
+])
+def test_commands_that_need_an_extra_name_it(core, made, tmp_path, args, extra):
+    argv = [a.format(tmp=tmp_path, **made) for a in args]
+    res = tokcomp(core, *argv, cwd=tmp_path)
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert f"pip install 'tokcomp-edge[{extra}]'" in one_error_line(res)
+    assert "Traceback" not in res.stderr
