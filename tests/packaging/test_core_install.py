@@ -57,7 +57,10 @@ def made(tmp_path_factory):
             "bundle": {"name": b.name, "path": os.path.relpath(bundle, engines), "manifest_sha256": b.manifest_sha256(),
                        "variant": "fp32", "onnx_sha256": b.manifest["files"]["model.onnx"]["sha256"]}}
     plan.with_name(plan.stem + ".engine.json").write_text(json.dumps(side))
-    return {"root": root, "bundle": bundle, "report": res.report_paths["json"], "plan": plan}
+    # A VLM vision path (tower + pixel shuffle + projector) travels the same way.
+    vlm = export_bundle(ExportConfig(model="tiny-internvl", out=root / "export" / "tiny_internvl", batch_max=4,
+                                     quiet=True)).path
+    return {"root": root, "bundle": bundle, "report": res.report_paths["json"], "plan": plan, "vlm": vlm}
 
 
 def tokcomp(core, *args, cwd: Path) -> subprocess.CompletedProcess:
@@ -97,6 +100,9 @@ def test_the_core_environment_is_only_the_core(core, tmp_path):
     ("report", "{report}", "--out", "{tmp}/rendered"),
     ("preprocess", "{bundle}", str(PHOTOS), "--out", "{tmp}/pixels.npy"),
     ("preprocess", "{bundle}", str(PHOTOS / "rocket-200x300.jpg"), "--nhwc", "--out", "{tmp}/frames.npy"),
+    ("inspect", "{vlm}"),
+    ("lint", "{vlm}"),
+    ("build", "{vlm}", "--profile", "fp32", "--dry-run", "--engines-dir", "{root}/engines-dry-vlm"),
 ])
 def test_device_side_commands_run(core, made, tmp_path, args):
     argv = [a.format(tmp=tmp_path, **made) for a in args]
@@ -104,6 +110,8 @@ def test_device_side_commands_run(core, made, tmp_path, args):
     assert res.returncode == 0, res.stdout + res.stderr
     if args[0] == "inspect":
         assert "all files match their sha256" in " ".join(res.stdout.split())
+        if "{vlm}" in args:  # the VLM's chain, read from the manifest alone
+            assert "pixel shuffle 2×2 → 16 → mlp1 → 16 × 48" in " ".join(res.stdout.split())
     if args[0] == "report":
         assert (tmp_path / "rendered").is_dir() and any((tmp_path / "rendered").glob("*.html"))
     if args[0] == "preprocess" and "--nhwc" not in args:
