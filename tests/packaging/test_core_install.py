@@ -52,7 +52,10 @@ def made(tmp_path_factory):
     plan = engines / "gpu-trt10.3.0-fp32.plan"
     plan.write_bytes(b"not a real engine")
     b = Bundle.load(bundle)
+    import hashlib
+
     side = {"schema": SCHEMA, "schema_version": 1, "variant": "fp32", "precision": "fp32",
+            "engine": {"file": plan.name, "sha256": hashlib.sha256(plan.read_bytes()).hexdigest()},
             "profile": {"batch": {"min": 1, "opt": 1, "max": 4}},
             "bundle": {"name": b.name, "path": os.path.relpath(bundle, engines), "manifest_sha256": b.manifest_sha256(),
                        "variant": "fp32", "onnx_sha256": b.manifest["files"]["model.onnx"]["sha256"]}}

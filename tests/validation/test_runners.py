@@ -106,8 +106,10 @@ def test_to_channel_minor_pads_channels():
 # -- engines: the sidecar contract and the missing-TensorRT path -------------------------------------
 
 
-def _fake_engine(bundle_dir, engines_dir, sha=None, batch=(1, 4), variant="fp32"):
+def _fake_engine(bundle_dir, engines_dir, sha=None, batch=(1, 4), variant="fp32", engine_sha=None):
     """A .plan file with a tokcomp engine.json sidecar (the plan bytes are not a real engine)."""
+    import hashlib
+
     from tokcomp_edge.engines.engine_info import SCHEMA
 
     engines_dir.mkdir(parents=True, exist_ok=True)
@@ -115,6 +117,8 @@ def _fake_engine(bundle_dir, engines_dir, sha=None, batch=(1, 4), variant="fp32"
     plan.write_bytes(b"not a real engine")
     bundle = Bundle.load(bundle_dir)
     side = {"schema": SCHEMA, "schema_version": 1, "variant": variant, "precision": "fp32",
+            "engine": {"file": plan.name, "bytes": plan.stat().st_size,
+                       "sha256": engine_sha or hashlib.sha256(plan.read_bytes()).hexdigest()},
             "profile": {"batch": {"min": batch[0], "opt": batch[1], "max": batch[1]}},
             "bundle": {"name": bundle.name, "path": os.path.relpath(bundle_dir, engines_dir),
                        "manifest_sha256": bundle.manifest_sha256(), "variant": variant,
@@ -157,6 +161,24 @@ def test_engine_from_other_onnx_is_refused(bundles, cli, tmp_path):
     code, _, exc = cli("validate", plan, "--bundle", bundles("pool"), *FAST)
     assert code == 2 and isinstance(exc, BundleError)
     assert "was built from a different model.onnx" in exc.message
+
+
+def test_replaced_plan_or_foreign_sidecar_is_refused(bundles, cli, tmp_path):
+    """The engine's own sha256 (engine.json) is checked before validate uses it (exit 2, naming the file)."""
+    plan = _fake_engine(bundles("pool"), tmp_path / "engines")
+    plan.write_bytes(b"another build's engine")  # replaced .plan
+    code, _, exc = cli("validate", plan, *FAST)
+    assert code == 2 and isinstance(exc, BundleError)
+    assert f"engine {plan.name} is not the file its sidecar describes" in exc.message
+    plan = _fake_engine(bundles("pool"), tmp_path / "other", engine_sha="f" * 64)  # sidecar of another build
+    code, _, exc = cli("validate", plan, *FAST)
+    assert code == 2 and "is not the file its sidecar describes" in exc.message
+    side = plan.with_name(plan.stem + ".engine.json")
+    data = json.loads(side.read_text())
+    del data["engine"]
+    side.write_text(json.dumps(data))
+    code, _, exc = cli("validate", plan, *FAST)
+    assert code == 2 and "records no sha256" in exc.message
 
 
 def test_engine_without_sidecar_or_with_wrong_variant(bundles, cli, tmp_path):

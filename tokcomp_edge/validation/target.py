@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BundleError, InputError
-from ..export.bundle import MANIFEST, Bundle
+from ..export.bundle import MANIFEST, Bundle, sha256_file
 from .inputs import InputSpec, input_specs, output_names
 
 ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
@@ -115,8 +115,30 @@ def _bundle_target(bundle: Bundle, variant: str | None, device: str, onnx_file: 
                   label=_slug(f"onnx-{variant}-{device}"))
 
 
+def check_engine_file(engine: Path, sc: dict[str, Any]) -> None:
+    """The .plan must be the file its sidecar describes: the sha256 `tokcomp build` recorded in engine.json.
+
+    Without this a replaced .plan (another build, another GPU's engine copied over it) or a sidecar copied
+    from another build would be validated against a bundle it was never built from.
+
+    Raises:
+        BundleError (exit 2) naming the file.
+    """
+    rec = sc.get("engine") if isinstance(sc.get("engine"), dict) else {}
+    want = rec.get("sha256")
+    if not want:
+        raise BundleError(f"engine sidecar {sidecar_path(engine).name} records no sha256 of {engine.name}",
+                          "rebuild the engine with `tokcomp build` (its engine.json records the engine's sha256)")
+    have = sha256_file(engine)
+    if have != want:
+        raise BundleError(f"engine {engine.name} is not the file its sidecar describes (sha256 {have[:12]}…, "
+                          f"{sidecar_path(engine).name} records {str(want)[:12]}…)",
+                          "keep each .plan with the engine.json its build wrote, or rebuild the engine")
+
+
 def _engine_target(engine: Path, bundle_dir: Path | None, variant: str | None) -> Target:
     sc = read_sidecar(engine)
+    check_engine_file(engine, sc)
     if bundle_dir is None:
         recorded = (sc.get("bundle") or {}).get("path") if isinstance(sc.get("bundle"), dict) else None
         if not recorded:
