@@ -82,7 +82,9 @@ def test_legacy_bundle_falls_back_and_says_so(bundle, tmp_path, capsys):
     shutil.copytree(bundle, old)
     m = json.loads((old / "manifest.json").read_text())
     m["preprocess"] = {k: m["preprocess"][k] for k in ("image_size", "mean", "std", "layout", "range")}
-    (old / "manifest.json").write_text(json.dumps(m))  # the manifest is not in its own checksums
+    from tokcomp_edge.export.bundle import dump_manifest
+
+    (old / "manifest.json").write_text(dump_manifest(m))  # re-sealed, as an older tokcomp wrote it
     code, out, err = run(capsys, "preprocess", old, PHOTOS / "hubble-400x180.jpg", "--nhwc", "--out", tmp_path / "o.npy")
     assert code == 0, err
     assert "legacy" in " ".join(err.split()) and "exported before policies" in " ".join(err.split())

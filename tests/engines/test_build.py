@@ -119,7 +119,7 @@ def test_lint_errors_stop_the_build_before_the_runtime_check(make_bundle, tmp_pa
     import onnx
     from onnx import TensorProto, helper
 
-    from tokcomp_edge.export.bundle import MANIFEST, Bundle, file_entry
+    from tokcomp_edge.export.bundle import MANIFEST, Bundle, dump_manifest, file_entry
 
     folder = make_bundle()
     # Replace the graph by one with Unique (no TensorRT parser support), which the lint rejects; re-seal it.
@@ -130,7 +130,7 @@ def test_lint_errors_stop_the_build_before_the_runtime_check(make_bundle, tmp_pa
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(folder / "model.onnx"))
     b = Bundle.load(folder, verify=False)
     b.manifest["files"]["model.onnx"] = file_entry(folder / "model.onnx")
-    (folder / MANIFEST).write_text(__import__("json").dumps(b.manifest))
+    (folder / MANIFEST).write_text(dump_manifest(b.manifest))
     with pytest.raises(LintError) as exc:
         build_engine(BuildConfig(bundle=folder, profile="fp32", engines_dir=tmp_path / "e", quiet=True))
     assert exc.value.exit_code == 1 and "/dedup/Unique" in exc.value.message

@@ -107,3 +107,31 @@ def test_manifest_with_other_schema_is_refused(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):
         Bundle.load(tmp_path)
+
+
+def test_manifest_content_and_every_variant_are_covered(tmp_path, make_bundle):
+    """An edited manifest, a variant whose file no checksum covers, and a manifest without its content
+    digest are refused (exit 2) with a one-line reason — never a KeyError."""
+    import shutil
+
+    from tokcomp_edge.export.bundle import CONTENT_KEY, MANIFEST, Bundle, dump_manifest
+
+    src = make_bundle("tiny-clip", "pool:2").path
+    edited = tmp_path / "edited"
+    shutil.copytree(src, edited)
+    m = json.loads((edited / MANIFEST).read_text())
+    m["tokens_out"] = 1  # a hand edit that keeps the old digest
+    (edited / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="was edited after it was written"):
+        Bundle.load(edited)
+    m = json.loads((src / MANIFEST).read_text())
+    m["variants"]["fp16"] = {"file": "model.fp16.onnx", "precision": "fp16"}  # registered, not checksummed
+    (edited / MANIFEST).write_text(dump_manifest(m))
+    with pytest.raises(BundleError, match="variant fp16's file model.fp16.onnx is not covered"):
+        Bundle.load(edited)
+    m = json.loads((src / MANIFEST).read_text())
+    del m[CONTENT_KEY]
+    (edited / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="carries no content_sha256"):
+        Bundle.load(edited)
+    assert Bundle.load(src).manifest[CONTENT_KEY]

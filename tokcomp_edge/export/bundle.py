@@ -62,7 +62,22 @@ def read_tagged_json(path: Path, schema: str, hint: str) -> dict[str, Any]:
     return data
 
 
+CONTENT_KEY = "content_sha256"
+
+
+def manifest_content_sha256(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest's content without its own `content_sha256` (canonical JSON, sorted keys).
+
+    The manifest cannot list its own file digest in `files`; this field covers it instead, so an edited
+    manifest (a changed tolerance, output name, variant entry or file digest) is refused like a changed file.
+    """
+    body = {k: v for k, v in manifest.items() if k != CONTENT_KEY}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def dump_manifest(manifest: dict[str, Any]) -> str:
+    """The manifest's text, with `content_sha256` (re)computed over everything else in it."""
+    manifest[CONTENT_KEY] = manifest_content_sha256(manifest)
     return json.dumps(manifest, indent=2, sort_keys=False) + "\n"
 
 
@@ -99,8 +114,25 @@ class Bundle:
         return bundle
 
     def verify(self) -> None:
-        """Check that every file the manifest lists exists with the recorded sha256."""
-        for name, entry in self.manifest.get("files", {}).items():
+        """Check the manifest's own content digest, that every variant's file (and the reference) is covered
+        by a checksum, and that every file the manifest lists exists with the recorded sha256."""
+        recorded = self.manifest.get(CONTENT_KEY)
+        if recorded is None:
+            raise BundleError(f"{self.path / MANIFEST} carries no {CONTENT_KEY} (written before manifests covered "
+                              "their own content)", "re-export the bundle with this version of tokcomp")
+        if recorded != manifest_content_sha256(self.manifest):
+            raise BundleError(f"{self.path / MANIFEST} was edited after it was written (its {CONTENT_KEY} does "
+                              "not match its content)", "re-export the bundle; a manifest is not edited by hand")
+        files = self.manifest.get("files", {})
+        for key, v in self.variants().items():
+            if v.get("file") not in files:
+                raise BundleError(f"variant {key}'s file {v.get('file')} is not covered by the manifest's checksums",
+                                  "re-export the bundle (or re-create the variant with `tokcomp export --variants`)")
+        ref = (self.manifest.get("reference") or {}).get("file")
+        if ref and ref not in files:
+            raise BundleError(f"the golden reference {ref} is not covered by the manifest's checksums",
+                              "re-export the bundle")
+        for name, entry in files.items():
             fpath = self.path / name
             if not fpath.is_file():
                 raise BundleError(f"bundle file {name} is missing from {self.path}",
