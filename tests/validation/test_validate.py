@@ -135,19 +135,53 @@ def test_batch_outside_range_exit_2(bundles, cli, batch):
     assert "--batch" in exc.message
 
 
-def test_device_fallback_is_reported(bundles, tmp_path):
-    res = validate(fast(bundles("pool"), device="cuda", torch="off", out_dir=tmp_path))
+def test_device_fallback_fails_unless_allowed(bundles, tmp_path):
+    """A run asked for CUDA that ran on CPU fails (exit 1 at the CLI); --allow-fallback makes it a warning."""
+    strict = validate(fast(bundles("pool"), device="cuda", torch="off", out_dir=tmp_path / "strict"))
+    rt = strict.report["target"]["runtime"]
+    if rt["ran_on"] == "CUDAExecutionProvider":  # a machine with a working CUDA EP: nothing to show
+        assert strict.passed and not strict.warnings
+        return
+    assert not strict.passed and rt["providers_missing"] == ["CUDAExecutionProvider"]
+    assert any("--allow-fallback" in f and "ran CPUExecutionProvider" in f for f in strict.failures)
+    res = validate(fast(bundles("pool"), device="cuda", torch="off", out_dir=tmp_path, allow_fallback=True))
     rt = res.report["target"]["runtime"]
     assert rt["device_requested"] == "cuda" and rt["providers_requested"][0] == "CUDAExecutionProvider"
-    if rt["ran_on"] == "CUDAExecutionProvider":  # a machine with a working CUDA EP: no warning owed
-        assert not res.warnings
-    else:
-        assert rt["fell_back"] is True and rt["fallback_reason"]
-        assert res.warnings and "asked for --device cuda but ONNX Runtime ran CPUExecutionProvider" in res.warnings[0]
-        md = res.report_paths["md"].read_text()
-        assert "> **Warning:** asked for --device cuda" in md
-        assert "class='warn'" in res.report_paths["html"].read_text()
-        assert res.report["target"]["label"] == "onnx-fp32-cuda"
+    assert res.passed and rt["fell_back"] is True and rt["fallback_reason"]
+    assert res.warnings and "asked for --device cuda but ONNX Runtime ran CPUExecutionProvider" in res.warnings[0]
+    md = res.report_paths["md"].read_text()
+    assert "> **Warning:** asked for --device cuda" in md
+    assert "class='warn'" in res.report_paths["html"].read_text()
+    assert res.report["target"]["label"] == "onnx-fp32-cuda"
+
+
+def test_every_requested_provider_is_checked(bundles, tmp_path, monkeypatch):
+    """trt-ep asks for TensorRT and CUDA: a session with CUDA but not TensorRT has fallen back too."""
+    import onnxruntime as ort
+
+    from tokcomp_edge.validation.runners import onnxrt as rt_mod
+
+    real = ort.InferenceSession
+
+    class FakeSession:  # the real session, reporting the providers a CUDA-only machine would give
+        def __init__(self, *a, providers=None, **kw):
+            self._s = real(a[0], sess_options=kw.get("sess_options"), providers=["CPUExecutionProvider"])
+
+        def get_providers(self):
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+        def __getattr__(self, name):
+            return getattr(self._s, name)
+
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", FakeSession)
+    r = rt_mod.OnnxRuntimeRunner(bundles("pool") / "model.onnx", device="trt-ep")
+    r.activate()
+    try:
+        assert r.info["fell_back"] is True and r.info["providers_missing"] == ["TensorrtExecutionProvider"]
+    finally:
+        r.deactivate()
 
 
 def test_unknown_target_and_variant(bundles, tmp_path, cli):

@@ -40,6 +40,9 @@ def validate(
     llm_kv_heads: Annotated[Optional[int], typer.Option(help="Custom LLM key/value heads (GQA).")] = None,
     llm_text_tokens: Annotated[int, typer.Option(help="Text tokens sharing the prompt with the image.")] = 0,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for ONNX Runtime and PyTorch.")] = None,
+    allow_fallback: Annotated[bool, typer.Option("--allow-fallback", help="Accept an ONNX Runtime session that "
+                                                 "fell back to CPU from a requested CUDA / TensorRT EP (a warning "
+                                                 "instead of a failure).")] = False,
     native_fp16: Annotated[bool, typer.Option("--native-fp16", help="Run fp16/int8 graphs on ONNX Runtime CPU "
                                               "as is, not with the fp16 rounding an engine does.")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Reports folder [default: <bundle>/reports].")] = None,
@@ -77,7 +80,7 @@ def validate(
                          extra_inputs=extra_inputs, seed=seed, torch=torch, torch_device=torch_device,
                          tolerance_overrides=overrides,
                          llms=tuple(llm) if llm else (),
-                         llm_custom=custom, text_tokens=llm_text_tokens, threads=threads, native_fp16=native_fp16, out_dir=out, quiet=quiet,
+                         llm_custom=custom, text_tokens=llm_text_tokens, threads=threads, native_fp16=native_fp16, allow_fallback=allow_fallback, out_dir=out, quiet=quiet,
                          argv=tuple(sys.argv))
     result = run(cfg)
     print_result(result)

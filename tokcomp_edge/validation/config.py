@@ -38,6 +38,8 @@ class ValidateConfig:
         threads: CPU threads for ONNX Runtime and PyTorch (None: each runtime's default).
         native_fp16: run fp16/int8 graphs on ONNX Runtime CPU as they are, instead of with fp16 rounding
             emulated (the default, which is what an fp16/int8 TensorRT engine computes).
+        allow_fallback: accept an ONNX Runtime session that lacks a requested accelerator (CUDA, TensorRT EP)
+            and runs on CPU instead — a warning then; without it the validation fails.
         out_dir: where reports go (default `<bundle>/reports`).
         quiet: no progress display.
         argv: the command line, recorded in the report (informational).
@@ -62,6 +64,7 @@ class ValidateConfig:
     text_tokens: int = 0
     threads: int | None = None
     native_fp16: bool = False
+    allow_fallback: bool = False
     out_dir: Path | None = None
     quiet: bool = False
     argv: tuple[str, ...] = field(default=())

@@ -258,9 +258,14 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
     if images is not None and pre.legacy:
         warnings.append(f"--images: {pre.source}; re-export the bundle to record its family's own framing")
     if runner_info.get("fell_back"):
-        warnings.append(f"asked for --device {cfg.device} but ONNX Runtime ran {runner_info.get('ran_on')} — "
-                        f"the latency figures are for {runner_info.get('ran_on')}. Why: "
-                        f"{runner_info.get('fallback_reason')}")
+        said = (f"asked for --device {cfg.device} but ONNX Runtime ran {runner_info.get('ran_on')} (missing: "
+                f"{', '.join(runner_info.get('providers_missing') or [])}) — the latency figures are for "
+                f"{runner_info.get('ran_on')}. Why: {runner_info.get('fallback_reason')}")
+        if cfg.allow_fallback:
+            warnings.append(said)
+        else:
+            # A report that says "cuda" for a CPU run is the silent failure users fear most: fail it.
+            failures.append(said + "; pass --allow-fallback to accept it")
     passed = not failures
     by_batch = {s.batch: s for s in torch_latency}
     latency = {

@@ -125,7 +125,10 @@ class OnnxRuntimeRunner(Runner):
                 raise InputError(f"ONNX Runtime cannot load {self.onnx_path.name}: {str(exc).splitlines()[0]}",
                                  "re-export the bundle; run with TOKCOMP_DEBUG=1 for details") from exc
         actual = list(sess.get_providers())
-        fell_back = requested[0] not in actual
+        # Every accelerator asked for must be in the session, not only the first: trt-ep asks for TensorRT
+        # and CUDA, and a session running CUDA alone has fallen back too. CPU is the last resort, not a wish.
+        missing = [p for p in requested if p != "CPUExecutionProvider" and p not in actual]
+        fell_back = bool(missing)
         self.info = {
             "runtime": "onnxruntime",
             "version": ort.__version__,
@@ -135,7 +138,8 @@ class OnnxRuntimeRunner(Runner):
             "providers": actual,
             "ran_on": actual[0] if actual else None,
             "fell_back": fell_back,
-            "fallback_reason": _fallback_reason(log, requested[0], available) if fell_back else None,
+            "providers_missing": missing,
+            "fallback_reason": _fallback_reason(log, missing[0], available) if fell_back else None,
             "intra_op_threads": self.threads or "default",
             "graph_optimization": "ORT_ENABLE_ALL without NchwcTransformer",
             "fp16_rounding": rounding,
