@@ -29,6 +29,8 @@ def test_good_bundle_passes_and_writes_reports(bundle_copy):
     assert {(r["runner"], r["batch"]) for r in rep["latency"]["runs"]} == {("target", 1), ("target", 3),
                                                                            ("pytorch", 1), ("pytorch", 3)}
     assert set(rep["latency"]["speedup_vs_pytorch"]) == {"1", "3"}
+    assert rep["latency"]["order"] == "target and PyTorch interleaved (A B A B …)"
+    assert all(v > 0 for v in rep["latency"]["speedup_vs_pytorch"].values())
     assert rep["memory"]["host_target"]["peak_bytes"] > 0
     grid = rep["accuracy"]["cosine_grid"]["tokens"]
     assert len(grid) == 7 and len(grid[0]) == 7  # tiny-clip 14×14 pooled by 2

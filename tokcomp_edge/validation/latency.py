@@ -98,6 +98,33 @@ def time_calls(call: Callable[[], object], warmup: int, iterations: int,
     return out
 
 
-def speed_ratio(target_ms: float, reference_ms: float) -> float | None:
-    """reference time / target time: > 1 means the target is faster than the reference."""
-    return reference_ms / target_ms if target_ms > 0 and reference_ms > 0 else None
+def time_interleaved(calls: list[Callable[[], object]], warmup: int, iterations: int,
+                     on_step: Callable[[], None] | None = None) -> list[list[float]]:
+    """Time several calls in turns (A B A B …): what slows the machine meanwhile slows every one alike.
+
+    Returns one list of `iterations` durations (ms) per call, in the order of `calls`.
+    """
+    for _ in range(warmup):
+        for call in calls:
+            call()
+        if on_step:
+            on_step()
+    out: list[list[float]] = [[] for _ in calls]
+    for _ in range(iterations):
+        for i, call in enumerate(calls):
+            t0 = time.perf_counter()
+            call()
+            out[i].append((time.perf_counter() - t0) * 1000.0)
+        if on_step:
+            on_step()
+    return out
+
+
+def pair_ratio_median(target_ms: list[float], reference_ms: list[float]) -> float | None:
+    """Median over interleaved pairs of reference time / target time (> 1: the target is faster).
+
+    A ratio per pair cancels what both runs of a pair shared (another process, a frequency change); the
+    median then ignores the pairs a burst hit on one side only. Robust where a ratio of means is not.
+    """
+    ratios = [r / t for t, r in zip(target_ms, reference_ms) if t > 0 and r > 0]
+    return float(np.median(ratios)) if ratios else None

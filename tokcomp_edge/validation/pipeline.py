@@ -27,7 +27,7 @@ from .accuracy import Check, OutputLayout, compare_outputs, summarize_checks, wo
 from .config import ValidateConfig
 from .economics import economics_llms, token_economics
 from .inputs import InputSpec, describe_specs, feed_for, golden_images, infer_batched
-from .latency import LatencyStats, speed_ratio, summarize, time_calls
+from .latency import LatencyStats, pair_ratio_median, summarize, time_calls, time_interleaved
 from .memory import track_host_peak
 from .metrics import keep_frequency
 from .progress import Steps
@@ -111,6 +111,24 @@ def _latency(runner, specs: list[InputSpec], batches: tuple[int, ...], cfg: Vali
         samples = time_calls(lambda f=feed: runner.infer(f), cfg.warmup, cfg.iterations, step)
         stats.append(summarize(samples, runner=label, batch=b, warmup=cfg.warmup, tokens_per_image=tokens_out))
     return stats
+
+
+def _interleaved_latency(target, tr, specs: list[InputSpec], tspecs: list[InputSpec], batches: tuple[int, ...],
+                         cfg: ValidateConfig, pre: Preprocess, tokens_out: int, steps: Steps):
+    """Target and PyTorch timed in turns on the same images; (target stats, pytorch stats, {batch: ratio})."""
+    t_stats, p_stats, ratios = [], [], {}
+    if cfg.iterations <= 0:
+        return t_stats, p_stats, ratios
+    for b in batches:
+        images = synthetic_images(b, pre, cfg.seed + 7919)
+        tfeed, pfeed = feed_for(specs, images), feed_for(tspecs, images)
+        step = steps.task(f"latency target ⇄ pytorch batch {b}", cfg.warmup + cfg.iterations)
+        ts, ps = time_interleaved([lambda f=tfeed: target.infer(f), lambda f=pfeed: tr.infer(f)],
+                                  cfg.warmup, cfg.iterations, step)
+        t_stats.append(summarize(ts, runner="target", batch=b, warmup=cfg.warmup, tokens_per_image=tokens_out))
+        p_stats.append(summarize(ps, runner="pytorch", batch=b, warmup=cfg.warmup, tokens_per_image=tokens_out))
+        ratios[str(b)] = pair_ratio_median(ts, ps)
+    return t_stats, p_stats, ratios
 
 
 def _thumbnail_b64(u8: np.ndarray, max_side: int = 224) -> str:
@@ -197,7 +215,9 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
                     step = steps.task(f"running {len(images)} images", 1)
                     images_out = infer_batched(runner, target.inputs, images, lo, hi)
                     step()
-                target_latency = _latency(runner, target.inputs, batches, cfg, pre, tokens_out, "target", steps)
+                # With a PyTorch reference the target is timed later, in turns with it (see below).
+                target_latency = ([] if use_torch else
+                                  _latency(runner, target.inputs, batches, cfg, pre, tokens_out, "target", steps))
                 target_gpu = runner.gpu_memory()
                 runner_info = dict(runner.info)
             finally:
@@ -205,6 +225,7 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
 
         # -- 3. the PyTorch reference ---------------------------------------------------------------
         torch_latency: list[LatencyStats] = []
+        pair_speedup: dict[str, float | None] = {}
         torch_info: dict[str, Any] | None = None
         torch_gpu = None
         torch_mem = None
@@ -238,11 +259,20 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
                         exp = infer_batched(tr, tspecs, images, 1, bundle.batch_range[1])
                         checks += compare_outputs(images_out, exp, source="pytorch-images", tols=tols, layout=layout)
                     step()
-                    torch_latency = _latency(tr, tspecs, batches, cfg, pre, tokens_out, "pytorch", steps)
                     torch_gpu = tr.gpu_memory()
                     torch_info = dict(tr.info)
-                finally:
+                except BaseException:
                     tr.deactivate()
+                    raise
+            # Latency: target and reference interleaved (A B A B …), outside the memory tracking of either.
+            try:
+                if cfg.iterations > 0:
+                    runner.activate()
+                target_latency, torch_latency, pair_speedup = _interleaved_latency(
+                    runner, tr, target.inputs, tspecs, batches, cfg, pre, tokens_out, steps)
+            finally:
+                runner.deactivate()
+                tr.deactivate()
         elif images is not None:
             notes.append("--images ran on the target only: without PyTorch there is no reference to compare them with")
 
@@ -267,13 +297,13 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
             # A report that says "cuda" for a CPU run is the silent failure users fear most: fail it.
             failures.append(said + "; pass --allow-fallback to accept it")
     passed = not failures
-    by_batch = {s.batch: s for s in torch_latency}
     latency = {
         "warmup": cfg.warmup, "iterations": cfg.iterations, "batches": list(batches),
         "timing": "wall time of one infer() call, host arrays in and out (includes host↔device copies)",
+        "order": "target and PyTorch interleaved (A B A B …)" if torch_latency else "target alone",
         "runs": [s.to_dict() for s in target_latency + torch_latency],
-        "speedup_vs_pytorch": {str(s.batch): speed_ratio(s.mean_ms, by_batch[s.batch].mean_ms)
-                               for s in target_latency if s.batch in by_batch},
+        "speedup_vs_pytorch": pair_speedup,
+        "speedup_method": "median over interleaved pairs of PyTorch time / target time",
     }
     grids = {o: worst_grid(checks, o) for o in target.outputs}
     prune: dict[str, Any] | None = None

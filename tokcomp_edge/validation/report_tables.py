@@ -115,7 +115,8 @@ def checks_table(report: dict[str, Any]) -> Table:
 
 
 def latency_table(report: dict[str, Any]) -> Table:
-    head = ["runner", "batch", "mean ms", "p50 ms", "p90 ms", "p99 ms", "images/s", "tokens/s", "speed-up vs PyTorch"]
+    head = ["runner", "batch", "mean ms", "p50 ms", "p90 ms", "p99 ms", "images/s", "tokens/s",
+            "speed-up vs PyTorch (median of interleaved pairs)"]
     lat = report["latency"]
     speed = lat.get("speedup_vs_pytorch", {})
     rows = []
