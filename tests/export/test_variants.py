@@ -183,7 +183,10 @@ def test_fp16_nhwc_makes_its_base_and_follows_it(bundle_copy):
     ensure_variant(bundle, "fp16", force=True,
                    options=VariantOptions(quiet=True, fp16=Fp16Options(fp32_op_types=("Softmax",))))
     assert ensure_variant(bundle, "fp16-nhwc", options=QUIET).read_bytes() != first
-    assert bundle.variants()["fp16-nhwc"]["base"]["sha256"] == bundle.manifest["files"]["model.fp16.onnx"]["sha256"]
+    # The remade fp16 sits under a new name (the old file is removed only once the manifest points past it).
+    fp16_file = bundle.variants()["fp16"]["file"]
+    assert fp16_file != "model.fp16.onnx" and not (bundle.path / "model.fp16.onnx").exists()
+    assert bundle.variants()["fp16-nhwc"]["base"]["sha256"] == bundle.manifest["files"][fp16_file]["sha256"]
 
 
 # --- create_variants and int8 ------------------------------------------------------------------------
@@ -230,3 +233,40 @@ def test_fp32_key_is_the_bundle_model(bundle_copy):
     bundle = bundle_copy()
     assert ensure_variant(bundle, "fp32", options=QUIET) == bundle.path / "model.onnx"
     assert create_variants(bundle, ["fp32"], options=QUIET) == {"fp32": bundle.path / "model.onnx"}
+
+
+def test_replacing_a_variant_leaves_a_verifiable_bundle_at_every_step(bundle_copy, monkeypatch):
+    """Issue 9: adding a variant is atomic — new file under a new name, manifest written, old file removed.
+    An interrupt after any of those steps leaves a bundle that verifies."""
+    from pathlib import Path
+
+    from tokcomp_edge.export.bundle import Bundle
+
+    bundle = bundle_copy()
+    first = bundle.path / ".a.tmp"
+    shutil.copyfile(bundle.onnx_path("fp32"), first)
+    bundle.add_variant("int8", first, {"precision": "int8", "input_layout": "nchw-float"})
+    assert bundle.variants()["int8"]["file"] == "model.int8.onnx"
+
+    class Interrupt(Exception):
+        pass
+
+    steps = {"unlink": Path.unlink, "save": Bundle.save_manifest}
+    for where in ("save", "unlink"):
+        again = bundle.path / f".{where}.tmp"
+        shutil.copyfile(bundle.onnx_path("fp32"), again)
+        with open(again, "ab") as fh:
+            fh.write(b"\0")  # different bytes, so a different file name
+        def boom(*a, **k):
+            raise Interrupt(where)
+        target = Path if where == "unlink" else Bundle
+        monkeypatch.setattr(target, "unlink" if where == "unlink" else "save_manifest", boom)
+        with pytest.raises(Interrupt):
+            Bundle.load(bundle.path, verify=False).add_variant("int8", again, {"precision": "int8",
+                                                                               "input_layout": "nchw-float"})
+        monkeypatch.setattr(target, "unlink" if where == "unlink" else "save_manifest", steps[where])
+        Bundle.load(bundle.path)  # verifies: every recorded file is there with its sha256
+    final = Bundle.load(bundle.path)
+    assert final.variants()["int8"]["file"].startswith("model.int8.")
+    recorded = set(final.manifest["files"])
+    assert not [n for n in recorded if n.startswith("model.int8") and n != final.variants()["int8"]["file"]]

@@ -204,18 +204,28 @@ class Bundle:
     def add_variant(self, key: str, src: Path, meta: dict[str, Any]) -> Path:
         """Move a finished ONNX file into the bundle as variant `key` and record it (with checksum).
 
-        `src` must already be complete and checked; it is renamed into the bundle (same filesystem:
-        create it inside the bundle folder under a temp name), then the manifest is rewritten atomically.
-        `meta` describes the variant (precision, input layout, inputs, outputs, checks…).
+        `src` must already be complete and checked; create it inside the bundle folder under a temp name
+        (same filesystem). The steps keep the bundle verifiable at every point of an interrupt: the new file
+        is renamed in under a name no recorded file uses (`model.<key>.onnx`, or `model.<key>.<sha8>.onnx`
+        when a previous `<key>` variant holds that name), then the manifest is rewritten atomically to point
+        at it, and only then is the previous file removed. `meta` describes the variant.
         """
+        entry_new = file_entry(Path(src))
+        old = self.variants().get(key, {}).get("file")
         filename = f"model.{key}.onnx"
+        if (self.path / filename).exists() or filename in self.manifest.get("files", {}):
+            filename = f"model.{key}.{entry_new['sha256'][:8]}.onnx"
         dest = self.path / filename
         Path(src).replace(dest)
         entry = dict(meta)
         entry["file"] = filename
         self.manifest.setdefault("variants", {})[key] = entry
-        self.manifest["files"][filename] = file_entry(dest)
+        self.manifest["files"][filename] = entry_new
+        if old and old != filename:
+            self.manifest["files"].pop(old, None)
         self.save_manifest()
+        if old and old != filename:
+            (self.path / old).unlink(missing_ok=True)
         return dest
 
     def save_manifest(self) -> None:
