@@ -218,3 +218,32 @@ def test_progress_on_stderr_results_on_stdout(bundles, tmp_path):
     res = CliRunner().invoke(app, ["validate", str(bundles("pool")), "--iterations", "2", "--torch", "off",
                                    "--out", str(tmp_path), "--quiet"])
     assert res.exit_code == 0 and "latency target" not in res.stderr
+
+
+def test_every_target_output_must_be_compared(bundles, tmp_path, monkeypatch):
+    """A validation passes only when each output of the target was compared at least once against the
+    golden reference or a fresh PyTorch run; an output the reference does not know is an error."""
+    import tokcomp_edge.validation.pipeline as P
+
+    real = P.compare_outputs
+
+    def drop_tokens(out, expected, **kw):  # as if no comparison of `tokens` had happened
+        return [c for c in real(out, expected, **kw) if c.output != "tokens" or c.source == "pytorch-rebuild"]
+
+    monkeypatch.setattr(P, "compare_outputs", drop_tokens)
+    res = validate(fast(bundles("prune"), out_dir=tmp_path))
+    assert not res.passed
+    assert any("output tokens of the target was never compared" in f for f in res.failures)
+    monkeypatch.undo()
+
+    from tokcomp_edge.validation import target as T
+
+    monkeypatch.setattr(P, "resolve_target", lambda *a, **k: _renamed(T.resolve_target(*a, **k)))
+    with pytest.raises(BundleError, match="outputs features, which the bundle's golden reference has no entry"):
+        validate(fast(bundles("pool"), out_dir=tmp_path))
+
+
+def _renamed(target):
+    import dataclasses
+
+    return dataclasses.replace(target, outputs=["features"])

@@ -178,6 +178,11 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
 
     ensure_writable_parent(out_dir / "report.json")  # fail before the long work, not after
     ref = bundle.reference()
+    unmatched = [o for o in target.outputs if not any(k.startswith(f"{o}.b") for k in ref)]
+    if unmatched:
+        raise BundleError(f"{target.path.name} outputs {', '.join(unmatched)}, which the bundle's golden reference "
+                          f"has no entry for (it has {', '.join(sorted({k.rsplit('.b', 1)[0] for k in ref}))})",
+                          "validate against the bundle this artifact was made from")
     comp = manifest["compression"]
     # Top level: what the consumer of `tokens` sees (a VLM's LLM: after its transform and projector).
     tokens_in, tokens_out = int(manifest.get("tokens_in", comp["tokens_in"])), int(manifest.get("tokens_out", comp["tokens_out"]))
@@ -280,6 +285,12 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
     failures = [f"{c.where}: {f}" for c in checks for f in c.failures]
     if not checks:
         failures.append("nothing was compared: no golden batch could be fed and PyTorch was not available")
+    # The target's own outputs must each have been compared at least once; the rebuild check (PyTorch vs
+    # golden) says nothing about the target, so it does not count.
+    compared = {c.output for c in checks if c.source != "pytorch-rebuild"}
+    for o in target.outputs:
+        if checks and o not in compared:
+            failures.append(f"output {o} of the target was never compared with the golden reference or PyTorch")
     if any(c.source == "pytorch-rebuild" and not c.passed for c in checks):
         notes.insert(0, "the PyTorch module rebuilt from the manifest does not reproduce the bundle's golden outputs "
                         "(tokcomp, torch or the weights file changed since export), so the pytorch-* comparisons "
