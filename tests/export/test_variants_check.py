@@ -47,6 +47,27 @@ def test_swap_of_near_tied_tokens_is_explained_and_a_far_one_is_not():
     assert compare_indices(ref, near, None, None)["unexplained_swaps"] == 1
 
 
+def test_prune_checks_cannot_pass_by_accident():
+    """Issue 9: each way a prune fp16 check could pass without comparing anything, planted."""
+    from tokcomp_edge.export.variant_check import Fp16Tolerance, _fp16_passed
+
+    scores = np.array([[0.0, 5.0, 0.0, 3.0, 2.999, 0.0]])
+    ref, far = np.array([[1, 3]]), np.array([[1, 5]])
+    # A NaN / inf score error (fp16 overflow) explains nothing — it used to explain every swap.
+    assert compare_indices(ref, far, scores, float("nan"))["unexplained_swaps"] == 1
+    assert compare_indices(ref, far, scores, float("inf"))["unexplained_swaps"] == 1
+    # A huge but finite score error explains only swaps within EXPLAIN_CAP of the score range (5 here).
+    assert compare_indices(ref, far, scores, 100.0)["unexplained_swaps"] == 1
+    assert compare_indices(ref, np.array([[1, 4]]), scores, 100.0)["unexplained_swaps"] == 0
+    good = {"min_token_cosine": 1.0, "error_ratio": 0.0, "unexplained_swaps": 0, "index_agreement": 1.0,
+            "min_index_agreement": 1.0, "index_swaps": 0, "score_error": 1e-3, "matched_rows": 10}
+    tol = Fp16Tolerance()
+    assert _fp16_passed(good, tol)
+    assert not _fp16_passed({**good, "score_error": float("inf")}, tol)  # non-finite scores fail
+    assert not _fp16_passed({**good, "matched_rows": 0}, tol)  # nothing compared
+    assert not _fp16_passed({**good, "min_index_agreement": 0.5}, tol)  # explained or not, too many swaps
+
+
 def test_pruned_rows_align_by_index_not_position():
     # 1 prefix row, then K=2 rows in index order; the variant kept token 9 instead of 4.
     ref_tok = np.array([[[1.0, 0], [0, 1.0], [1.0, 1.0]]])  # prefix, idx 2, idx 4

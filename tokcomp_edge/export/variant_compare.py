@@ -124,16 +124,24 @@ def scored_session(model_or_path, topk_nodes: list[str]) -> ScoredSession:
 # --- comparisons ---------------------------------------------------------------------------------
 
 
+# A swap is "explained" by rounding only within this share of the image's score range, however large the
+# score error: an fp16 run whose scores moved by half their range is broken, not rounded.
+EXPLAIN_CAP = 0.05
+
+
 def compare_indices(ref: np.ndarray, got: np.ndarray, ref_scores: np.ndarray | None,
                     score_error: float | None) -> dict[str, Any]:
     """Index-set agreement per image, and how many disagreements the score error explains.
 
-    A swap (token j chosen instead of token i) is explained when s_ref[i] − s_ref[j] ≤ 2·score_error:
-    each score moved by at most score_error, so their order can only flip when they were that close.
-    Without scores every swap is unexplained.
+    A swap (token j chosen instead of token i) is explained when s_ref[i] − s_ref[j] ≤ window, where
+    window = min(2·score_error, EXPLAIN_CAP · (max s_ref − min s_ref)): each score moved by at most
+    score_error, so their order can only flip when they were that close — and never by more than a small
+    share of the score range. Without scores, or with a non-finite score error (fp16 overflow: NaN/inf),
+    every swap is unexplained.
     """
     k = ref.shape[-1]
     agreements, swaps, unexplained = [], 0, 0
+    usable = ref_scores is not None and score_error is not None and bool(np.isfinite(score_error))
     for b in range(ref.shape[0]):
         a, g = set(ref[b].tolist()), set(got[b].tolist())
         agreements.append(len(a & g) / k if k else 1.0)
@@ -141,12 +149,15 @@ def compare_indices(ref: np.ndarray, got: np.ndarray, ref_scores: np.ndarray | N
         swaps += len(gained)
         if not gained:
             continue
-        if ref_scores is None or score_error is None:
+        if not usable:
             unexplained += len(gained)
             continue
         s = ref_scores[b]
+        finite = s[np.isfinite(s)]
+        spread = float(finite.max() - finite.min()) if finite.size else 0.0
+        window = min(2.0 * score_error, EXPLAIN_CAP * spread)
         weakest_lost = min(float(s[i]) for i in lost) if lost else float("inf")
-        unexplained += sum(1 for j in gained if weakest_lost - float(s[j]) > 2.0 * score_error)
+        unexplained += sum(1 for j in gained if not weakest_lost - float(s[j]) <= window)
     return {"index_agreement": float(np.mean(agreements)) if agreements else 1.0,
             "min_index_agreement": float(np.min(agreements)) if agreements else 1.0,
             "index_swaps": swaps, "unexplained_swaps": unexplained}
