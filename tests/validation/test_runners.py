@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -227,3 +228,34 @@ def test_engine_stays_valid_after_bundle_gains_a_variant(bundles, cli, tmp_path)
     assert Bundle.load(bundle_dir).manifest_sha256() != before
     code, _, exc = cli("validate", plan, "--bundle", bundle_dir, *FAST)
     assert code == 3 and isinstance(exc, RuntimeMissing)  # got past the identity check to the runtime
+
+
+def test_tensorrt_feed_dtype_must_match_the_engine():
+    """No silent cast: a float32 feed for an engine whose input is uint8 (nhwc) or float16 is refused."""
+    r = TensorRTRunner(Path("x.plan"))
+    r.context, r._stream = object(), object()
+    r.inputs, r.outputs = ["pixel_values"], []
+    r.dtypes, r.formats = {"pixel_values": np.dtype(np.uint8)}, {"pixel_values": "LINEAR"}
+    with pytest.raises(InputError, match="engine input pixel_values takes uint8, the feed is float32"):
+        r._infer({"pixel_values": np.zeros((1, 8, 8, 3), np.float32)})
+
+
+def test_tensorrt_without_cuda_runtime_is_exit_3(monkeypatch):
+    """A Jetson image without libcudart: one line, exit 3 — not a ctypes traceback."""
+    import types
+
+    from polygraphy import cuda
+
+    import tokcomp_edge.engines.trt_import as ti
+    import tokcomp_edge.validation.runners.tensorrt as rt
+
+    monkeypatch.setattr(rt, "load_tensorrt", lambda: types.SimpleNamespace())
+    monkeypatch.setattr(ti, "require_gpu", lambda: types.SimpleNamespace(name="Orin"))
+
+    def no_cudart(*a, **k):
+        raise OSError("libcudart.so: cannot open shared object file: No such file or directory")
+
+    monkeypatch.setattr(cuda, "Stream", no_cudart)
+    with pytest.raises(RuntimeMissing) as exc:
+        TensorRTRunner(Path("x.plan")).activate()
+    assert exc.value.exit_code == 3 and "libcudart" in exc.value.one_line() and "\n" not in exc.value.one_line()

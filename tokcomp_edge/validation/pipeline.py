@@ -79,7 +79,8 @@ def _make_target_runner(target: Target, cfg: ValidateConfig):
     if target.kind == "tensorrt":
         from .runners.tensorrt import TensorRTRunner
 
-        return TensorRTRunner(target.path)
+        profile = (target.sidecar or {}).get("profile") or {}
+        return TensorRTRunner(target.path, host_code_allowed=bool(profile.get("version_compatible")))
     from .runners.onnxrt import OnnxRuntimeRunner
 
     return OnnxRuntimeRunner(target.path, device=cfg.device, threads=cfg.threads, emulate_fp16=not cfg.native_fp16)

@@ -55,14 +55,17 @@ class TensorRTRunner(Runner):
     Args:
         engine_path: the .plan file.
         profile: optimization profile index to use.
+        host_code_allowed: the engine was built version-compatible (its engine.json says so): it embeds
+            its lean runtime, which TensorRT loads only when the runtime allows host code.
     """
 
     label = "tensorrt"
 
-    def __init__(self, engine_path: Path, profile: int = 0):
+    def __init__(self, engine_path: Path, profile: int = 0, host_code_allowed: bool = False):
         super().__init__()
         self.engine_path = Path(engine_path)
         self.profile = profile
+        self.host_code_allowed = host_code_allowed
 
     def _activate(self) -> None:
         trt = load_tensorrt()
@@ -76,6 +79,13 @@ class TensorRTRunner(Runner):
         from ..memory import cuda_mem_info
 
         self._cuda, self._DataType = cuda, DataType
+        try:
+            # Polygraphy loads libcudart on first use; without it this is the first call that fails.
+            self._stream = cuda.Stream()
+        except Exception as exc:  # noqa: BLE001 - OSError / PolygraphyException, by Polygraphy version
+            raise RuntimeMissing(f"the CUDA runtime (libcudart) cannot be used on {gpu.name}: "
+                                 f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
+                                 "install the CUDA runtime TensorRT was built for (on a Jetson: JetPack's CUDA)") from exc
         before = cuda_mem_info()
         self._logger = trt.Logger(trt.Logger.WARNING)
         try:
@@ -83,13 +93,14 @@ class TensorRTRunner(Runner):
         except (RuntimeError, TypeError) as exc:  # the factory returned NULL (driver/library mismatch)
             raise RuntimeMissing(f"TensorRT could not create a runtime on {gpu.name}: {exc}",
                                  "check that the NVIDIA driver matches the CUDA version TensorRT was built for") from exc
+        if self.host_code_allowed:
+            self._runtime.engine_host_code_allowed = True
         self.engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
         if self.engine is None:
             raise InputError(f"TensorRT {trt.__version__} cannot deserialize {self.engine_path.name}",
                              "engines are tied to the GPU and TensorRT version that built them: "
                              "rebuild it here with `tokcomp build`")
         self.context = self.engine.create_execution_context()
-        self._stream = cuda.Stream()
         if self.profile:
             self.context.set_optimization_profile_async(self.profile, self._stream.ptr)
         self.inputs, self.outputs = [], []
@@ -141,7 +152,12 @@ class TensorRTRunner(Runner):
             if name not in feed:
                 raise InputError(f"engine input {name!r} is not in the feed ({', '.join(feed)})",
                                  "the engine was built from a different bundle variant")
-            x = np.asarray(feed[name], dtype=self.dtypes[name])
+            x = np.asarray(feed[name])
+            if x.dtype != self.dtypes[name]:
+                # No silent cast: a float feed cast to the uint8 input of an nhwc engine, or fp32 rounded
+                # to fp16, would validate something the application never sends.
+                raise InputError(f"engine input {name} takes {self.dtypes[name]}, the feed is {x.dtype}",
+                                 "validate the engine against the bundle variant it was built from")
             fmt = self.formats[name]
             if not ctx.set_input_shape(name, tuple(int(d) for d in x.shape)):
                 raise InputError(f"engine input {name} does not accept shape {tuple(x.shape)}",
