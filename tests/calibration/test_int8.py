@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from tokcomp_edge.calibration.int8 import CalibrateConfig, calibrate
 from tokcomp_edge.cli import app as app_module
 from tokcomp_edge.cli import calibrate_cmds
+from tokcomp_edge.validation.tolerances import parse_override
 from tokcomp_edge.errors import InputError, OutputError, ParityError, RuntimeMissing
 from tokcomp_edge.export.bundle import Bundle, sha256_file
 from tokcomp_edge.validation.tolerances import Override
@@ -29,10 +30,17 @@ def _qdq_counts(path: Path) -> tuple[int, int]:
     return ops.count("QuantizeLinear"), ops.count("DequantizeLinear")
 
 
+# The random-weight tiny encoder's int8 error on the smooth test photos is rel L2 ≈ 0.26–0.29 (on the golden
+# noise ≈ 0.08): the held-back-image check sees what the golden one cannot, so the tests that need a
+# registered variant accept 0.35 on tokens, and one test shows the default 0.1 refusing it.
+IMAGES_OK = (parse_override("max-rel-l2", "tokens=0.35"),)
+
+
 def test_calibrate_registers_a_checked_int8_variant_and_int8_nhwc_follows(bundle_dir, calib_images):
     from tokcomp_edge.export.variants import VariantOptions, ensure_variant
 
-    result = calibrate(CalibrateConfig(bundle=bundle_dir, images=calib_images, batch=4, quiet=True))
+    result = calibrate(CalibrateConfig(bundle=bundle_dir, images=calib_images, batch=4, quiet=True,
+                                       tolerance_overrides=IMAGES_OK))
     assert result and result.passed
     assert result.path == bundle_dir / "model.int8.onnx" and result.path.is_file()
     q, dq = _qdq_counts(result.path)
@@ -45,7 +53,9 @@ def test_calibrate_registers_a_checked_int8_variant_and_int8_nhwc_follows(bundle
     assert (entry["precision"], entry["input_layout"], entry["file"]) == ("int8", "nchw-float", "model.int8.onnx")
     assert entry["source"].startswith("modelopt-quantize ") and entry["source"].endswith(" int8 entropy")
     # the images were framed by the bundle's recorded policy (tiny-clip: CLIP's processor), and it says so
-    assert entry["calibration"] == {"images": 12, "folder": str(calib_images), "method": "entropy", "batch": 4,
+    # 12 images: the 5th and the 10th are held back from the ranges and checked on instead
+    assert entry["calibration"] == {"images": 10, "held_out": 2, "folder": str(calib_images), "method": "entropy",
+                                    "batch": 4,
                                     "preprocess": "CLIPImageProcessor: shortest edge 224 bicubic, centre crop "
                                                   "224x224, x/255, (x − mean) / std"}
     assert entry["inputs"][0]["dtype"] == "float32" and entry["outputs"][0]["name"] == "tokens"
@@ -55,8 +65,11 @@ def test_calibrate_registers_a_checked_int8_variant_and_int8_nhwc_follows(bundle
     check = entry["check"]
     tokens = check["outputs"]["tokens"]
     assert check["passed"] and not check["failures"]
-    assert check["tolerance"]["tokens"]["max_rel_l2"] == 0.1 and check["tolerance"]["tokens"]["min_cosine"] == 0.95
+    assert check["tolerance"]["tokens"]["max_rel_l2"] == 0.35 and check["tolerance"]["tokens"]["min_cosine"] == 0.95
     assert 0 < tokens["rel_l2_err"] <= 0.1 and 0.95 <= tokens["cosine_min"] < 1.0  # int8 is not exact
+    held = check["held_out"]
+    assert held["passed"] and held["images"] == 2 and held["against"].startswith("fp32 model.onnx")
+    assert tokens["rel_l2_err"] < held["outputs"]["tokens"]["rel_l2_err"] <= 0.35  # photos are harder than noise
     assert check["batches"] == bundle.reference_batches() and check["emulation"].startswith("fp16 emulation")
     # ModelOpt's work folder is gone: only the bundle's own files are left
     assert sorted(p.name for p in bundle_dir.iterdir()) == ["manifest.json", "model.int8.onnx", "model.onnx",
@@ -68,6 +81,16 @@ def test_calibrate_registers_a_checked_int8_variant_and_int8_nhwc_follows(bundle
     assert nhwc["precision"] == "int8" and nhwc["inputs"][0]["dtype"] == "uint8"
     assert nhwc["base"] == {"variant": "int8", "file": "model.int8.onnx", "sha256": sha256_file(result.path)}
     assert min(_qdq_counts(path)) > 0
+
+
+def test_held_back_images_catch_what_the_golden_noise_does_not(bundle_dir, calib_images):
+    """Issue 9: INT8 is checked on the golden inputs and on calibration images held back from calibration.
+    Here the golden check passes (rel L2 ≈ 0.08) and the held-back photos do not (≈ 0.27 > 0.1)."""
+    before = tree(bundle_dir)
+    with pytest.raises(ParityError) as exc:
+        calibrate(CalibrateConfig(bundle=bundle_dir, images=calib_images, batch=4, quiet=True))
+    assert "held-out" in exc.value.message and "golden" not in exc.value.message.split(":", 1)[1]
+    assert tree(bundle_dir) == before
 
 
 def test_recalibration_needs_force_and_refreshes_int8_nhwc(bundle_dir):
@@ -181,11 +204,12 @@ def test_cli_help_has_an_example(cli):
 
 def test_cli_registers_and_prints_the_figures(cli, bundle_dir, calib_images):
     res = CliRunner().invoke(cli, [str(bundle_dir), "--images", str(calib_images), "--max-images", "6",
-                                   "--method", "max", "--quiet"], env={"COLUMNS": "200"})
+                                   "--method", "max", "--quiet", "--max-rel-l2", "tokens=0.35"], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
-    assert "int8 variant registered" in res.output and "rel L2" in res.output and "6 images from" in res.output
+    assert "int8 variant registered" in res.output and "rel L2" in res.output and "5 images from" in res.output
+    assert "1 calibration images not used for the ranges" in res.output
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
-    assert manifest["variants"]["int8"]["calibration"]["images"] == 6
+    assert manifest["variants"]["int8"]["calibration"]["images"] == 5
 
 
 def test_cli_exit_codes(cli, bundle_dir, monkeypatch, capsys):
@@ -206,7 +230,8 @@ def test_validate_accepts_what_calibrate_accepted(bundle_dir, calib_images):
     It now rounds fp16 the way an engine does; --native-fp16 still runs the graph as is."""
     from tokcomp_edge.validation import ValidateConfig, validate
 
-    assert calibrate(CalibrateConfig(bundle=bundle_dir, images=calib_images, batch=4, quiet=True))
+    assert calibrate(CalibrateConfig(bundle=bundle_dir, images=calib_images, batch=4, quiet=True,
+                                     tolerance_overrides=IMAGES_OK))
     fast = dict(target=bundle_dir, variant="int8", iterations=0, extra_inputs=0, torch="off", quiet=True)
     result = validate(ValidateConfig(**fast))
     assert result.passed, result.failures

@@ -142,6 +142,27 @@ def _load_images(cfg: CalibrateConfig, manifest: dict[str, Any]):
     return images, pre
 
 
+# Every HOLD_EVERY-th image (at most HOLD_MAX) is kept out of calibration and checked on instead.
+HOLD_EVERY = 5
+HOLD_MAX = 16
+
+
+def hold_out(x):
+    """Split the calibration images: (the ones to calibrate on, the held-back ones or None).
+
+    Every 5th image (the 5th, 10th, … — deterministic, spread over the folder's name order), at most 16,
+    is held back; with fewer than 5 images nothing is (each one is needed for the ranges).
+    """
+    import numpy as np
+
+    n = len(x)
+    held = np.arange(HOLD_EVERY - 1, n, HOLD_EVERY)[:HOLD_MAX]
+    if held.size == 0:
+        return x, None
+    keep = np.setdiff1d(np.arange(n), held)
+    return x[keep], x[held]
+
+
 def calibrate(cfg: CalibrateConfig) -> CalibrationResult:
     """Calibrate a bundle for INT8 and register its checked `int8` variant.
 
@@ -178,7 +199,9 @@ def calibrate(cfg: CalibrateConfig) -> CalibrationResult:
     source = "synthetic" if cfg.images is None else str(cfg.images)
     with stage(f"calibration images: {source} (at most {cfg.max_images}, preprocessed per the manifest)", times, q):
         images, pre = _load_images(cfg, bundle.manifest)
-    n = len(images)
+    # Real photos only: synthetic images are noise like the golden inputs, which the golden check covers.
+    calib_x, held_x = hold_out(images.pixel_values) if cfg.images is not None else (images.pixel_values, None)
+    n = len(calib_x)
     batch = max(1, min(cfg.batch, n, bundle.batch_range[1]))
     src = bundle.onnx_path("fp32")
     reference, batches = bundle.reference(), bundle.reference_batches()
@@ -187,12 +210,14 @@ def calibrate(cfg: CalibrateConfig) -> CalibrationResult:
     try:
         with stage(f"INT8 quantization: ModelOpt {cfg.method}, {n} images, batch {batch}, "
                    f"{cfg.high_precision} elsewhere", times, q):
-            qdq_path, facts = quantize_int8(src, work, images.pixel_values, method=cfg.method, batch=batch,
+            qdq_path, facts = quantize_int8(src, work, calib_x, method=cfg.method, batch=batch,
                                             high_precision=cfg.high_precision)
-        del images
-        with stage(f"int8 check: ONNX Runtime CPU vs golden reference (batch {', '.join(map(str, batches))})",
-                   times, q):
-            check = check_int8(qdq_path, bundle.manifest, reference, batches, tols)
+        del images, calib_x
+        held_text = f" and {len(held_x)} held-back images" if held_x is not None else ""
+        with stage(f"int8 check: ONNX Runtime CPU vs golden reference (batch {', '.join(map(str, batches))})"
+                   f"{held_text}", times, q):
+            check = check_int8(qdq_path, bundle.manifest, reference, batches, tols,
+                               held_out=(held_x, src) if held_x is not None else None)
         if not check:
             raise ParityError(
                 f"int8 variant misses its tolerances against the golden reference: {failure_text(check)}",
@@ -200,7 +225,9 @@ def calibrate(cfg: CalibrateConfig) -> CalibrationResult:
                 f"{'max' if cfg.method == 'entropy' else 'entropy'}"
                 f"{' or --high-precision fp32' if cfg.high_precision == 'fp16' else ''}, or relax the "
                 "thresholds knowingly (--min-cosine, --max-rel-l2, --min-jaccard)")
-        calibration = {"images": n, "folder": source, "method": cfg.method, "batch": batch,
+        calibration = {"images": n, **({"held_out": 0 if held_x is None else int(len(held_x))}
+                                       if cfg.images is not None else {}), "folder": source,
+                       "method": cfg.method, "batch": batch,
                        **({"seed": cfg.seed} if cfg.images is None else {"preprocess": pre.describe()})}
         meta = _meta(qdq_path, src, facts, calibration, check, modelopt_version(), cfg.method, sha256_file(src))
         path = bundle.add_variant(VARIANT, qdq_path, meta)

@@ -49,8 +49,13 @@ class Int8Check:
 
 
 def check_int8(variant: Path, manifest: dict[str, Any], reference: dict[str, np.ndarray], batches: list[int],
-               tolerances: dict[str, Any]) -> Int8Check:
-    """Run the int8 variant on the bundle's golden inputs and judge it against the golden outputs.
+               tolerances: dict[str, Any], held_out: tuple[np.ndarray, Path] | None = None) -> Int8Check:
+    """Run the int8 variant on the bundle's golden inputs and judge it against the golden outputs; with
+    `held_out`, also on calibration images that were kept out of the calibration.
+
+    Golden inputs are uniform noise: they catch a broken calibration but not ranges that fit the
+    calibration photos and nothing else. Held-back photos (real pixels the ranges were not measured on)
+    are the check that speaks for images; both must pass.
 
     Args:
         variant: the Q/DQ ONNX file (float32 `pixel_values` input, as model.onnx).
@@ -58,8 +63,10 @@ def check_int8(variant: Path, manifest: dict[str, Any], reference: dict[str, np.
         reference: the bundle's reference.npz arrays (`<tensor>.b<B>`).
         batches: reference batch sizes to run.
         tolerances: output name → validation.tolerances.Tolerance.
+        held_out: (pixel_values [N, 3, H, W] of the held-back images, the fp32 model.onnx whose outputs on
+            them are the reference), or None.
     Returns:
-        Int8Check.
+        Int8Check (`metrics["held_out"]` with the held-back figures when given).
     """
     import onnx
 
@@ -86,7 +93,19 @@ def check_int8(variant: Path, manifest: dict[str, Any], reference: dict[str, np.
                "runtime": runtime_label(sess.sess), "emulation": how,
                "outputs": summarize_checks(checks),
                "tolerance": {name: tol.to_dict() for name, tol in tolerances.items()}}
-    return Int8Check(passed=bool(checks) and not failures, metrics=metrics, failures=failures)
+    passed = bool(checks) and not failures
+    if held_out is not None:
+        x, fp32 = held_out
+        ref_sess = scored_session(fp32, [])
+        expected, _ = ref_sess.run(input_name, x.astype(np.float32))
+        got, _ = sess.run(input_name, x.astype(np.float32))
+        held = compare_outputs(got, expected, source="held-out", tols=tolerances, layout=layout)
+        held_failures = [f"{c.where}: {f}" for c in held for f in c.failures]
+        metrics["held_out"] = {"images": int(len(x)), "against": "fp32 model.onnx on ONNX Runtime CPU",
+                               "outputs": summarize_checks(held), "passed": bool(held) and not held_failures}
+        failures += held_failures
+        passed = passed and metrics["held_out"]["passed"]
+    return Int8Check(passed=passed, metrics=metrics, failures=failures)
 
 
 def failure_text(check: Int8Check, limit: int = 3) -> str:

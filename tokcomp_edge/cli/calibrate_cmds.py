@@ -81,6 +81,19 @@ def print_result(result) -> None:
         else:
             t.add_row(f"  {name}", f"rel L2 {_num(s.get('rel_l2_err'))} ({_bound('≤', tol.get('max_rel_l2'))}), "
                                    f"min token cosine {_num(s.get('cosine_min'))} ({_bound('≥', tol.get('min_cosine'))})")
+    held = check.metrics.get("held_out")
+    if held:
+        t.add_row("held back", f"{held['images']} calibration images not used for the ranges, vs {held['against']}")
+        for name, s in held["outputs"].items():
+            tol = check.metrics["tolerance"].get(name, {})
+            if s["kind"] == "indices":
+                t.add_row(f"  {name}", f"mean Jaccard {_num(s.get('jaccard_mean'))} ({_bound('≥', tol.get('min_jaccard'))})")
+            else:
+                t.add_row(f"  {name}", f"rel L2 {_num(s.get('rel_l2_err'))} ({_bound('≤', tol.get('max_rel_l2'))}), "
+                                       f"min token cosine {_num(s.get('cosine_min'))} ({_bound('≥', tol.get('min_cosine'))})")
+    else:
+        why = "synthetic images" if c["folder"] == "synthetic" else "fewer than 5 images"
+        t.add_row("held back", f"none ({why}): checked on the golden reference only")
     if result.refreshed:
         t.add_row("refreshed", ", ".join(result.refreshed) + " (wrapped the previous int8 model)")
     out().print(t)
