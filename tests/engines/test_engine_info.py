@@ -67,9 +67,23 @@ def test_layer_precision_takes_the_lowest_float_precision():
 
 def test_layer_stats():
     stats = layer_stats(INSPECTOR)
-    assert stats["total"] == 7
-    assert stats["precision"] == {"fp32": 1, "fp16": 3, "int8": 1, "other": 2}
+    assert stats["total"] == 7 and stats["compute"] == 5
+    assert stats["excluded"] == {"Reformat": 1, "ShapeHostToDevice": 1}
+    assert stats["precision"] == {"fp32": 1, "fp16": 2, "int8": 1, "other": 1}
     assert stats["types"]["Myelin"] == 2 and stats["types"]["?"] == 1
+
+
+def test_layer_stats_on_the_inspector_layout_excludes_data_movement():
+    """A fixture in TensorRT's own inspector JSON layout (tests/engines/inputs/README.md): reformat copy
+    nodes (Reformat, NoOp), casts and I/O reformats do not count as fp32 compute in an fp16 engine."""
+    from pathlib import Path
+
+    text = (Path(__file__).parent / "inputs" / "vit_fp16.layers.json").read_text()
+    stats = layer_stats(parse_inspector(text))
+    assert stats["total"] == 8 and stats["compute"] == 4
+    assert stats["excluded"] == {"Reformat": 2, "NoOp": 1, "Cast": 1}
+    # conv, the fused blocks and the pool in fp16; the LayerNorm TensorRT kept in fp32
+    assert stats["precision"] == {"fp32": 1, "fp16": 3, "int8": 0}
 
 
 def test_layer_stats_keeps_zero_counts():
@@ -92,7 +106,8 @@ def _record(make_bundle, tmp_path):
            "format_desc": "Row major linear FP32 format"}]
     record = engine_record(plan=plan, trt_version="10.3.0.30", gpu=target.gpu.to_dict(), engine_bytes=1234,
                            engine_sha256="ab" * 32, onnx_sha256="cd" * 32, io=io, layers=layer_stats(INSPECTOR),
-                           placement={"dla": 0, "gpu": 5, "basis": "x"}, build_seconds=12.3456,
+                           placement={"dla": 0, "gpu": 5, "basis": "x", "kind": "prediction"},
+                           build_seconds=12.3456,
                            timing_cache={"path": "c", "loaded": False, "saved": True}, warnings=["w"])
     return bundle, plan, record
 
@@ -118,7 +133,8 @@ def test_engine_record_fields(make_bundle, tmp_path):
     assert record["inputs"][0]["engine_format"] == "linear"
     assert record["inputs"][0]["engine_format_desc"] == "Row major linear FP32 format"
     assert record["build"]["seconds"] == 12.346 and record["build"]["warnings"] == ["w"]
-    assert record["layers"]["precision"]["fp16"] == 3 and record["layers"]["placement"]["gpu"] == 5
+    assert record["layers"]["precision"]["fp16"] == 2 and record["layers"]["placement"]["gpu"] == 5
+    assert record["layers"]["placement"]["kind"] == "prediction"
 
 
 def test_engine_record_is_what_the_validator_reads(make_bundle, tmp_path):

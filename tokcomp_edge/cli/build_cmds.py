@@ -76,7 +76,10 @@ def print_record(record: dict) -> None:
     out().print(f"[green]built[/] {record['engine']['file']} ({record['engine']['bytes']:,} bytes) in "
                 f"{record['build']['seconds']:.1f} s on {record['gpu']['name']} with TensorRT "
                 f"{record['tensorrt']['version']}")
-    out().print(f"layers: {layers['total']} ({prec}); placement: DLA {place['dla']}, GPU {place['gpu']}")
+    skipped = sum(layers.get("excluded", {}).values())
+    out().print(f"layers: {layers['total']}, {layers.get('compute', layers['total'])} compute ({prec}; {skipped} "
+                f"reformat/cast/shape/copy not counted); placement predicted before the build: DLA {place['dla']}, "
+                f"GPU {place['gpu']}")
 
 
 def profiles():

@@ -72,24 +72,43 @@ def parse_inspector(text: str) -> dict[str, Any]:
     return data
 
 
+# Engine layers that move or re-describe data rather than compute: format conversions TensorRT inserts
+# ("Reformatting CopyNode …", LayerType Reformat or NoOp, Origin REFORMAT), casts, shape arithmetic and
+# copies. Counting them would let an fp16 engine look half fp32 because of its I/O reformats.
+DATA_MOVEMENT_TYPES = {"Reformat", "NoOp", "Cast", "Shape", "ShapeHostToDevice", "Copy", "Identity"}
+
+
+def is_data_movement(layer: dict[str, Any]) -> bool:
+    """A reformat / cast / shape / copy layer (see DATA_MOVEMENT_TYPES), not a compute layer."""
+    return (str(layer.get("LayerType")) in DATA_MOVEMENT_TYPES or layer.get("Origin") == "REFORMAT"
+            or str(layer.get("Name", "")).startswith("Reformatting CopyNode"))
+
+
 def layer_stats(inspector: dict[str, Any]) -> dict[str, Any]:
-    """Counts by precision and by layer type from parsed inspector JSON.
+    """Counts by precision (compute layers only) and by layer type from parsed inspector JSON.
 
     Returns:
-        {"total": n, "precision": {"fp32": …, "fp16": …, "int8": …, …}, "types": {LayerType: n}}
-        — precision keys fp32/fp16/int8 are always present (0 when none).
+        {"total": n, "compute": c, "precision": {"fp32": …, "fp16": …, "int8": …, …} (of the c compute
+        layers), "excluded": {LayerType: n} (reformat / cast / shape / copy layers, not in `precision`),
+        "types": {LayerType: n}} — precision keys fp32/fp16/int8 are always present (0 when none).
     """
     precision: Counter[str] = Counter({"fp32": 0, "fp16": 0, "int8": 0})
     types: Counter[str] = Counter()
+    excluded: Counter[str] = Counter()
     layers = inspector.get("Layers", [])
     for layer in layers:
         if isinstance(layer, dict):
-            precision[layer_precision(layer)] += 1
-            types[str(layer.get("LayerType", "?"))] += 1
-        else:
+            kind = str(layer.get("LayerType", "?"))
+            types[kind] += 1
+            if is_data_movement(layer):
+                excluded[kind] += 1
+            else:
+                precision[layer_precision(layer)] += 1
+        else:  # a bare name (profiling verbosity below DETAILED): a layer of unknown kind and precision
             precision["other"] += 1
             types["?"] += 1
-    return {"total": len(layers), "precision": dict(precision), "types": dict(types)}
+    return {"total": len(layers), "compute": len(layers) - sum(excluded.values()), "precision": dict(precision),
+            "excluded": dict(excluded), "types": dict(types)}
 
 
 def engine_record(*, plan, trt_version: str, gpu: dict[str, Any], engine_bytes: int, engine_sha256: str,
@@ -105,7 +124,8 @@ def engine_record(*, plan, trt_version: str, gpu: dict[str, Any], engine_bytes: 
         onnx_sha256: digest of the ONNX variant that was parsed.
         io: per engine I/O tensor: name, mode, dtype, shape, format, format_desc (from the engine).
         layers: `layer_stats()` of the inspector JSON.
-        placement: {"dla": n, "gpu": m, "basis": …} — where network layers were assigned.
+        placement: {"dla": n, "gpu": m, "basis": …, "kind": "prediction"} — where the network layers were
+            predicted to run before the build (IBuilderConfig.can_run_on_DLA), not measured.
         build_seconds: wall time of build_serialized_network.
         timing_cache: {"path", "loaded", "saved", "note"}.
         warnings: builder warnings worth keeping (capped by the caller).

@@ -146,7 +146,7 @@ def _configure(trt, builder, plan: BuildPlan):
 def _placement(trt, network, config, plan: BuildPlan) -> dict[str, Any]:
     total = network.num_layers
     if plan.profile.dla_core is None:
-        return {"dla": 0, "gpu": total, "basis": "network layers; GPU build"}
+        return {"dla": 0, "gpu": total, "basis": "network layers; GPU build", "kind": "prediction"}
     on_dla = 0
     for index in range(total):
         layer = network.get_layer(index)
@@ -155,7 +155,8 @@ def _placement(trt, network, config, plan: BuildPlan) -> dict[str, Any]:
     basis = "network layers (before fusion) that DLA accepts; the rest run on the GPU"
     if not plan.profile.gpu_fallback and on_dla < total:
         basis += " — without gpu_fallback the build fails on them"
-    return {"dla": on_dla, "gpu": total - on_dla, "basis": basis}
+    # A prediction: TensorRT may still move layers between DLA and GPU while building (GPU fallback is silent).
+    return {"dla": on_dla, "gpu": total - on_dla, "basis": basis, "kind": "prediction"}
 
 
 def _load_timing_cache(config, plan: BuildPlan, logger) -> tuple[Any, bool]:
