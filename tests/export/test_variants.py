@@ -257,8 +257,10 @@ def test_replacing_a_variant_leaves_a_verifiable_bundle_at_every_step(bundle_cop
         shutil.copyfile(bundle.onnx_path("fp32"), again)
         with open(again, "ab") as fh:
             fh.write(b"\0")  # different bytes, so a different file name
-        def boom(*a, **k):
-            raise Interrupt(where)
+
+        def boom(*a, _where=where, **k):
+            raise Interrupt(_where)
+
         target = Path if where == "unlink" else Bundle
         monkeypatch.setattr(target, "unlink" if where == "unlink" else "save_manifest", boom)
         with pytest.raises(Interrupt):
