@@ -34,6 +34,10 @@ def test_validate_against_golden_and_fresh_pytorch(bundle):
     assert [x["llm"]["name"] for x in econ["llms"]] == ["internvl LLM (qwen2)"]
     assert (econ["tokens_in"], econ["tokens_out"]) == (16, 4)
     assert res.report["accuracy"]["layout"]["grid_out"] == [2, 2]
+    # the report's summary names the VLM chain (JSON, Markdown, HTML)
+    chain = "65 → drop CLS → 64 → bilinear:4x4 → 16 → pixel shuffle 2×2 → 4 → mlp1 → 4 × 48"
+    assert res.report["bundle"]["vlm"]["arithmetic"] == chain
+    assert chain in res.report_paths["md"].read_text() and chain in res.report_paths["html"].read_text()
 
 
 @pytest.mark.parametrize("variant", ["fp16", "nhwc"])

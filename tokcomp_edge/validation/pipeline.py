@@ -351,7 +351,8 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
         },
         "bundle": {
             "path": str(bundle.path), "name": bundle.name, "manifest_sha256": bundle.manifest_sha256(),
-            "encoder": manifest.get("encoder"), "compression": comp, "batch_range": list(bundle.batch_range),
+            "encoder": manifest.get("encoder"), "compression": comp, "vlm": manifest.get("vlm"),
+            "batch_range": list(bundle.batch_range),
             "reference_batches": bundle.reference_batches(), "files_verified": sorted(manifest.get("files", {})),
         },
         "reference": {"pytorch": {"used": use_torch, "reason": torch_reason, "runtime": torch_info}},

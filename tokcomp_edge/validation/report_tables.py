@@ -69,6 +69,9 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
                     f"layer {enc.get('layer')}, weights {wdesc}"],
         ["compression", f"{comp.get('spec')}: {comp.get('tokens_in')} → {comp.get('tokens_out')} tokens "
                         f"(dim {comp.get('dim_in')} → {comp.get('dim_out')})"],
+        *([["vlm", f"{vlm.get('family')} ({vlm.get('transformers_class')}), feature layer {vlm.get('feature_layer')}: "
+                   f"{vlm.get('arithmetic')} (the VLM itself: {vlm.get('native_tokens_per_tile')} per tile)"]]
+          if (vlm := b.get("vlm")) else []),
         ["PyTorch reference", ("used — " + (torch.get("runtime") or {}).get("version", "")) if torch.get("used")
                               else f"not used: {torch.get('reason')}"],
         ["created", f"{report['created_utc']} on {report.get('host', '?')}, {report.get('duration_s')} s"],
