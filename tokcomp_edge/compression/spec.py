@@ -7,6 +7,8 @@ A spec is `method[:param[:option…]]`:
     bilinear:HxW                     bilinear resize of the grid to H×W (also `bilinear:N` for N×N)
     unshuffle:R[:torch|internvl][:pad]   R×R neighbours → one token of R²·C channels
     prune:K[:norm|cls-attn|cls-sim]  keep the K highest-scoring patch tokens, in grid order
+    visionzip:D:C                    D dominant patch tokens (attention in the used layer) + C contextual
+                                     tokens merged from the rest by key similarity (VisionZip)
 
 Everything here is pure Python: parsing and `plan_compression` run before any model is built, so an
 impossible combination fails in milliseconds, naming the numbers.
@@ -59,12 +61,25 @@ METHODS: dict[str, dict[str, Any]] = {
         "tokens": "K",
         "dim": "C",
     },
+    "visionzip": {
+        "syntax": "visionzip:D:C",
+        "what": "VisionZip (Yang et al., CVPR 2025) in the used layer: the D patch tokens with the most CLS "
+                "attention (without CLS: the most attention received), in grid order, then C contextual "
+                "tokens — every (M//C)-th remaining token is a target, the others join their most similar "
+                "target (cosine of head-averaged keys), each = target + mean of its members; token order "
+                "prefix, D dominant, C contextual; outputs `indices` [B,D] int64 (dominant cells) and `merge_map` [B,N] int64 (the "
+                "output row each patch went into)",
+        "tokens": "D + C",
+        "dim": "C",
+    },
 }
 
 POOL_MODES = ("avg", "max")
 UNSHUFFLE_ORDERS = ("torch", "internvl")
 PRUNE_SCORES = ("norm", "cls-attn", "cls-sim")
 PREFIX_POLICIES = ("keep", "drop")
+# Methods whose graph has a second output `indices` [B, indexed_out] into the patch grid.
+INDEXED_METHODS = ("prune", "visionzip")
 
 
 @dataclass(frozen=True)
@@ -148,6 +163,12 @@ def parse_spec(text: str) -> CompressionSpec:
         order, pad = o.get("order", "torch"), "padding" in o
         canon = f"unshuffle:{r}" + (f":{order}" if order != "torch" else "") + (":pad" if pad else "")
         return CompressionSpec("unshuffle", {"factor": r, "order": order, "pad": pad}, canon)
+    if method == "visionzip":
+        if len(opts) != 1:
+            raise SpecError(f"`visionzip` takes two parameters D:C, got {text!r}",
+                            "use e.g. `visionzip:53:10` (LLaVA-1.5's 64 tokens with --prefix keep)")
+        d, c = _int(arg, "dominant count D", text), _int(opts[0], "contextual count C", text)
+        return CompressionSpec("visionzip", {"dominant": d, "contextual": c}, f"visionzip:{d}:{c}")
     # prune
     k = _int(arg, "K", text)
     o = _options(opts, {"score": PRUNE_SCORES}, text)
@@ -164,13 +185,21 @@ class CompressionPlan:
     prefix_in: int
     prefix_out: int
     grid_in: tuple[int, int]
-    grid_out: tuple[int, int] | None  # None for prune (kept tokens are not a grid)
+    grid_out: tuple[int, int] | None  # None for prune / visionzip (kept tokens are not a grid)
     patch_tokens_in: int
     patch_tokens_out: int
     dim_in: int
     dim_out: int
     formula: str
     has_cls: bool = False  # cls-sim compares with CLS when there is one, else with the mean token
+    # Tokens after the indexed ones that belong to no single grid cell (VisionZip's contextual tokens):
+    # the output is [prefix_out, indexed (`indices`), merged_out].
+    merged_out: int = 0
+
+    @property
+    def indexed_out(self) -> int:
+        """Patch tokens that carry a grid index in the `indices` output (prune, visionzip), else 0."""
+        return self.patch_tokens_out - self.merged_out if self.spec.method in INDEXED_METHODS else 0
 
     @property
     def tokens_in(self) -> int:
@@ -183,6 +212,14 @@ class CompressionPlan:
     @property
     def ratio(self) -> float:
         return self.tokens_out / self.tokens_in
+
+    @property
+    def extra_outputs(self) -> tuple[str, ...]:
+        """Graph outputs after `tokens`: `indices` [B, indexed_out] (prune, visionzip) and `merge_map`
+        [B, patch_tokens_in] (visionzip: the output row each patch went into)."""
+        if self.spec.method == "visionzip":
+            return ("indices", "merge_map")
+        return ("indices",) if self.indexed_out else ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -201,6 +238,8 @@ class CompressionPlan:
             "dim_in": self.dim_in,
             "dim_out": self.dim_out,
             "formula": self.formula,
+            "indexed_out": self.indexed_out,
+            "merged_out": self.merged_out,
         }
 
 
@@ -245,6 +284,24 @@ def plan_compression(spec: CompressionSpec, *, grid: tuple[int, int], prefix_tok
         n_out = grid_out[0] * grid_out[1]
         dim_out = hidden_size * r * r
         formula = f"⌈{h}/{r}⌉·⌈{w}/{r}⌉ = {n_out} tokens of {r}²·{hidden_size} = {dim_out} channels"
+    elif m == "visionzip":
+        d, c = prm["dominant"], prm["contextual"]
+        if d + c >= n:
+            # At least one token must be left to merge: C targets come from the N − D remaining tokens.
+            raise SpecError(f"visionzip D={d} + C={c} = {d + c} keeps every one of the {n} ({h}x{w}) patch tokens "
+                            "or more", f"use D + C < {n}")
+        if d >= MAX_TOPK or n >= MAX_TOPK:
+            big = d if d >= MAX_TOPK else n
+            raise SpecError(f"visionzip ranks {n} patch tokens and keeps D={d}: {big} is not below TensorRT's "
+                            f"TopK limit of {MAX_TOPK}", "use a smaller image or grid")
+        rest = n - d
+        grid_out, n_out = None, d + c
+        formula = f"D + C = {d} + {c} = {d + c} (C from {rest} remaining tokens, step {rest // c})"
+        comp = CompressionPlan(spec=spec, prefix=prefix, prefix_in=prefix_tokens, prefix_out=p_out, grid_in=(h, w),
+                               grid_out=None, patch_tokens_in=n, patch_tokens_out=n_out, dim_in=hidden_size,
+                               dim_out=dim_out, formula=f"{p_out} prefix + {formula}" if p_out else formula,
+                               has_cls=has_cls, merged_out=c)
+        return comp
     else:  # prune
         k, score = prm["k"], prm["score"]
         if k >= n:

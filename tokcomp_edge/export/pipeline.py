@@ -127,8 +127,7 @@ def export_bundle(cfg: ExportConfig) -> ExportResult:
     times = StageTimes()
     checked = validate_config(cfg)
     spec, enc_spec, plan, out, vplan = checked.spec, checked.enc, checked.plan, checked.out, checked.vlm
-    prune = spec.method == "prune"
-    names = output_names(prune)
+    names = output_names(plan.extra_outputs)
     q = cfg.quiet
 
     with stage(f"build {cfg.model}" + (" (vision tower + projector only)" if vplan else ""), times, q):
@@ -153,7 +152,8 @@ def export_bundle(cfg: ExportConfig) -> ExportResult:
         onnx_path = tmp / "model.onnx"
         with stage(f"export ONNX (opset {cfg.opset}, batch {cfg.batch_min}–{cfg.batch_max})", times, q):
             proto = export_to_proto(model, enc_spec.image_size, batch_min=cfg.batch_min,
-                                    batch_max=cfg.batch_max, opset=cfg.opset, prune=prune)
+                                    batch_max=cfg.batch_max, opset=cfg.opset,
+                                    extra_outputs=plan.extra_outputs)
         with stage("PyTorch reference outputs", times, q):
             expected = {b: torch_outputs(model, x, names) for b, x in golden.items()}
         cleanup = "none"
