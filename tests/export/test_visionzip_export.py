@@ -16,6 +16,7 @@ from tokcomp_edge.engines.lint import lint_model
 from tokcomp_edge.export.bundle import Bundle
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "compression"))
+from graph_ops import forbidden_nodes  # noqa: E402
 from visionzip_reference import visionzip_reference  # noqa: E402
 
 # (model, layer, prefix) → patch tokens 196 (14×14); D = 40, C = 10
@@ -23,17 +24,6 @@ CASES = [("tiny-clip", -2, "keep"), ("tiny-siglip", None, None), ("tiny-dinov2",
          ("tiny-vit", None, "drop")]
 PREFIX_IN = {"tiny-clip": 1, "tiny-siglip": 0, "tiny-dinov2": 5, "tiny-vit": 1}
 SPEC = "visionzip:40:10"
-
-
-def forbidden_nodes(model):
-    """Nodes TensorRT cannot take natively: data-dependent shapes, scatter reductions, ScatterND."""
-    bad = []
-    for n in model.graph.node:
-        reduction = next((a.s.decode() for a in n.attribute if a.name == "reduction"), "none")
-        if n.op_type in ("NonZero", "Compress", "ScatterND", "Unique") or (
-                n.op_type in ("ScatterElements", "Scatter") and reduction != "none"):
-            bad.append(f"{n.op_type}:{n.name}")
-    return bad
 
 
 @pytest.mark.parametrize("model,layer,prefix", CASES)

@@ -35,6 +35,11 @@ class TokenCompressor(nn.Module):
         return self.method == "prune" and self.params["score"] == "cls-attn"
 
     @property
+    def needs_tome(self) -> bool:
+        """ToMe merges inside every block the tower runs (VisionTower.forward_tome)."""
+        return self.method == "tome"
+
+    @property
     def needs_probe(self) -> bool:
         """VisionZip reads the used layer's attention importance and keys (VisionTower.attention_probe)."""
         return self.method == "visionzip"
@@ -43,14 +48,28 @@ class TokenCompressor(nn.Module):
         """Run `tower` asking for exactly what this compressor reads: (tokens, attention row / probe / None)."""
         if self.needs_probe:
             return tower(pixel_values, with_probe=True)
+        if self.needs_tome:
+            return tower.forward_tome(pixel_values, self.plan.schedule)
         return tower(pixel_values, with_cls_attention=self.needs_cls_attention)
 
-    def forward(self, tokens: torch.Tensor, cls_attn=None):
+    def forward(self, tokens: torch.Tensor, aux=None):
+        """Args:
+            tokens: the tower's output [B, P + h·w, C] (for tome: already merged, [B, P + h·w − ΣR, C]).
+            aux: what `tower_outputs` returned beside the tokens: the CLS attention row (prune:cls-attn),
+                (importance, keys) (visionzip) or (sizes, source) (tome); None otherwise.
+        """
         plan = self.plan
         p = plan.prefix_in
         prefix, x = tokens[:, :p], tokens[:, p:]
         h, w = plan.grid_in
         indices = merge_map = None
+        if self.method == "tome":
+            # The tower merged already; what is left is the prefix policy. Prefix tokens are protected and
+            # kept in front, so dropping them is a slice, and map rows shift by the dropped count.
+            sizes, source = aux
+            if plan.prefix_out:
+                return tokens, sizes, source
+            return tokens[:, p:], sizes[:, p:], source - p
         if self.method == "none":
             y = x
         elif self.method == "pool":
@@ -62,13 +81,13 @@ class TokenCompressor(nn.Module):
             x, hp, wp = Fc.pad_grid(x, h, w, r) if self.params["pad"] else (x, h, w)
             y = Fc.unshuffle_tokens(x, hp, wp, r, self.params["order"])
         elif self.method == "visionzip":
-            if cls_attn is None:
+            if aux is None:
                 raise ValueError("visionzip needs the tower's attention probe (importance, keys)")
-            importance, keys = cls_attn
+            importance, keys = aux
             y, indices, merge_map = visionzip_tokens(x, importance[:, p:], keys[:, p:], self.params["dominant"],
                                                      self.params["contextual"], plan.prefix_out)
         else:
-            y, indices = Fc.prune_tokens(x, self._scores(prefix, x, cls_attn), self.params["k"])
+            y, indices = Fc.prune_tokens(x, self._scores(prefix, x, aux), self.params["k"])
         if plan.prefix_out:
             y = torch.cat([prefix, y], dim=1)
         if merge_map is not None:
@@ -109,7 +128,8 @@ def check_tower_supports(tower: nn.Module, compressor: TokenCompressor) -> None:
     from ..encoders.tower import VisionTower
     from ..errors import InputError
 
-    if compressor.needs_probe and (not isinstance(tower, VisionTower) or type(tower).forward is not VisionTower.forward):
+    inside = compressor.needs_probe or compressor.needs_tome
+    if inside and (not isinstance(tower, VisionTower) or type(tower).forward is not VisionTower.forward):
         name = getattr(getattr(tower, "spec", None), "name", type(tower).__name__)
         raise InputError(f"{compressor.plan.spec.text} reads the attention inside {name}'s blocks, which "
                          "tokcomp cannot see in a tower with its own forward",

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import InputError
 from .spec import EncoderSpec
-from .tower import VisionTower
+from .tower import BlockParts, VisionTower, split_heads
 
 # model_type → (config class, model class) in `transformers`.
 HF_CLASSES = {
@@ -150,6 +150,21 @@ def _rename_legacy(model: nn.Module, sd: dict[str, torch.Tensor],
     return out
 
 
+def _parts(norm1, attn, out, heads: int, scale, norm2, mlp, ls1=None, ls2=None) -> BlockParts:
+    def qkv(h):
+        return (split_heads(attn.q_proj(h), heads), split_heads(attn.k_proj(h), heads),
+                split_heads(attn.v_proj(h), heads))
+
+    return BlockParts(norm1=norm1, qkv=qkv, out=out, scale=scale, ls1=ls1 or nn.Identity(), norm2=norm2, mlp=mlp,
+                      ls2=ls2 or nn.Identity())
+
+
+def _self_attn_parts(block: nn.Module) -> BlockParts:
+    """CLIP-style block (layer_norm1 → self_attn → layer_norm2 → mlp): CLIP, SigLIP, Idefics3/SmolVLM."""
+    a = block.self_attn
+    return _parts(block.layer_norm1, a, a.out_proj, a.num_heads, a.scale, block.layer_norm2, block.mlp)
+
+
 def _self_attn_qk(block: nn.Module, x: torch.Tensor, q_rows: int | None):
     """q/k of the CLIP-style block (layer_norm1 → self_attn), shared by CLIP, SigLIP and Idefics3/SmolVLM."""
     attn = block.self_attn
@@ -179,12 +194,18 @@ class CLIPTower(HFTower):
     def attention_qk(self, block: nn.Module, x: torch.Tensor, q_rows: int | None = None):
         return _self_attn_qk(block, x, q_rows)
 
+    def block_parts(self, block: nn.Module) -> BlockParts:
+        return _self_attn_parts(block)
+
 
 class SiglipTower(HFTower):
     """SiglipVisionModel (no head): embeddings → encoder.layers → post_layernorm. No CLS token."""
 
     def attention_qk(self, block: nn.Module, x: torch.Tensor, q_rows: int | None = None):
         return _self_attn_qk(block, x, q_rows)
+
+    def block_parts(self, block: nn.Module) -> BlockParts:
+        return _self_attn_parts(block)
 
     @property
     def blocks(self) -> nn.ModuleList:
@@ -211,6 +232,12 @@ class Dinov2Tower(HFTower):
         h = block.norm1(x)
         return attn.q_proj(h[:, :q_rows]), attn.k_proj(h), attn.num_attention_heads, attn.scaling
 
+    def block_parts(self, block: nn.Module) -> BlockParts:
+        a = block.attention
+        # LayerScale is part of the block (ToMe's timm patch skips it; here it is applied where it belongs).
+        return _parts(block.norm1, a, a.o_proj, a.num_attention_heads, a.scaling, block.norm2, block.mlp,
+                      block.layer_scale1, block.layer_scale2)
+
 
 class ViTTower(HFTower):
     """ViTModel (no pooler): embeddings → layers → layernorm."""
@@ -227,6 +254,11 @@ class ViTTower(HFTower):
         attn = block.attention
         h = block.layernorm_before(x)
         return attn.q_proj(h[:, :q_rows]), attn.k_proj(h), attn.num_attention_heads, attn.scaling
+
+    def block_parts(self, block: nn.Module) -> BlockParts:
+        a = block.attention
+        return _parts(block.layernorm_before, a, a.o_proj, a.num_attention_heads, a.scaling, block.layernorm_after,
+                      block.mlp)
 
 
 class InternVLTower(HFTower):
@@ -275,6 +307,9 @@ class Idefics3Tower(HFTower):
 
     def attention_qk(self, block: nn.Module, x: torch.Tensor, q_rows: int | None = None):
         return _self_attn_qk(block, x, q_rows)
+
+    def block_parts(self, block: nn.Module) -> BlockParts:
+        return _self_attn_parts(block)
 
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
         emb = self.hf.embeddings

@@ -36,6 +36,8 @@ def io_entries(plan, spec, batch_dim: Any, vlm=None) -> tuple[list[dict], list[d
     outputs = [{"name": "tokens", "shape": [batch_dim, tokens, dim], "dtype": "float32"}]
     if "indices" in plan.extra_outputs:
         outputs.append({"name": "indices", "shape": [batch_dim, plan.indexed_out], "dtype": "int64"})
+    if "sizes" in plan.extra_outputs:
+        outputs.append({"name": "sizes", "shape": [batch_dim, plan.tokens_out], "dtype": "float32"})
     if "merge_map" in plan.extra_outputs:
         outputs.append({"name": "merge_map", "shape": [batch_dim, plan.patch_tokens_in], "dtype": "int64"})
     return inputs, outputs

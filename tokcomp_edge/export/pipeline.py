@@ -70,7 +70,7 @@ def validate_config(cfg: ExportConfig) -> Checked:
         enc = resolve_spec(cfg.model, cfg.image_size)
         prefix = cfg.prefix or enc.default_prefix
         plan = plan_compression(spec, grid=enc.grid, prefix_tokens=enc.prefix_tokens, has_cls=enc.has_cls,
-                                hidden_size=enc.hidden_size, prefix=prefix)
+                                hidden_size=enc.hidden_size, prefix=prefix, layers=_layers_run(cfg, enc))
     slug = spec.slug + ("" if cfg.projector else "_noproj") + ("_video" if cfg.video else "")
     out = Path(cfg.out) if cfg.out else default_out(cfg.model, slug)
     if out.exists() and not cfg.force:
@@ -83,6 +83,17 @@ def validate_config(cfg: ExportConfig) -> Checked:
 
 def tower_layer(cfg: ExportConfig) -> int:
     return -1 if cfg.layer is None else cfg.layer
+
+
+def _layers_run(cfg: ExportConfig, enc: EncoderSpec) -> int | None:
+    """Blocks the tower will run (ToMe's arithmetic needs it); None when --layer is out of range, which
+    building the encoder reports with its own message."""
+    from ..encoders.tower import resolve_layer
+
+    try:
+        return resolve_layer(tower_layer(cfg), enc.num_layers)
+    except ValueError:
+        return None
 
 
 def _plan_vlm(cfg: ExportConfig, spec: CompressionSpec) -> VlmPlan:

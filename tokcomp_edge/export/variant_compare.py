@@ -170,12 +170,21 @@ def aligned_rows(ref_tokens: np.ndarray, got_tokens: np.ndarray, ref_idx: np.nda
 
     Indexed outputs are [prefix rows…, K rows in index order, `merged` rows]: prefix rows pair by
     position, indexed rows by the grid index they carry, so a legitimate swap does not count as a token
-    error. The merged rows (VisionZip's contextual tokens) are built from every token left over, so they
+    error. Without `indices` but with merge maps (ToMe), rows pair where they hold the same patches.
+    The merged rows (VisionZip's contextual tokens) are built from every token left over, so they
     pair by position only in images whose kept sets agree exactly (that fixes the targets) and, given
     the merge maps, only rows whose member patches are the same in both; others are not comparable.
     """
+    c = ref_tokens.shape[-1]
+    if ref_idx is None and ref_map is not None and got_map is not None:
+        # ToMe: every row is a merge; rows pair where both runs put the same patches in them (prefix rows:
+        # no patch, equal by construction).
+        pairs = [(b, r) for b in range(ref_tokens.shape[0]) for r in range(ref_tokens.shape[1])
+                 if np.array_equal(ref_map[b] == r, got_map[b] == r)]
+        if not pairs:
+            return np.zeros((0, c), ref_tokens.dtype), np.zeros((0, c), got_tokens.dtype)
+        return (np.stack([ref_tokens[b, r] for b, r in pairs]), np.stack([got_tokens[b, r] for b, r in pairs]))
     if ref_idx is None or got_idx is None:
-        c = ref_tokens.shape[-1]
         return ref_tokens.reshape(-1, c), got_tokens.reshape(-1, c)
     k = ref_idx.shape[-1]
     t = ref_tokens.shape[1]

@@ -216,6 +216,45 @@ def _check_merge_map(am: np.ndarray, em: np.ndarray, *, source: str, tol: Tolera
     return Check(source, batch, name, "indices", m, tol.to_dict(), not fails, fails)
 
 
+def compare_merged(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], *, source: str,
+                   tols: dict[str, Tolerance], layout: OutputLayout) -> list[Check]:
+    """Compare ToMe outputs: the merge map like kept sets, `tokens` and `sizes` on the rows both runs built
+    from the same patches (a merge decision that flipped on a near-tie changes which patches a row holds;
+    those rows are not comparable, the map's Jaccard bounds how many there are)."""
+    tn, mn = layout.tokens, layout.merge_map
+    at, et, am, em = actual[tn], expected[tn], actual[mn], expected[mn]
+    batch = int(et.shape[0])
+    checks = [_check_merge_map(am, em, source=source, tol=tols[mn], name=mn, rows=int(et.shape[1]))]
+    if at.shape != et.shape or am.shape != em.shape:
+        msg = f"shape mismatch: tokens {tuple(at.shape)} vs {tuple(et.shape)}"
+        return checks + [Check(source, batch, tn, "tokens", {}, tols[tn].to_dict(), False, [msg])]
+    pa, pe = [], []
+    for b in range(batch):
+        for row in range(et.shape[1]):
+            if np.array_equal(am[b] == row, em[b] == row):  # same member patches (none: a prefix row)
+                pa.append((b, row))
+    rows_a = np.stack([at[b, r] for b, r in pa])[None] if pa else np.zeros((1, 0, et.shape[-1]), et.dtype)
+    rows_e = np.stack([et[b, r] for b, r in pa])[None] if pa else np.zeros((1, 0, et.shape[-1]), et.dtype)
+    m, _ = compare_tensors(rows_a, rows_e)
+    md = m.to_dict()
+    md["matched_tokens"] = len(pa)
+    md["compared"] = "output rows both runtimes built from the same patches (prefix rows included)"
+    tfails = judge_tokens(md, rows_a, rows_e, tols[tn])
+    if not pa:
+        tfails.append("no output row holds the same patches in both runs, nothing to compare")
+    checks.insert(0, Check(source, batch, tn, "tokens", md, tols[tn].to_dict(), not tfails, tfails))
+    sn = "sizes"
+    if sn in expected and sn in actual:
+        sa = np.asarray([actual[sn][b, r] for b, r in pa], np.float64)
+        se = np.asarray([expected[sn][b, r] for b, r in pa], np.float64)
+        worst = float(np.abs(sa - se).max(initial=0.0))
+        # Sizes are patch counts: rows with the same members must count the same patches (to rounding).
+        sfails = [f"sizes differ by {worst:g} on rows with the same patches"] if worst > 0.5 else []
+        checks.append(Check(source, batch, sn, "tensor", {"max_abs_err": worst, "compared_rows": len(pa)},
+                            tols[sn].to_dict(), not sfails, sfails))
+    return checks
+
+
 def compare_outputs(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], *, source: str,
                     tols: dict[str, Tolerance], layout: OutputLayout) -> list[Check]:
     """All checks of one comparison (every output present in `expected`).
@@ -236,6 +275,9 @@ def compare_outputs(actual: dict[str, np.ndarray], expected: dict[str, np.ndarra
                                 tols[name].to_dict(), False, [f"output {name} is missing from the target"]))
     if layout.indices and layout.indices in expected and layout.indices in actual and layout.tokens in actual:
         return checks + compare_pruned(actual, expected, source=source, tols=tols, layout=layout)
+    if layout.method == "tome" and layout.merge_map in expected and layout.merge_map in actual \
+            and layout.tokens in actual:
+        return checks + compare_merged(actual, expected, source=source, tols=tols, layout=layout)
     for name in expected:
         if name in actual:
             checks.append(compare_dense(np.asarray(actual[name]), np.asarray(expected[name]), source=source,

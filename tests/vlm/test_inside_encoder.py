@@ -1,4 +1,4 @@
-"""visionzip through a VLM's vision path (`hf:<LLaVA folder>`): VisionZip at the VLM's feature layer, then the
+"""visionzip and tome through a VLM's vision path (`hf:<LLaVA folder>`): the method at the VLM's feature layer, then the
 VLM's projector — computed independently from transformers' eager attention; refused before a grid transform."""
 
 from __future__ import annotations
@@ -87,3 +87,39 @@ def test_attention_probe_of_vlm_towers_matches_eager(vlm_folder, family):
     want = probs[:, :, 0, :].mean(dim=1) if tower.spec.has_cls else probs.mean(dim=(1, 2))
     torch.testing.assert_close(importance, want, rtol=1e-5, atol=1e-6)
     assert keys.shape == (2, importance.shape[1], tower.spec.hidden_size // tower.spec.num_heads)
+
+
+def test_llava_tome_through_the_vlm_path(vlm_folder, vlm_bundle):
+    """tome inside the tower at the VLM's feature layer (−2: the blocks it runs), then its projector."""
+    from tokcomp_edge.vlm import load_vlm
+
+    folder, model = vlm_folder("llava")
+    res = vlm_bundle("llava", "tome:8")
+    comp = res.manifest["compression"]
+    loaded = load_vlm(f"hf:{folder}")
+    tower = loaded.tower.eval()
+    assert len(comp["schedule"]) == tower.num_used and comp["tokens_out"] == 64 - 8 * tower.num_used
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "compression"))
+    from tome_reference import reference_for
+
+    class Enc:  # what reference_for reads: the tower and its spec
+        pass
+
+    enc = Enc()
+    enc.tower, enc.spec = tower, tower.spec
+    x = tile_pixels(2, seed=10)
+    want, sizes, mmap = reference_for(enc, x, tuple(comp["schedule"]))
+    with torch.no_grad():
+        projected = model.model.multi_modal_projector(want[:, 1:])  # LLaVA drops CLS
+    sess = ort_session(res.path / "model.onnx")
+    names = [o.name for o in sess.get_outputs()]
+    got = dict(zip(names, sess.run(names, {"pixel_values": x.numpy()})))
+    np.testing.assert_array_equal(got["merge_map"], (mmap - 1).numpy())
+    np.testing.assert_allclose(got["sizes"], sizes[:, 1:].numpy())
+    scale = float(projected.abs().max())
+    np.testing.assert_allclose(got["tokens"], projected.numpy(), rtol=0, atol=1e-4 + 1e-4 * scale)
+
+
+def test_tome_refused_before_pixel_shuffle(capsys, tmp_path):
+    code, _, err = run_main(capsys, "export", "tiny-internvl", "--compress", "tome:4", "--out", tmp_path / "b")
+    assert code == 2 and "scattered tokens, but tiny-internvl applies a pixel shuffle" in err
