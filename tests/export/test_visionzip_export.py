@@ -157,3 +157,17 @@ def test_validate_on_onnx_runtime_and_build_plan(make_bundle, tmp_path):
     plan = make_plan(Bundle.load(dst), load_profile("fp16"), BuildTarget(gpu=GpuInfo("Orin", (8, 7)),
                                                                          trt_version="10.3.0.30"), tmp_path / "e")
     assert plan.output_names == ("tokens", "indices", "merge_map")
+
+
+def test_fp16_failure_message_names_the_native_run():
+    """Regression: when only ONNX Runtime's native fp16 run failed (the emulation passed), the ParityError
+    said nothing after the colon. It now quotes the native figures."""
+    from tokcomp_edge.export.variant_check import CheckResult
+    from tokcomp_edge.export.variants import _fp16_failure
+
+    result = CheckResult(False, {
+        "min_token_cosine": 0.99999, "error_ratio": 0.001, "max_abs": 0.005, "scale": 6.4,
+        "tolerance": {"min_token_cosine": 0.999, "max_error_ratio": 0.02, "min_map_agreement": 0.9},
+        "onnxruntime_native": {"min_token_cosine": 0.99883, "error_ratio": 0.024, "map_agreement": 0.9994}})
+    msg = _fp16_failure(result)
+    assert msg.startswith("natively on ONNX Runtime: min token cosine 0.99883") and "2.40%" in msg
