@@ -12,6 +12,9 @@ And for VLM vision paths (benchmarks/vlm_bench.py): the peak memory of exporting
 its vision part against the same export with a token LLM, and the same interleaved latency comparison on
 one VLM vision path (default smolvlm-256m: SigLIP-B/16 at 512 px + pixel shuffle 4 + linear).
 
+And compression inside the encoder (benchmarks/inside_bench.py): `tome:13` against `none` on siglip-b16-224,
+ONNX Runtime CPU at batch 8, interleaved — the throughput ratio, token counts and MAC ratio.
+
 Writes benchmarks/results/bench-<UTC time>.json and prints tables.
 """
 
@@ -173,6 +176,7 @@ def main() -> int:
     ap.add_argument("--vlm-batches", default="1,4")
     ap.add_argument("--no-vlm", action="store_true", help="skip the VLM memory and latency runs")
     ap.add_argument("--core-only", action="store_true", help="only the core-install size and start-up section")
+    ap.add_argument("--no-inside", action="store_true", help="skip the ToMe (compression inside the encoder) run")
     args = ap.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     from rich.console import Console
@@ -208,6 +212,10 @@ def main() -> int:
             console.print("timing the VLM vision path: PyTorch eager vs ONNX Runtime CPU (interleaved) …")
             results["vlm_latency"] = {"model": args.vlm_model,
                                       "batches": bench_latency(vbundle, vlm_batches, 2, max(5, args.iters // 2))}
+        if not args.no_inside:
+            from inside_bench import bench_tome
+
+            results["tome"] = bench_tome(Path(tmp), console)
     from importlib.metadata import version
 
     results["versions"] = {p: version(p) for p in ("torch", "onnxruntime-gpu", "onnx", "transformers")}
@@ -237,6 +245,10 @@ def _print_latency(console, args, results: dict) -> None:
         v = results["vlm_latency"]
         console.print(latency_table(f"VLM vision path {v['model']} (tower + transform + projector) — export "
                                     f"{results['vlm_export']['wall_s']} s", v["batches"]))
+    if "tome" in results:
+        from inside_bench import print_tome
+
+        print_tome(results["tome"], console)
     print_core(console, results["core_env"])
 
 

@@ -77,7 +77,7 @@ def test_export_inspect_from_checkout(tmp_path):
 def test_methods_and_models(capsys):
     code, out, _ = run_main(capsys, "methods")
     assert code == 0
-    for syntax in ("pool:S", "bilinear:HxW", "unshuffle:R", "prune:K"):
+    for syntax in ("pool:S", "bilinear:HxW", "unshuffle:R", "prune:K", "visionzip:D:C", "tome:R"):
         assert syntax in out
     code, out, _ = run_main(capsys, "models")
     assert code == 0

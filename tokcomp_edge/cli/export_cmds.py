@@ -44,6 +44,10 @@ def export(
 
       tokcomp export tiny-clip --compress prune:32:cls-attn
 
+      tokcomp export siglip-b16-224 --compress tome:13                  (ToMe in every block: 196 → 40)
+
+      tokcomp export clip-l14-336 --layer -2 --compress visionzip:53:10 --prefix keep   (CLS + 53 + 10 = 64)
+
       tokcomp export hf:checkpoints/llava-1.5-7b-hf --compress pool:2        (a VLM folder: tower + projector)
 
       tokcomp export internvl3-1b --no-projector

@@ -7,6 +7,9 @@ A spec is `method[:param[:option…]]`:
     bilinear:HxW                     bilinear resize of the grid to H×W (also `bilinear:N` for N×N)
     unshuffle:R[:torch|internvl][:pad]   R×R neighbours → one token of R²·C channels
     prune:K[:norm|cls-attn|cls-sim]  keep the K highest-scoring patch tokens, in grid order
+    visionzip:D:C                    D dominant patch tokens (attention in the used layer) + C contextual
+                                     tokens merged from the rest by key similarity (VisionZip)
+    tome:R | tome:R1,R2,…            ToMe: merge R tokens in every block run (or Ri in block i)
 
 Everything here is pure Python: parsing and `plan_compression` run before any model is built, so an
 impossible combination fails in milliseconds, naming the numbers.
@@ -59,12 +62,37 @@ METHODS: dict[str, dict[str, Any]] = {
         "tokens": "K",
         "dim": "C",
     },
+    "visionzip": {
+        "syntax": "visionzip:D:C",
+        "what": "VisionZip (Yang et al., CVPR 2025) in the used layer: the D patch tokens with the most CLS "
+                "attention (without CLS: the most attention received), in grid order, then C contextual "
+                "tokens — every (M//C)-th remaining token is a target, the others join their most similar "
+                "target (cosine of head-averaged keys), each = target + mean of its members; token order "
+                "prefix, D dominant, C contextual; outputs `indices` [B,D] int64 (dominant cells) and `merge_map` [B,N] int64 (the "
+                "output row each patch went into)",
+        "tokens": "D + C",
+        "dim": "C",
+    },
+    "tome": {
+        "syntax": "tome:R | tome:R1,R2,…,RL",
+        "what": "ToMe (Bolya et al., ICLR 2023) inside every block run, between attention and MLP: bipartite "
+                "soft matching on head-averaged keys merges R tokens (Ri in block i; one entry per block run) "
+                "by size-weighted average, proportional attention from the first merge on, prefix tokens "
+                "protected; outputs `sizes` [B,T] (patches per token) and `merge_map` [B,N] int64 (output row "
+                "of each patch); token order is ToMe's, not grid order",
+        "tokens": "h·w − ΣRi  (h·w − R·L for a constant R)",
+        "dim": "C",
+    },
 }
 
 POOL_MODES = ("avg", "max")
 UNSHUFFLE_ORDERS = ("torch", "internvl")
 PRUNE_SCORES = ("norm", "cls-attn", "cls-sim")
 PREFIX_POLICIES = ("keep", "drop")
+# Methods whose graph has a second output `indices` [B, indexed_out] into the patch grid.
+INDEXED_METHODS = ("prune", "visionzip")
+# Methods that act inside the tower's blocks and so need the number of blocks run to plan.
+IN_BLOCK_METHODS = ("tome",)
 
 
 @dataclass(frozen=True)
@@ -77,8 +105,8 @@ class CompressionSpec:
 
     @property
     def slug(self) -> str:
-        """Folder-name form: `pool:2` → `pool2`, `prune:64:cls-attn` → `prune64-cls-attn`."""
-        parts = self.text.split(":")
+        """Folder-name form: `pool:2` → `pool2`, `prune:64:cls-attn` → `prune64-cls-attn`, `tome:8,4` → `tome8-4`."""
+        parts = self.text.replace(",", ":").split(":")
         return parts[0] + "-".join(parts[1:]) if len(parts) > 1 else parts[0]
 
 
@@ -90,6 +118,18 @@ def _int(value: str, what: str, spec: str) -> int:
                         "see `tokcomp methods` for the syntax") from None
     if n < 1:
         raise SpecError(f"{what} in {spec!r} must be ≥ 1, got {n}", "see `tokcomp methods`")
+    return n
+
+
+def _int_or_zero(value: str, what: str, spec: str) -> int:
+    """An integer ≥ 0 (a schedule may leave a block unmerged)."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise SpecError(f"{what} in {spec!r} must be an integer, got {value!r}",
+                        "use e.g. `tome:13` or `tome:16,16,12,8`") from None
+    if n < 0:
+        raise SpecError(f"{what} in {spec!r} must be ≥ 0, got {n}", "use e.g. `tome:13`")
     return n
 
 
@@ -148,6 +188,21 @@ def parse_spec(text: str) -> CompressionSpec:
         order, pad = o.get("order", "torch"), "padding" in o
         canon = f"unshuffle:{r}" + (f":{order}" if order != "torch" else "") + (":pad" if pad else "")
         return CompressionSpec("unshuffle", {"factor": r, "order": order, "pad": pad}, canon)
+    if method == "tome":
+        if opts:
+            raise SpecError(f"`tome` takes one parameter R or R1,R2,…, got {text!r}", "use e.g. `tome:13`")
+        rs = [_int_or_zero(v, "ToMe r", text) for v in arg.split(",")]
+        if len(rs) == 1:
+            if rs[0] < 1:
+                raise SpecError(f"ToMe r in {text!r} must be ≥ 1, got {rs[0]}", "use e.g. `tome:13`")
+            return CompressionSpec("tome", {"r": rs[0]}, f"tome:{rs[0]}")
+        return CompressionSpec("tome", {"schedule": tuple(rs)}, "tome:" + ",".join(map(str, rs)))
+    if method == "visionzip":
+        if len(opts) != 1:
+            raise SpecError(f"`visionzip` takes two parameters D:C, got {text!r}",
+                            "use e.g. `visionzip:53:10` (LLaVA-1.5's 64 tokens with --prefix keep)")
+        d, c = _int(arg, "dominant count D", text), _int(opts[0], "contextual count C", text)
+        return CompressionSpec("visionzip", {"dominant": d, "contextual": c}, f"visionzip:{d}:{c}")
     # prune
     k = _int(arg, "K", text)
     o = _options(opts, {"score": PRUNE_SCORES}, text)
@@ -164,13 +219,24 @@ class CompressionPlan:
     prefix_in: int
     prefix_out: int
     grid_in: tuple[int, int]
-    grid_out: tuple[int, int] | None  # None for prune (kept tokens are not a grid)
+    grid_out: tuple[int, int] | None  # None for prune / visionzip (kept tokens are not a grid)
     patch_tokens_in: int
     patch_tokens_out: int
     dim_in: int
     dim_out: int
     formula: str
     has_cls: bool = False  # cls-sim compares with CLS when there is one, else with the mean token
+    # Tokens after the indexed ones that belong to no single grid cell (VisionZip's contextual tokens):
+    # the output is [prefix_out, indexed (`indices`), merged_out].
+    merged_out: int = 0
+    # ToMe: tokens merged in each block run, and the token count after each block (prefix included).
+    schedule: tuple[int, ...] = ()
+    block_tokens: tuple[int, ...] = ()
+
+    @property
+    def indexed_out(self) -> int:
+        """Patch tokens that carry a grid index in the `indices` output (prune, visionzip), else 0."""
+        return self.patch_tokens_out - self.merged_out if self.spec.method in INDEXED_METHODS else 0
 
     @property
     def tokens_in(self) -> int:
@@ -183,6 +249,16 @@ class CompressionPlan:
     @property
     def ratio(self) -> float:
         return self.tokens_out / self.tokens_in
+
+    @property
+    def extra_outputs(self) -> tuple[str, ...]:
+        """Graph outputs after `tokens`: `indices` [B, indexed_out] (prune, visionzip) and `merge_map`
+        [B, patch_tokens_in] (visionzip: the output row each patch went into)."""
+        if self.spec.method == "visionzip":
+            return ("indices", "merge_map")
+        if self.spec.method == "tome":
+            return ("sizes", "merge_map")
+        return ("indices",) if self.indexed_out else ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -201,12 +277,17 @@ class CompressionPlan:
             "dim_in": self.dim_in,
             "dim_out": self.dim_out,
             "formula": self.formula,
+            "indexed_out": self.indexed_out,
+            "merged_out": self.merged_out,
+            **({"schedule": list(self.schedule), "block_tokens": list(self.block_tokens)} if self.schedule else {}),
         }
 
 
 def plan_compression(spec: CompressionSpec, *, grid: tuple[int, int], prefix_tokens: int, has_cls: bool,
-                     hidden_size: int, prefix: str) -> CompressionPlan:
+                     hidden_size: int, prefix: str, layers: int | None = None) -> CompressionPlan:
     """Check that `spec` can apply to an encoder with this grid/prefix and compute the output shapes.
+
+    `layers`: the number of blocks the tower runs (needed by ToMe, which merges inside each of them).
 
     Raises SpecError (exit 2) naming the numbers for impossible combinations.
     """
@@ -245,6 +326,27 @@ def plan_compression(spec: CompressionSpec, *, grid: tuple[int, int], prefix_tok
         n_out = grid_out[0] * grid_out[1]
         dim_out = hidden_size * r * r
         formula = f"⌈{h}/{r}⌉·⌈{w}/{r}⌉ = {n_out} tokens of {r}²·{hidden_size} = {dim_out} channels"
+    elif m == "tome":
+        return _plan_tome(spec, prefix=prefix, prefix_tokens=prefix_tokens, p_out=p_out, grid=(h, w),
+                          hidden_size=hidden_size, has_cls=has_cls, layers=layers)
+    elif m == "visionzip":
+        d, c = prm["dominant"], prm["contextual"]
+        if d + c >= n:
+            # At least one token must be left to merge: C targets come from the N − D remaining tokens.
+            raise SpecError(f"visionzip D={d} + C={c} = {d + c} keeps every one of the {n} ({h}x{w}) patch tokens "
+                            "or more", f"use D + C < {n}")
+        if d >= MAX_TOPK or n >= MAX_TOPK:
+            big = d if d >= MAX_TOPK else n
+            raise SpecError(f"visionzip ranks {n} patch tokens and keeps D={d}: {big} is not below TensorRT's "
+                            f"TopK limit of {MAX_TOPK}", "use a smaller image or grid")
+        rest = n - d
+        grid_out, n_out = None, d + c
+        formula = f"D + C = {d} + {c} = {d + c} (C from {rest} remaining tokens, step {rest // c})"
+        comp = CompressionPlan(spec=spec, prefix=prefix, prefix_in=prefix_tokens, prefix_out=p_out, grid_in=(h, w),
+                               grid_out=None, patch_tokens_in=n, patch_tokens_out=n_out, dim_in=hidden_size,
+                               dim_out=dim_out, formula=f"{p_out} prefix + {formula}" if p_out else formula,
+                               has_cls=has_cls, merged_out=c)
+        return comp
     else:  # prune
         k, score = prm["k"], prm["score"]
         if k >= n:
@@ -262,3 +364,40 @@ def plan_compression(spec: CompressionSpec, *, grid: tuple[int, int], prefix_tok
     return CompressionPlan(spec=spec, prefix=prefix, prefix_in=prefix_tokens, prefix_out=p_out, grid_in=(h, w),
                            grid_out=grid_out, patch_tokens_in=n, patch_tokens_out=n_out, dim_in=hidden_size,
                            dim_out=dim_out, formula=formula, has_cls=has_cls)
+
+
+def _plan_tome(spec: CompressionSpec, *, prefix: str, prefix_tokens: int, p_out: int, grid: tuple[int, int],
+               hidden_size: int, has_cls: bool, layers: int | None) -> CompressionPlan:
+    """ToMe's static arithmetic: T after block i = T before − r_i, each r_i ≤ half the unprotected tokens."""
+    if layers is None:
+        raise SpecError(f"{spec.text} merges inside the tower's blocks, but the number of blocks run is unknown",
+                        "this is a bug in the caller; report it")
+    n = grid[0] * grid[1]
+    sched = spec.params.get("schedule") or (spec.params["r"],) * layers
+    if len(sched) != layers:
+        raise SpecError(f"{spec.text} gives {len(sched)} merge counts, but the tower runs {layers} blocks",
+                        f"give one count per block run ({layers}), or one R for all")
+    t, after = prefix_tokens + n, []
+    if (t + 1) // 2 >= MAX_TOPK:
+        raise SpecError(f"{spec.text} ranks the {(t + 1) // 2} A tokens of a {t}-token block, which is not below "
+                        f"TensorRT's TopK limit of {MAX_TOPK}", "use a smaller image or grid")
+    for i, r in enumerate(sched):
+        cap = (t - prefix_tokens) // 2
+        if r > cap:
+            raise SpecError(f"{spec.text}: block {i + 1} of {layers} would merge r={r} tokens, but it has {t} "
+                            f"tokens ({prefix_tokens} protected) and can merge at most {cap}",
+                            f"use r ≤ {cap} there (each block merges at most half of its unprotected tokens)")
+        t -= r
+        after.append(t)
+    total = sum(sched)
+    if total >= n:
+        raise SpecError(f"{spec.text} merges {total} of the {n} patch tokens", "merge fewer")
+    const = len(set(sched)) == 1
+    formula = (f"{n} − {sched[0]}·{layers} = {n - total}" if const
+               else f"{n} − ({' + '.join(map(str, sched))}) = {n - total}")
+    if p_out:
+        formula = f"{p_out} prefix + {formula}"
+    return CompressionPlan(spec=spec, prefix=prefix, prefix_in=prefix_tokens, prefix_out=p_out, grid_in=grid,
+                           grid_out=None, patch_tokens_in=n, patch_tokens_out=n - total, dim_in=hidden_size,
+                           dim_out=hidden_size, formula=formula, has_cls=has_cls, schedule=tuple(sched),
+                           block_tokens=tuple(after))

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import InputError
 from .spec import EncoderSpec
-from .tower import VisionTower, cls_attention_row
+from .tower import BlockParts, VisionTower, split_heads
 
 # model_type → (config class, model class) in `transformers`.
 HF_CLASSES = {
@@ -150,6 +150,28 @@ def _rename_legacy(model: nn.Module, sd: dict[str, torch.Tensor],
     return out
 
 
+def _parts(norm1, attn, out, heads: int, scale, norm2, mlp, ls1=None, ls2=None) -> BlockParts:
+    def qkv(h):
+        return (split_heads(attn.q_proj(h), heads), split_heads(attn.k_proj(h), heads),
+                split_heads(attn.v_proj(h), heads))
+
+    return BlockParts(norm1=norm1, qkv=qkv, out=out, scale=scale, ls1=ls1 or nn.Identity(), norm2=norm2, mlp=mlp,
+                      ls2=ls2 or nn.Identity())
+
+
+def _self_attn_parts(block: nn.Module) -> BlockParts:
+    """CLIP-style block (layer_norm1 → self_attn → layer_norm2 → mlp): CLIP, SigLIP, Idefics3/SmolVLM."""
+    a = block.self_attn
+    return _parts(block.layer_norm1, a, a.out_proj, a.num_heads, a.scale, block.layer_norm2, block.mlp)
+
+
+def _self_attn_qk(block: nn.Module, x: torch.Tensor, q_rows: int | None):
+    """q/k of the CLIP-style block (layer_norm1 → self_attn), shared by CLIP, SigLIP and Idefics3/SmolVLM."""
+    attn = block.self_attn
+    h = block.layer_norm1(x)
+    return attn.q_proj(h[:, :q_rows]), attn.k_proj(h), attn.num_heads, attn.scale
+
+
 # -- the families -----------------------------------------------------------------------------------
 
 
@@ -169,14 +191,21 @@ class CLIPTower(HFTower):
         # only to the pooled CLS vector, so applying it to every token would not match HF (or LLaVA).
         return nn.Identity()
 
-    def cls_attention(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        attn = block.self_attn
-        h = block.layer_norm1(x)
-        return cls_attention_row(attn.q_proj(h[:, :1]), attn.k_proj(h), attn.num_heads, attn.scale)
+    def attention_qk(self, block: nn.Module, x: torch.Tensor, q_rows: int | None = None):
+        return _self_attn_qk(block, x, q_rows)
+
+    def block_parts(self, block: nn.Module) -> BlockParts:
+        return _self_attn_parts(block)
 
 
 class SiglipTower(HFTower):
     """SiglipVisionModel (no head): embeddings → encoder.layers → post_layernorm. No CLS token."""
+
+    def attention_qk(self, block: nn.Module, x: torch.Tensor, q_rows: int | None = None):
+        return _self_attn_qk(block, x, q_rows)
+
+    def block_parts(self, block: nn.Module) -> BlockParts:
+        return _self_attn_parts(block)
 
     @property
     def blocks(self) -> nn.ModuleList:
@@ -198,10 +227,16 @@ class Dinov2Tower(HFTower):
     def final_norm(self) -> nn.Module:
         return self.hf.layernorm
 
-    def cls_attention(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def attention_qk(self, block: nn.Module, x: torch.Tensor, q_rows: int | None = None):
         attn = block.attention
         h = block.norm1(x)
-        return cls_attention_row(attn.q_proj(h[:, :1]), attn.k_proj(h), attn.num_attention_heads, attn.scaling)
+        return attn.q_proj(h[:, :q_rows]), attn.k_proj(h), attn.num_attention_heads, attn.scaling
+
+    def block_parts(self, block: nn.Module) -> BlockParts:
+        a = block.attention
+        # LayerScale is part of the block (ToMe's timm patch skips it; here it is applied where it belongs).
+        return _parts(block.norm1, a, a.o_proj, a.num_attention_heads, a.scaling, block.norm2, block.mlp,
+                      block.layer_scale1, block.layer_scale2)
 
 
 class ViTTower(HFTower):
@@ -215,10 +250,15 @@ class ViTTower(HFTower):
     def final_norm(self) -> nn.Module:
         return self.hf.layernorm
 
-    def cls_attention(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def attention_qk(self, block: nn.Module, x: torch.Tensor, q_rows: int | None = None):
         attn = block.attention
         h = block.layernorm_before(x)
-        return cls_attention_row(attn.q_proj(h[:, :1]), attn.k_proj(h), attn.num_attention_heads, attn.scaling)
+        return attn.q_proj(h[:, :q_rows]), attn.k_proj(h), attn.num_attention_heads, attn.scaling
+
+    def block_parts(self, block: nn.Module) -> BlockParts:
+        a = block.attention
+        return _parts(block.layernorm_before, a, a.o_proj, a.num_attention_heads, a.scaling, block.layernorm_after,
+                      block.mlp)
 
 
 class InternVLTower(HFTower):
@@ -236,12 +276,12 @@ class InternVLTower(HFTower):
     def final_norm(self) -> nn.Module:
         return self.hf.layernorm
 
-    def cls_attention(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def attention_qk(self, block: nn.Module, x: torch.Tensor, q_rows: int | None = None):
         attn = block.attention
         h = block.layernorm_before(x)
         # q/k norms (RMSNorm over the full width) act per token, so normalising the CLS query alone is exact.
-        q = attn.q_norm(attn.q_proj(h[:, :1]))
-        return cls_attention_row(q, attn.k_norm(attn.k_proj(h)), attn.num_heads, attn.scale)
+        q = attn.q_norm(attn.q_proj(h[:, :q_rows]))
+        return q, attn.k_norm(attn.k_proj(h)), attn.num_heads, attn.scale
 
 
 class Idefics3Tower(HFTower):
@@ -264,6 +304,12 @@ class Idefics3Tower(HFTower):
         bh = torch.bucketize(frac_h, boundaries, right=True)
         bw = torch.bucketize(frac_w, boundaries, right=True)
         self.register_buffer("position_ids", (bh[:, None] * n + bw[None, :]).reshape(1, -1), persistent=False)
+
+    def attention_qk(self, block: nn.Module, x: torch.Tensor, q_rows: int | None = None):
+        return _self_attn_qk(block, x, q_rows)
+
+    def block_parts(self, block: nn.Module) -> BlockParts:
+        return _self_attn_parts(block)
 
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
         emb = self.hf.embeddings

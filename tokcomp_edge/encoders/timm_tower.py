@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import InputError, UnknownModelError
 from .spec import EncoderSpec
-from .tower import VisionTower, cls_attention_row
+from .tower import BlockParts, VisionTower
 
 
 def build_timm_model(name: str, image_size: int | None = None) -> nn.Module:
@@ -102,26 +102,43 @@ class TimmTower(VisionTower):
     def run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return block(x)
 
-    def cls_attention(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def attention_qk(self, block: nn.Module, x: torch.Tensor, q_rows: int | None = None):
         from timm.layers import Attention
         from timm.models.vision_transformer import Block, ResPostBlock
 
         attn = block.attn
-        if not self.spec.has_cls:
-            raise InputError(f"{self.spec.name} has no CLS token, so it has no CLS attention",
-                             "use a pruning score that does not need CLS (e.g. norm)")
         if type(attn) is not Attention or not isinstance(block, (Block, ResPostBlock)):
             raise InputError(f"{self.spec.name} uses {type(block).__name__}/{type(attn).__name__}, whose "
-                             "CLS attention tokcomp does not compute",
-                             "use a pruning score that does not need CLS (e.g. norm)")
+                             "attention tokcomp does not read",
+                             "use a compression that acts on the output tokens (e.g. prune:K:norm)")
         # Block normalises before attention; ResPostBlock attends to the raw input and norms after.
         h = block.norm1(x) if isinstance(block, Block) else x
         b, t, _ = h.shape
         qkv = attn.qkv(h).reshape(b, t, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
         q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])  # [B, H, T, d], per-head norms as timm applies them
-        q = q[:, :, :1].transpose(1, 2).reshape(b, 1, -1)
+        q = q[:, :, :q_rows].transpose(1, 2).reshape(b, q.shape[2] if q_rows is None else q_rows, -1)
         k = k.transpose(1, 2).reshape(b, t, -1)
-        return cls_attention_row(q, k, attn.num_heads, attn.scale)
+        return q, k, attn.num_heads, attn.scale
+
+    def block_parts(self, block: nn.Module) -> BlockParts:
+        from timm.layers import Attention
+        from timm.models.vision_transformer import Block
+
+        attn = block.attn
+        if type(block) is not Block or type(attn) is not Attention:
+            raise InputError(f"{self.spec.name} uses {type(block).__name__}/{type(attn).__name__}; ToMe here takes "
+                             "timm's pre-norm Block with its standard Attention",
+                             "use a compression on the output tokens (pool, prune) with this model")
+
+        def qkv(h):
+            b, t, _ = h.shape
+            q, k, v = attn.qkv(h).reshape(b, t, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+            # timm's per-head q/k norms (Identity in plain ViTs; ToMe's patch leaves them out).
+            return attn.q_norm(q), attn.k_norm(k), v
+
+        out = nn.Sequential(attn.norm, attn.proj)  # timm: attention output → optional norm → proj
+        return BlockParts(norm1=block.norm1, qkv=qkv, out=out, scale=attn.scale, ls1=block.ls1, norm2=block.norm2,
+                          mlp=block.mlp, ls2=block.ls2)
 
     def adapt_state_dict(self, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Drop the classifier head (the tower is built without one) and resample the position table."""

@@ -107,6 +107,7 @@ def convert_fp16(src: Path, calibration: np.ndarray, options: Fp16Options):
             raise ExportFailed(f"ModelOpt AutoCast could not convert {src.name} to fp16: {first}",
                                "run with TOKCOMP_DEBUG=1 for AutoCast's log; keep the failing op type in fp32 "
                                "(Fp16Options.fp32_op_types)") from exc
+    _drop_placeholder_shapes(model)
     after = _op_counts(model)
     if after["LayerNormalization"] < before["LayerNormalization"]:
         raise ExportFailed(
@@ -114,6 +115,26 @@ def convert_fp16(src: Path, calibration: np.ndarray, options: Fp16Options):
             f"{after['LayerNormalization']} after); TensorRT needs the native op to normalise in fp32",
             "keep LayerNormalization in fp32 (Fp16Options(fp32_op_types=('LayerNormalization',)))")
     return model, {"layernorm_nodes": after["LayerNormalization"], **_precision_counts(model)}
+
+
+def _drop_placeholder_shapes(model) -> None:
+    """Remove intermediate shape annotations that carry a made-up symbolic dimension.
+
+    AutoCast re-infers shapes and writes the placeholder `unk` for dimensions it could not resolve
+    (seen after ScatterElements/Concat in the ToMe graphs). ONNX Runtime's memory planner takes equal
+    symbols for equal sizes and then fails at run time ("Shape mismatch attempting to re-use buffer",
+    e.g. a [1, 89] and a [1, 197] tensor both annotated [batch, unk]). Without the annotation ONNX
+    Runtime and TensorRT infer the real, static shape themselves; graph inputs and outputs keep theirs.
+    """
+    io = {vi.name for vi in list(model.graph.input) + list(model.graph.output)}
+    keep = []
+    for vi in model.graph.value_info:
+        dims = vi.type.tensor_type.shape.dim
+        made_up = any(d.dim_param and d.dim_param != "batch" for d in dims)
+        if vi.name in io or not made_up:
+            keep.append(vi)
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(keep)
 
 
 def _op_counts(model) -> Counter:

@@ -29,14 +29,18 @@ def io_entries(plan, spec, batch_dim: Any, vlm=None) -> tuple[list[dict], list[d
     """The graph I/O as the manifest records it (and as check_onnx verifies it).
 
     For a VLM vision path (`vlm`, a VlmPlan) `tokens` is what the LLM reads: after the VLM's own
-    transform and projector; `indices` (prune) still index the tower's patch grid.
+    transform and projector; `indices` (prune, visionzip) and `merge_map` (visionzip) still index the tower's patch grid.
     """
     h, w = spec.image_size
     tokens, dim = (vlm.tokens_out, vlm.dim_out) if vlm is not None else (plan.tokens_out, plan.dim_out)
     inputs = [{"name": "pixel_values", "shape": [batch_dim, 3, h, w], "dtype": "float32", "layout": "NCHW"}]
     outputs = [{"name": "tokens", "shape": [batch_dim, tokens, dim], "dtype": "float32"}]
-    if plan.spec.method == "prune":
-        outputs.append({"name": "indices", "shape": [batch_dim, plan.patch_tokens_out], "dtype": "int64"})
+    if "indices" in plan.extra_outputs:
+        outputs.append({"name": "indices", "shape": [batch_dim, plan.indexed_out], "dtype": "int64"})
+    if "sizes" in plan.extra_outputs:
+        outputs.append({"name": "sizes", "shape": [batch_dim, plan.tokens_out], "dtype": "float32"})
+    if "merge_map" in plan.extra_outputs:
+        outputs.append({"name": "merge_map", "shape": [batch_dim, plan.patch_tokens_in], "dtype": "int64"})
     return inputs, outputs
 
 

@@ -1,6 +1,7 @@
 """torch → ONNX with the dynamo exporter, then the checks every bundle must pass.
 
-The graph has one input `pixel_values` [batch, 3, H, W] float32 and outputs `tokens` (+ `indices`).
+The graph has one input `pixel_values` [batch, 3, H, W] float32 and outputs `tokens` (+ `indices`,
++ `merge_map`).
 The batch axis is dynamic within [batch_min, batch_max]; H and W are static.
 """
 
@@ -22,8 +23,9 @@ EXTERNAL_DATA_THRESHOLD = 1_900_000_000
 EXTERNAL_DATA_FILE = "model.onnx.data"
 
 
-def output_names(prune: bool) -> list[str]:
-    return ["tokens", "indices"] if prune else ["tokens"]
+def output_names(extra: tuple[str, ...] = ()) -> list[str]:
+    """`tokens`, then the plan's extra outputs (CompressionPlan.extra_outputs: `indices`, `merge_map`)."""
+    return ["tokens", *extra]
 
 
 @contextlib.contextmanager
@@ -43,7 +45,7 @@ def _quiet_exporter():
 
 
 def export_to_proto(model, image_size: tuple[int, int], *, batch_min: int, batch_max: int, opset: int,
-                    prune: bool):
+                    extra_outputs: tuple[str, ...] = ()):
     """Export `model` and return the ONNX ModelProto (weights inline, names fixed).
 
     Traced at batch 2 where the range allows it: a size-1 dimension gets specialised by torch.export,
@@ -57,7 +59,7 @@ def export_to_proto(model, image_size: tuple[int, int], *, batch_min: int, batch
     dynamic = batch_min != batch_max
     dynamic_shapes = ({INPUT_NAME: {0: torch.export.Dim(BATCH_DIM, min=batch_min, max=batch_max)}}
                       if dynamic else None)
-    names = output_names(prune)
+    names = output_names(extra_outputs)
     # nn.MultiheadAttention's fused fast path is not exportable (user modules may use it).
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)

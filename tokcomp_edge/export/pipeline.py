@@ -70,7 +70,7 @@ def validate_config(cfg: ExportConfig) -> Checked:
         enc = resolve_spec(cfg.model, cfg.image_size)
         prefix = cfg.prefix or enc.default_prefix
         plan = plan_compression(spec, grid=enc.grid, prefix_tokens=enc.prefix_tokens, has_cls=enc.has_cls,
-                                hidden_size=enc.hidden_size, prefix=prefix)
+                                hidden_size=enc.hidden_size, prefix=prefix, layers=_layers_run(cfg, enc))
     slug = spec.slug + ("" if cfg.projector else "_noproj") + ("_video" if cfg.video else "")
     out = Path(cfg.out) if cfg.out else default_out(cfg.model, slug)
     if out.exists() and not cfg.force:
@@ -83,6 +83,17 @@ def validate_config(cfg: ExportConfig) -> Checked:
 
 def tower_layer(cfg: ExportConfig) -> int:
     return -1 if cfg.layer is None else cfg.layer
+
+
+def _layers_run(cfg: ExportConfig, enc: EncoderSpec) -> int | None:
+    """Blocks the tower will run (ToMe's arithmetic needs it); None when --layer is out of range, which
+    building the encoder reports with its own message."""
+    from ..encoders.tower import resolve_layer
+
+    try:
+        return resolve_layer(tower_layer(cfg), enc.num_layers)
+    except ValueError:
+        return None
 
 
 def _plan_vlm(cfg: ExportConfig, spec: CompressionSpec) -> VlmPlan:
@@ -130,8 +141,7 @@ def export_bundle(cfg: ExportConfig) -> ExportResult:
     times = StageTimes()
     checked = validate_config(cfg)
     spec, enc_spec, plan, out, vplan = checked.spec, checked.enc, checked.plan, checked.out, checked.vlm
-    prune = spec.method == "prune"
-    names = output_names(prune)
+    names = output_names(plan.extra_outputs)
     q = cfg.quiet
 
     with stage(f"build {cfg.model}" + (" (vision tower + projector only)" if vplan else ""), times, q):
@@ -156,7 +166,8 @@ def export_bundle(cfg: ExportConfig) -> ExportResult:
         onnx_path = tmp / "model.onnx"
         with stage(f"export ONNX (opset {cfg.opset}, batch {cfg.batch_min}–{cfg.batch_max})", times, q):
             proto = export_to_proto(model, enc_spec.image_size, batch_min=cfg.batch_min,
-                                    batch_max=cfg.batch_max, opset=cfg.opset, prune=prune)
+                                    batch_max=cfg.batch_max, opset=cfg.opset,
+                                    extra_outputs=plan.extra_outputs)
         with stage("PyTorch reference outputs", times, q):
             expected = {b: torch_outputs(model, x, names) for b, x in golden.items()}
         cleanup = "none"

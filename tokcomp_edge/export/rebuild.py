@@ -34,7 +34,8 @@ def model_from_manifest(manifest: dict[str, Any]):
                                          layer=int(enc.get("layer", -1))))
     spec = loaded.spec
     plan = plan_compression(parse_spec(comp["spec"]), grid=spec.grid, prefix_tokens=spec.prefix_tokens,
-                            has_cls=spec.has_cls, hidden_size=spec.hidden_size, prefix=comp["prefix"])
+                            has_cls=spec.has_cls, hidden_size=spec.hidden_size, prefix=comp["prefix"],
+                            layers=loaded.tower.num_used)
     return CompressedEncoder(loaded.tower, plan).eval()
 
 

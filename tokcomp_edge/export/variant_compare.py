@@ -51,16 +51,27 @@ def runtime_label(sess) -> str:
 def score_topk_nodes(model) -> list[str]:
     """Names of the TopK nodes that rank floating-point scores (the prune selection), in graph order.
 
-    The compressor's second TopK sorts the selected integer indices back into grid order; it is not a
-    score ranking and is skipped (its input is produced by another TopK).
+    TopKs that sort integer indices back into grid order (prune's second TopK, VisionZip's two) are not
+    score rankings and are skipped: those fed by another TopK, and any whose input is an integer tensor.
     """
+    import onnx
+
     producers = {o: n for n in model.graph.node for o in n.output}
+    try:
+        typed = onnx.shape_inference.infer_shapes(model)
+        types = {vi.name: vi.type.tensor_type.elem_type
+                 for vi in list(typed.graph.value_info) + list(typed.graph.input) + list(typed.graph.output)}
+    except Exception:  # noqa: BLE001 - inference is a refinement; the producer rule still applies
+        types = {}
+    integer = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
     names = []
     for node in model.graph.node:
         if node.op_type != "TopK" or not node.name:
             continue
         src = producers.get(node.input[0])
         if src is not None and src.op_type == "TopK":
+            continue
+        if types.get(node.input[0]) in integer:
             continue
         names.append(node.name)
     return names
@@ -164,17 +175,31 @@ def compare_indices(ref: np.ndarray, got: np.ndarray, ref_scores: np.ndarray | N
 
 
 def aligned_rows(ref_tokens: np.ndarray, got_tokens: np.ndarray, ref_idx: np.ndarray | None,
-                 got_idx: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+                 got_idx: np.ndarray | None, merged: int = 0, ref_map: np.ndarray | None = None,
+                 got_map: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of token rows to compare, as two [N, C] arrays.
 
-    Pruned outputs are [prefix rows…, K rows in index order]: prefix rows pair by position, pruned rows
-    by the grid index they carry, so a legitimate swap does not count as a token error.
+    Indexed outputs are [prefix rows…, K rows in index order, `merged` rows]: prefix rows pair by
+    position, indexed rows by the grid index they carry, so a legitimate swap does not count as a token
+    error. Without `indices` but with merge maps (ToMe), rows pair where they hold the same patches.
+    The merged rows (VisionZip's contextual tokens) are built from every token left over, so they
+    pair by position only in images whose kept sets agree exactly (that fixes the targets) and, given
+    the merge maps, only rows whose member patches are the same in both; others are not comparable.
     """
+    c = ref_tokens.shape[-1]
+    if ref_idx is None and ref_map is not None and got_map is not None:
+        # ToMe: every row is a merge; rows pair where both runs put the same patches in them (prefix rows:
+        # no patch, equal by construction).
+        pairs = [(b, r) for b in range(ref_tokens.shape[0]) for r in range(ref_tokens.shape[1])
+                 if np.array_equal(ref_map[b] == r, got_map[b] == r)]
+        if not pairs:
+            return np.zeros((0, c), ref_tokens.dtype), np.zeros((0, c), got_tokens.dtype)
+        return (np.stack([ref_tokens[b, r] for b, r in pairs]), np.stack([got_tokens[b, r] for b, r in pairs]))
     if ref_idx is None or got_idx is None:
-        c = ref_tokens.shape[-1]
         return ref_tokens.reshape(-1, c), got_tokens.reshape(-1, c)
     k = ref_idx.shape[-1]
-    p = ref_tokens.shape[1] - k
+    t = ref_tokens.shape[1]
+    p = t - k - merged
     rows_r, rows_g = [], []
     for b in range(ref_tokens.shape[0]):
         rows_r.append(ref_tokens[b, :p])
@@ -185,8 +210,21 @@ def aligned_rows(ref_tokens: np.ndarray, got_tokens: np.ndarray, ref_idx: np.nda
             if j is not None:
                 rows_r.append(ref_tokens[b, p + i:p + i + 1])
                 rows_g.append(got_tokens[b, p + j:p + j + 1])
+        if merged and set(ref_idx[b].tolist()) == set(got_idx[b].tolist()):
+            for r in range(t - merged, t):
+                if ref_map is not None and got_map is not None and not np.array_equal(ref_map[b] == r, got_map[b] == r):
+                    continue
+                rows_r.append(ref_tokens[b, r:r + 1])
+                rows_g.append(got_tokens[b, r:r + 1])
     c = ref_tokens.shape[-1]
     return np.concatenate(rows_r).reshape(-1, c), np.concatenate(rows_g).reshape(-1, c)
+
+
+def map_agreement(ref_map: np.ndarray, got_map: np.ndarray) -> dict[str, Any]:
+    """Share of patches each merge map sends to the same output row (per image), and how many moved."""
+    same = (ref_map == got_map).mean(axis=-1)
+    return {"map_agreement": float(same.mean()), "min_map_agreement": float(same.min()),
+            "patches_moved": int((ref_map != got_map).sum())}
 
 
 def token_errors(ref_rows: np.ndarray, got_rows: np.ndarray) -> dict[str, float]:

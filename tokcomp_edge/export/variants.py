@@ -167,7 +167,8 @@ def _make_fp16(bundle: Bundle, options: VariantOptions, times: StageTimes | None
         del model
         with stage(f"fp16 check: ONNX Runtime CPU vs golden reference (batch {', '.join(map(str, batches))})",
                    times, q):
-            result = check_fp16(tmp, src, reference, batches, options.fp16_tolerance)
+            result = check_fp16(tmp, src, reference, batches, options.fp16_tolerance,
+                                merged=_merged_out(bundle.manifest))
         if not result:
             raise ParityError(f"fp16 variant fails its check against the golden reference: {_fp16_failure(result)}",
                               "nothing was registered; keep the sensitive op types in fp32 "
@@ -201,12 +202,14 @@ def _make_nhwc(bundle: Bundle, key: str, base_key: str, base: Path, options: Var
         del model
         with stage(f"{key} check: ONNX Runtime CPU vs {base.name} on the same frames", times, q):
             result = check_nhwc(tmp, base, mean=mean, std=std, image_size=image_size, batches=batches,
-                                seed=options.image_seed, tol=options.nhwc_tolerance)
+                                seed=options.image_seed, tol=options.nhwc_tolerance,
+                                merged=_merged_out(bundle.manifest))
         if not result:
             m = result.metrics
             raise ParityError(
                 f"{key} variant differs from {base.name} on the same frames: max |Δ| {m['max_abs']:.3g} > bound "
-                f"{m['bound']:.3g}" + (f"; {m['unexplained_swaps']} index swaps" if m.get("unexplained_swaps") else ""),
+                f"{m['bound']:.3g}" + (f"; {m['unexplained_swaps']} index swaps" if m.get("unexplained_swaps") else "")
+                + (f"; merge map agreement {m['map_agreement']:.4f}" if "map_agreement" in m else ""),
                 "nothing was registered; check the bundle's encoder mean/std and image size")
         precision = parse_variant_key(key)[0]
         meta = {
@@ -281,4 +284,17 @@ def _fp16_failure(result: CheckResult) -> str:
     if m.get("unexplained_swaps"):
         parts.append(f"{m['unexplained_swaps']} kept-token swaps not explained by the score error "
                      f"{m.get('score_error')}")
+    if m.get("map_agreement", 1.0) < tol.get("min_map_agreement", 0.0):
+        parts.append(f"merge map agreement {m['map_agreement']:.4f} < {tol['min_map_agreement']}")
+    native = m.get("onnxruntime_native", {})
+    if not parts and native:  # the emulation passed: the native run is the one that failed
+        parts.append("natively on ONNX Runtime: min token cosine {:.5f}, max |Δ| {:.2%} of the scale, "
+                     "merge map agreement {}".format(native.get("min_token_cosine", float("nan")),
+                                                     native.get("error_ratio", float("nan")),
+                                                     native.get("map_agreement", "n/a")))
     return "; ".join(parts)
+
+
+def _merged_out(manifest: dict[str, Any]) -> int:
+    """Trailing output tokens without a grid index (VisionZip's contextual tokens); 0 for older bundles."""
+    return int(manifest.get("compression", {}).get("merged_out", 0) or 0)

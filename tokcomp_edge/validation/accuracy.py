@@ -28,6 +28,7 @@ from .metrics import (
     cosine_grid,
     cosine_grid_pruned,
     elementwise_violations,
+    map_jaccard,
     token_cosine,
 )
 from .tolerances import Tolerance
@@ -43,6 +44,8 @@ class OutputLayout:
     grid_out: tuple[int, int] | None
     tokens: str = "tokens"
     indices: str | None = None
+    merged_out: int = 0  # tokens after the indexed ones (VisionZip's contextual tokens)
+    merge_map: str | None = None  # output row of each patch (visionzip)
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any]) -> "OutputLayout":
@@ -57,7 +60,9 @@ class OutputLayout:
         return cls(method=str(comp.get("method", "none")), prefix_out=int(comp.get("prefix_out", 0)),
                    grid_in=(int(gi[0]), int(gi[1])),
                    grid_out=(int(grid_out[0]), int(grid_out[1])) if grid_out else None,
-                   tokens=next((o for o in outs if o != idx), outs[0]), indices=idx)
+                   tokens=next((o for o in outs if o != idx), outs[0]), indices=idx,
+                   merged_out=int(comp.get("merged_out", 0) or 0),
+                   merge_map="merge_map" if "merge_map" in outs else None)
 
 
 @dataclass
@@ -149,7 +154,9 @@ def compare_pruned(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray
         return [Check(source, batch, tn, "tokens", {}, tols[tn].to_dict(), False, [msg]),
                 Check(source, batch, ixn, "indices", {}, tols[ixn].to_dict(), False, [msg])]
     cells = layout.grid_in[0] * layout.grid_in[1]
-    al = align_pruned(at, ai, et, ei, layout.prefix_out, cells)
+    mn = layout.merge_map if layout.merge_map in actual and layout.merge_map in expected else None
+    am, em = (actual[mn], expected[mn]) if mn else (None, None)
+    al = align_pruned(at, ai, et, ei, layout.prefix_out, cells, layout.merged_out, am, em)
     # indices check
     it = tols[ixn]
     im = {"images": batch, "kept_per_image": int(ai.shape[1]), "jaccard_mean": float(al.jaccard.mean()),
@@ -163,24 +170,88 @@ def compare_pruned(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray
         ifails.append(f"mean Jaccard of kept sets {im['jaccard_mean']:.4f} < {it.min_jaccard:g} "
                       f"({im['swapped_total']} tokens swapped in {im['images_with_swaps']} of {batch} images)")
     checks = [Check(source, batch, ixn, "indices", im, it.to_dict(), not ifails, ifails)]
+    if mn:
+        checks.append(_check_merge_map(am, em, source=source, tol=tols[mn], name=mn, rows=int(at.shape[1])))
     # tokens check, on the pairs
     tt = tols[tn]
     m, _ = compare_tensors(al.actual_tokens, al.expected_tokens)
     md = m.to_dict()
     md["matched_tokens"] = int(al.actual_tokens.shape[1])
-    md["compared"] = "prefix tokens + tokens at grid cells both runtimes kept"
+    md["compared"] = "prefix tokens + tokens at grid cells both runtimes kept" + (
+        " + merged tokens whose kept sets and member patches agree" if layout.merged_out else "")
     grid = None
     if al.actual_tokens.shape[1]:
         cos = token_cosine(al.actual_tokens[0], al.expected_tokens[0])
         cos = np.where(np.isfinite(cos), cos, -1.0)
         j = int(np.argmin(cos))
         md["worst_token"] = [int(al.image_of[j]), int(al.grid_of[j])]
-        md["worst_token_is"] = "(image, grid cell; −1 = prefix token)"
+        md["worst_token_is"] = "(image, grid cell; −1 = prefix token, −2 = merged token)"
         grid = cosine_grid_pruned(cos, al.image_of, al.grid_of, layout.grid_in)
     tfails = judge_tokens(md, al.actual_tokens, al.expected_tokens, tt)
     if md["matched_tokens"] == 0 and ai.shape[1] > 0:
         tfails.append("no kept token in common, nothing to compare")
     checks.insert(0, Check(source, batch, tn, "tokens", md, tt.to_dict(), not tfails, tfails, grid))
+    return checks
+
+
+def _check_merge_map(am: np.ndarray, em: np.ndarray, *, source: str, tol: Tolerance, name: str, rows: int) -> Check:
+    """The merge map judged like kept sets: Jaccard of the (patch, row) pairs ≥ min_jaccard (1.0 in fp32)."""
+    batch = int(em.shape[0])
+    if am.shape != em.shape:
+        return Check(source, batch, name, "indices", {}, tol.to_dict(), False,
+                     [f"shape mismatch: {tuple(am.shape)} vs {tuple(em.shape)}"])
+    jac = map_jaccard(am, em)
+    moved = (am != em).sum(axis=-1)
+    m = {"images": batch, "patches_per_image": int(em.shape[1]), "jaccard_mean": float(jac.mean()),
+         "jaccard_min": float(jac.min()), "patches_moved_total": int(moved.sum()),
+         "images_with_moves": int((moved > 0).sum()), "jaccard_per_image": [float(j) for j in jac],
+         "compared": "(patch, output row) pairs: a/(2N−a) with a patches mapped to the same row"}
+    fails = []
+    bad = int(((am < 0) | (am >= rows)).sum())
+    if bad:
+        fails.append(f"{bad} merge-map entries point outside the {rows} output rows")
+    if tol.min_jaccard is not None and not m["jaccard_mean"] >= tol.min_jaccard:
+        fails.append(f"mean Jaccard of merge maps {m['jaccard_mean']:.4f} < {tol.min_jaccard:g} "
+                     f"({m['patches_moved_total']} patches merged elsewhere in {m['images_with_moves']} of {batch} images)")
+    return Check(source, batch, name, "indices", m, tol.to_dict(), not fails, fails)
+
+
+def compare_merged(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], *, source: str,
+                   tols: dict[str, Tolerance], layout: OutputLayout) -> list[Check]:
+    """Compare ToMe outputs: the merge map like kept sets, `tokens` and `sizes` on the rows both runs built
+    from the same patches (a merge decision that flipped on a near-tie changes which patches a row holds;
+    those rows are not comparable, the map's Jaccard bounds how many there are)."""
+    tn, mn = layout.tokens, layout.merge_map
+    at, et, am, em = actual[tn], expected[tn], actual[mn], expected[mn]
+    batch = int(et.shape[0])
+    checks = [_check_merge_map(am, em, source=source, tol=tols[mn], name=mn, rows=int(et.shape[1]))]
+    if at.shape != et.shape or am.shape != em.shape:
+        msg = f"shape mismatch: tokens {tuple(at.shape)} vs {tuple(et.shape)}"
+        return checks + [Check(source, batch, tn, "tokens", {}, tols[tn].to_dict(), False, [msg])]
+    pa, pe = [], []
+    for b in range(batch):
+        for row in range(et.shape[1]):
+            if np.array_equal(am[b] == row, em[b] == row):  # same member patches (none: a prefix row)
+                pa.append((b, row))
+    rows_a = np.stack([at[b, r] for b, r in pa])[None] if pa else np.zeros((1, 0, et.shape[-1]), et.dtype)
+    rows_e = np.stack([et[b, r] for b, r in pa])[None] if pa else np.zeros((1, 0, et.shape[-1]), et.dtype)
+    m, _ = compare_tensors(rows_a, rows_e)
+    md = m.to_dict()
+    md["matched_tokens"] = len(pa)
+    md["compared"] = "output rows both runtimes built from the same patches (prefix rows included)"
+    tfails = judge_tokens(md, rows_a, rows_e, tols[tn])
+    if not pa:
+        tfails.append("no output row holds the same patches in both runs, nothing to compare")
+    checks.insert(0, Check(source, batch, tn, "tokens", md, tols[tn].to_dict(), not tfails, tfails))
+    sn = "sizes"
+    if sn in expected and sn in actual:
+        sa = np.asarray([actual[sn][b, r] for b, r in pa], np.float64)
+        se = np.asarray([expected[sn][b, r] for b, r in pa], np.float64)
+        worst = float(np.abs(sa - se).max(initial=0.0))
+        # Sizes are patch counts: rows with the same members must count the same patches (to rounding).
+        sfails = [f"sizes differ by {worst:g} on rows with the same patches"] if worst > 0.5 else []
+        checks.append(Check(source, batch, sn, "tensor", {"max_abs_err": worst, "compared_rows": len(pa)},
+                            tols[sn].to_dict(), not sfails, sfails))
     return checks
 
 
@@ -204,6 +275,9 @@ def compare_outputs(actual: dict[str, np.ndarray], expected: dict[str, np.ndarra
                                 tols[name].to_dict(), False, [f"output {name} is missing from the target"]))
     if layout.indices and layout.indices in expected and layout.indices in actual and layout.tokens in actual:
         return checks + compare_pruned(actual, expected, source=source, tols=tols, layout=layout)
+    if layout.method == "tome" and layout.merge_map in expected and layout.merge_map in actual \
+            and layout.tokens in actual:
+        return checks + compare_merged(actual, expected, source=source, tols=tols, layout=layout)
     for name in expected:
         if name in actual:
             checks.append(compare_dense(np.asarray(actual[name]), np.asarray(expected[name]), source=source,

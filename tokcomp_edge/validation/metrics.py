@@ -147,7 +147,8 @@ class PruneAlignment:
         actual_tokens, expected_tokens: [1, N, C] — prefix tokens of every image, then the tokens at
             grid indices both kept, paired by grid index (not by position: equal sets in a different
             order still compare equal).
-        image_of, grid_of: [N] image number and grid index of each paired token (−1 for prefix tokens).
+        image_of, grid_of: [N] image number and grid index of each paired token (−1 for prefix tokens,
+            −2 for merged tokens).
     """
 
     jaccard: np.ndarray
@@ -160,14 +161,21 @@ class PruneAlignment:
 
 
 def align_pruned(actual_tokens: np.ndarray, actual_idx: np.ndarray, expected_tokens: np.ndarray,
-                 expected_idx: np.ndarray, prefix: int, grid_cells: int) -> PruneAlignment:
+                 expected_idx: np.ndarray, prefix: int, grid_cells: int, merged: int = 0,
+                 actual_map: np.ndarray | None = None, expected_map: np.ndarray | None = None) -> PruneAlignment:
     """Pair the tokens two prune outputs both kept.
 
     Args:
-        actual_tokens, expected_tokens: [B, prefix + K, C]; token prefix + j belongs to grid index idx[b, j].
+        actual_tokens, expected_tokens: [B, prefix + K + merged, C]; token prefix + j belongs to grid index
+            idx[b, j].
         actual_idx, expected_idx: [B, K] grid indices (0 .. grid_cells−1) of the kept tokens.
         prefix: number of prefix (CLS/register) tokens in front of the kept tokens.
         grid_cells: h·w of the input grid (indices must be below it).
+        merged: tokens after the kept ones that merge everything not kept (VisionZip's contextual
+            tokens). They pair by position, and only in images whose kept sets are equal (which fixes the
+            targets) and, given the merge maps, whose member patches are the same in both: otherwise they
+            average different patches and are not comparable. Their grid_of is −2.
+        actual_map, expected_map: [B, grid_cells] output row of each patch (`merge_map`), or None.
     Returns:
         PruneAlignment.
     """
@@ -194,6 +202,16 @@ def align_pruned(actual_tokens: np.ndarray, actual_idx: np.ndarray, expected_tok
             pe.append(expected_tokens[b, prefix + pos_e[g]])
             img.append(b)
             cell.append(g)
+        if merged and set(ia) == set(ie):
+            k = len(ia)
+            for t in range(prefix + k, prefix + k + merged):
+                if actual_map is not None and expected_map is not None and not np.array_equal(
+                        actual_map[b] == t, expected_map[b] == t):
+                    continue
+                pa.append(actual_tokens[b, t])
+                pe.append(expected_tokens[b, t])
+                img.append(b)
+                cell.append(-2)
     c = actual_tokens.shape[-1]
 
     def stack(xs: list[np.ndarray]) -> np.ndarray:
@@ -201,6 +219,17 @@ def align_pruned(actual_tokens: np.ndarray, actual_idx: np.ndarray, expected_tok
 
     return PruneAlignment(jac, swapped, invalid, stack(pa), stack(pe), np.asarray(img, np.int64),
                           np.asarray(cell, np.int64))
+
+
+def map_jaccard(actual_map: np.ndarray, expected_map: np.ndarray) -> np.ndarray:
+    """Per-image Jaccard index of two merge maps seen as sets of (patch, output row) pairs.
+
+    With a of the N patches mapped to the same row, that is a / (2N − a): 1 when the maps are equal, and
+    on the same scale as the kept-set Jaccard of `indices`, so one `min_jaccard` threshold judges both.
+    """
+    n = actual_map.shape[-1]
+    same = (actual_map == expected_map).sum(axis=-1).astype(np.float64)
+    return same / np.maximum(2 * n - same, 1)
 
 
 def cosine_grid(cos: np.ndarray, grid: tuple[int, int], prefix: int) -> list[list[float | None]]:

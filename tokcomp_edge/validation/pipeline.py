@@ -321,8 +321,19 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
     prune: dict[str, Any] | None = None
     if layout.indices:
         gb = max(golden_out) if golden_out else None
-        prune = {"grid_in": list(layout.grid_in), "kept": int(tokens_out - layout.prefix_out),
+        # VisionZip's merged (contextual) tokens follow the kept ones and have no cell of their own.
+        prune = {"grid_in": list(layout.grid_in), "kept": int(tokens_out - layout.prefix_out - layout.merged_out),
+                 "merged": layout.merged_out,
+                 "merge_map_golden": (golden_out[gb][layout.merge_map][0].reshape(layout.grid_in).tolist()
+                                      if gb and layout.merge_map and layout.merge_map in golden_out[gb] else None),
                  "keep_frequency_golden": keep_frequency(golden_out[gb][layout.indices], layout.grid_in) if gb else None}
+    if layout.merge_map and not layout.indices:
+        # ToMe: every non-prefix row is a merge; the map is what the report can draw.
+        gb = max(golden_out) if golden_out else None
+        prune = {"grid_in": list(layout.grid_in), "kept": 0, "merged": int(tokens_out - layout.prefix_out),
+                 "merge_map_golden": (golden_out[gb][layout.merge_map][0].reshape(layout.grid_in).tolist()
+                                      if gb and layout.merge_map in golden_out[gb] else None),
+                 "keep_frequency_golden": None}
     image_section = None
     if images is not None:
         image_section = {"folder": str(cfg.images), "count": len(images),

@@ -195,6 +195,36 @@ def mask_grid(freq: list[list[float]], title: str, cell: int | None = None) -> s
     return "".join(parts)
 
 
+def merge_map_grid(rows: list[list[int]], first_merged: int, merged: int, title: str,
+                   cell: int | None = None) -> str:
+    """Where each patch went (VisionZip's `merge_map` of one image) over the input grid.
+
+    Args:
+        rows: h rows of w output-row numbers (the map reshaped to the grid).
+        first_merged: the first output row that is a merged (contextual) token; rows below it are kept tokens.
+        merged: number of merged tokens (colours are spread over them).
+        title: caption.
+    Returns:
+        An <svg> element: kept cells in the kept colour, merged cells coloured by the token they joined.
+    """
+    h, w = len(rows), len(rows[0]) if rows else 0
+    cell = cell or max(6, min(40, 300 // max(1, max(h, w))))
+    top, left = 26, 10
+    width, height = left + cell * w + 10, top + cell * h + 22
+    parts = _grid_svg_open("merge-map", width, height, title, left)
+    for r, row in enumerate(rows):
+        for q, t in enumerate(row):
+            x0, y0 = left + q * cell, top + r * cell
+            c = int(t) - first_merged
+            fill = KEPT_COLOUR if c < 0 else viridis(c / max(1, merged - 1))
+            what = f"kept as token {int(t)}" if c < 0 else f"merged into token {int(t)} (contextual {c})"
+            parts.append(f"<rect x='{x0}' y='{y0}' width='{cell}' height='{cell}' fill='{fill}' stroke='#fff'>"
+                         f"<title>row {r}, col {q}: {what}</title></rect>")
+    parts.append(f"<text x='{left}' y='{top + cell * h + 16}' {FONT} fill='#555'>green = kept; other colours = "
+                 "the merged token each patch joined</text></svg>")
+    return "".join(parts)
+
+
 def mask_over_image(png_base64: str, kept: list[int], grid: tuple[int, int], image_size: tuple[int, int],
                     title: str, width: int = 224) -> str:
     """An input image (embedded PNG) with the dropped grid cells darkened and the kept ones outlined.

@@ -46,7 +46,7 @@ def latency_plots(report: dict[str, Any]) -> list[str]:
 
 
 def accuracy_plots(report: dict[str, Any]) -> list[str]:
-    """Cosine heat-maps per token output; for prune, the kept-token masks."""
+    """Cosine heat-maps per token output; for prune, the kept-token masks; for visionzip also the merge map."""
     acc = report["accuracy"]
     lay = acc.get("layout") or {}
     out = []
@@ -58,6 +58,10 @@ def accuracy_plots(report: dict[str, Any]) -> list[str]:
     prune = acc.get("prune")
     if prune and prune.get("keep_frequency_golden"):
         out.append(plots.mask_grid(prune["keep_frequency_golden"], "kept tokens, golden inputs (target)"))
+    if prune and prune.get("merge_map_golden"):
+        first = int(prune.get("kept", 0)) + int(lay.get("prefix_out", 0))
+        out.append(plots.merge_map_grid(prune["merge_map_golden"], first, int(prune.get("merged", 0)),
+                                        "merge map, first golden image (target)"))
     imgs = report.get("images") or {}
     enc = report["bundle"].get("encoder") or {}
     if prune and imgs.get("panels"):

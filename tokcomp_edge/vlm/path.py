@@ -18,7 +18,7 @@ from .plan import VlmPlan
 
 
 class VlmVisionPath(nn.Module):
-    """pixel_values [B, 3, H, W] → tokens [B, T, D] as the VLM's LLM reads them (+ indices [B, K] for prune).
+    """pixel_values [B, 3, H, W] → tokens [B, T, D] as the VLM's LLM reads them (+ indices [B, K] for prune and visionzip, + merge_map [B, N] for visionzip).
 
     Args:
         tower: the VisionTower at the VLM's feature layer (final norm as the family's feature says).
@@ -39,9 +39,9 @@ class VlmVisionPath(nn.Module):
         self.video_grid = plan.grid_out if plan.video else None
 
     def forward(self, pixel_values: torch.Tensor):
-        tokens, attn = self.tower(pixel_values, with_cls_attention=self.compressor.needs_cls_attention)
+        tokens, attn = self.compressor.tower_outputs(self.tower, pixel_values)
         out = self.compressor(tokens, attn)
-        x, indices = out if isinstance(out, tuple) else (out, None)
+        x, *extra = out if isinstance(out, tuple) else (out,)  # indices (+ merge_map) index the tower's grid
         if self.shuffle and not self.in_projector:
             x = Fc.unshuffle_tokens(x, self.grid[0], self.grid[1], self.shuffle, "internvl")
         if self.projector is not None:
@@ -49,7 +49,7 @@ class VlmVisionPath(nn.Module):
         if self.video_grid is not None:
             # LLaVA-OneVision's apply_pooling: bilinear to ⌈h/2⌉×⌈w/2⌉, after the projector.
             x = Fc.bilinear_tokens(x, self.grid[0], self.grid[1], *self.video_grid)
-        return x if indices is None else (x, indices)
+        return (x, *extra) if extra else x
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         p = self.projector

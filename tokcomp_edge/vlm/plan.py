@@ -113,8 +113,11 @@ def plan_vlm(vlm: VlmSpec, spec: CompressionSpec, prefix: str | None, projector:
         raise SpecError(f"--prefix {prefix} contradicts {vlm.name}: its vision_feature_select_strategy "
                         f"'{vlm.select}' {why} the {tower.prefix_tokens} CLS token(s) its projector was trained on",
                         f"leave --prefix unset (or use --prefix {own})")
+    from ..encoders.tower import resolve_layer
+
     comp = plan_compression(spec, grid=tower.grid, prefix_tokens=tower.prefix_tokens, has_cls=tower.has_cls,
-                            hidden_size=tower.hidden_size, prefix=own)
+                            hidden_size=tower.hidden_size, prefix=own,
+                            layers=resolve_layer(vlm.tower_layer, tower.num_layers))
     h, w = tower.grid
     stages = [Stage("tower", tower.prefix_tokens + h * w, tower.hidden_size)]
     if own == "drop" and tower.prefix_tokens:
