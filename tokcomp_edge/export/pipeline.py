@@ -140,7 +140,7 @@ def export_bundle(cfg: ExportConfig) -> ExportResult:
 
     times = StageTimes()
     checked = validate_config(cfg)
-    spec, enc_spec, plan, out, vplan = checked.spec, checked.enc, checked.plan, checked.out, checked.vlm
+    enc_spec, plan, out, vplan = checked.enc, checked.plan, checked.out, checked.vlm
     names = output_names(plan.extra_outputs)
     q = cfg.quiet
 

@@ -228,7 +228,7 @@ def compare_merged(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray
     if at.shape != et.shape or am.shape != em.shape:
         msg = f"shape mismatch: tokens {tuple(at.shape)} vs {tuple(et.shape)}"
         return checks + [Check(source, batch, tn, "tokens", {}, tols[tn].to_dict(), False, [msg])]
-    pa, pe = [], []
+    pa = []
     for b in range(batch):
         for row in range(et.shape[1]):
             if np.array_equal(am[b] == row, em[b] == row):  # same member patches (none: a prefix row)
