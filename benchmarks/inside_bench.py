@@ -70,3 +70,113 @@ def print_tome(r: dict, console) -> None:
     console.print(f"{r['model']} {r['spec']} (ONNX Runtime CPU fp32, batch {r['batch']}, {r['runs']} interleaved runs): "
                   f"none {r['none_median_ms']} ms, tome {r['tome_median_ms']} ms → throughput ×{r['throughput_ratio']} "
                   f"({verdict} ×{r['target']}); tokens {r['tokens_in']} → {r['tokens_out']}; MACs ×{r['mac_ratio']}")
+
+
+class _MergeChain:
+    """The merge steps of a ToMe schedule alone (matching + merging, no attention or MLP), as a module."""
+
+    def __new__(cls, schedule: list[int], protected: int):
+        import torch
+
+        from tokcomp_edge.compression.tome import tome_merge
+
+        class Chain(torch.nn.Module):
+            def forward(self, x, keys):
+                size = torch.ones_like(x[..., :1])
+                for r in schedule:
+                    x, size, _ = tome_merge(x, size, keys[:, : x.shape[1]], r, protected)
+                return x, size
+
+        return Chain().eval()
+
+
+def bench_tome_overhead(tmp: Path, console, tome_dir: Path, batch: int = 8, warmup: int = 1, iters: int = 5) -> dict:
+    """The merge overhead itself: ToMe's matching and merging steps for the bundle's schedule, exported alone
+    and timed on ONNX Runtime CPU interleaved with the whole tome bundle, as a share of the encoder's time.
+
+    Not included: the log-size bias proportional attention adds to each block's logits (one Add per block).
+    """
+    import numpy as np
+    import torch
+
+    from run import interleaved
+
+    from tokcomp_edge.export.bundle import Bundle
+    from tokcomp_edge.export.reference import golden_inputs, ort_session
+
+    bundle = Bundle.load(tome_dir)
+    enc, comp = bundle.encoder, bundle.manifest["compression"]
+    t, c = int(comp["tokens_in"]), int(enc["hidden_size"])
+    d = c // int(enc["num_heads"])
+    chain = _MergeChain(list(comp["schedule"]), int(comp.get("prefix_in", 0)))
+    x = torch.randn(batch, t, c)
+    keys = torch.randn(batch, t, d)
+    path = tmp / "tome-merge-chain.onnx"
+    prog = torch.onnx.export(chain, (x, keys), dynamo=True, input_names=["x", "keys"], external_data=False,
+                             optimize=True, verify=False, report=False)
+    prog.save(str(path), external_data=False)
+    merge = ort_session(path)
+    full = ort_session(bundle.onnx_path("fp32"))
+    px = golden_inputs(tuple(enc["image_size"]), enc["mean"], enc["std"], [batch], seed=321)[batch]
+    feeds = {"x": x.numpy(), "keys": keys.numpy()}
+    console.print(f"timing ToMe's merge steps alone vs the whole {comp['spec']} encoder, batch {batch} (interleaved) …")
+    times = interleaved({"merge": lambda: merge.run(None, feeds), "encoder": lambda: full.run(None, {"pixel_values": px})},
+                        warmup, iters)
+    shares = [m / e for m, e in zip(times["merge"], times["encoder"])]
+    share = float(np.median(shares))
+    return {"spec": comp["spec"], "batch": batch, "runs": iters,
+            "merge_median_ms": round(statistics.median(times["merge"]), 2),
+            "encoder_median_ms": round(statistics.median(times["encoder"]), 1),
+            "overhead_share": round(share, 4), "target": 0.02, "meets_target": share <= 0.02,
+            "excludes": "the log-size attention bias (one Add per block)"}
+
+
+def bench_visionzip(tmp: Path, console, model: str = "clip-l14-336", spec: str = "visionzip:53:10", batch: int = 1,
+                    warmup: int = 1, iters: int = 5) -> dict:
+    """VisionZip's cost: the encoder with `visionzip:53:10` at LLaVA-1.5's layer −2 (CLS + 53 + 10 = 64 tokens)
+    against `none` at the same layer, interleaved on ONNX Runtime CPU, and the token economics for vicuna-7b."""
+    from run import interleaved
+    from vlm_bench import export_peak
+
+    from tokcomp_edge.export.bundle import Bundle
+    from tokcomp_edge.export.reference import golden_inputs, ort_session
+    from tokcomp_edge.validation.economics import llm_preset, token_economics
+
+    bundles = {}
+    for name in ("none", spec):
+        out = tmp / f"vz-{name.replace(':', '-')}"
+        console.print(f"exporting {model} --layer -2 --compress {name} --prefix keep in a child process (minutes) …")
+        export_peak(model, out, name, max(2, batch), layer=-2, prefix="keep", cleanup=True)
+        bundles[name] = Bundle.load(out)
+    enc = bundles["none"].encoder
+    x = golden_inputs(tuple(enc["image_size"]), enc["mean"], enc["std"], [batch], seed=321)[batch]
+    sessions = {name: ort_session(b.onnx_path("fp32")) for name, b in bundles.items()}
+    console.print(f"timing none vs {spec} on ONNX Runtime CPU, batch {batch} (interleaved) …")
+    t = interleaved({n: (lambda s=s: s.run(None, {"pixel_values": x})) for n, s in sessions.items()}, warmup, iters)
+    ratio = statistics.median([v / n for v, n in zip(t[spec], t["none"])])
+    comp = bundles[spec].manifest
+    econ = token_economics(int(bundles["none"].manifest["tokens_out"]), int(comp["tokens_out"]),
+                           [llm_preset("vicuna-7b")])
+    saving = econ["llms"][0]
+    return {"model": model, "spec": spec, "layer": -2, "batch": batch, "runs": iters,
+            "none_median_ms": round(statistics.median(t["none"]), 1),
+            "visionzip_median_ms": round(statistics.median(t[spec]), 1),
+            "time_ratio": round(ratio, 4), "target": 1.03, "meets_target": ratio <= 1.03,
+            "tokens_in": econ["tokens_in"], "tokens_out": econ["tokens_out"],
+            "vicuna_7b": {k: saving[k] for k in ("flops_uncompressed", "flops_compressed", "flops_saved",
+                                                 "saved_fraction", "kv_cache_bytes_saved")}}
+
+
+def print_inside_extra(results: dict, console) -> None:
+    o = results.get("tome_overhead")
+    if o:
+        verdict = "meets" if o["meets_target"] else "MISSES"
+        console.print(f"ToMe merge steps alone ({o['spec']}, batch {o['batch']}): {o['merge_median_ms']} ms of a "
+                      f"{o['encoder_median_ms']} ms encoder → {o['overhead_share']:.2%} (median of pairs; {verdict} "
+                      f"≤ 2 %; excludes {o['excludes']})")
+    v = results.get("visionzip")
+    if v:
+        verdict = "meets" if v["meets_target"] else "MISSES"
+        console.print(f"{v['model']} layer −2 {v['spec']} vs none (batch {v['batch']}): {v['visionzip_median_ms']} vs "
+                      f"{v['none_median_ms']} ms → ×{v['time_ratio']} ({verdict} ≤ ×1.03); tokens {v['tokens_in']} → "
+                      f"{v['tokens_out']}; vicuna-7b: {v['vicuna_7b']}")

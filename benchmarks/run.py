@@ -213,9 +213,11 @@ def main() -> int:
             results["vlm_latency"] = {"model": args.vlm_model,
                                       "batches": bench_latency(vbundle, vlm_batches, 2, max(5, args.iters // 2))}
         if not args.no_inside:
-            from inside_bench import bench_tome
+            from inside_bench import bench_tome, bench_tome_overhead, bench_visionzip
 
             results["tome"] = bench_tome(Path(tmp), console)
+            results["tome_overhead"] = bench_tome_overhead(Path(tmp), console, Path(tmp) / "inside-tome-13")
+            results["visionzip"] = bench_visionzip(Path(tmp), console)
     from importlib.metadata import version
 
     results["versions"] = {p: version(p) for p in ("torch", "onnxruntime-gpu", "onnx", "transformers")}
@@ -246,9 +248,10 @@ def _print_latency(console, args, results: dict) -> None:
         console.print(latency_table(f"VLM vision path {v['model']} (tower + transform + projector) — export "
                                     f"{results['vlm_export']['wall_s']} s", v["batches"]))
     if "tome" in results:
-        from inside_bench import print_tome
+        from inside_bench import print_inside_extra, print_tome
 
         print_tome(results["tome"], console)
+        print_inside_extra(results, console)
     print_core(console, results["core_env"])
 
 

@@ -74,13 +74,14 @@ def write_vlm(folder: Path, text: dict, shard_bytes: int = 400 << 20) -> dict:
             "shards": len(shards)}
 
 
-def export_peak(model: str, out: Path, compress: str = "none", batch_max: int = 2) -> dict:
+def export_peak(model: str, out: Path, compress: str = "none", batch_max: int = 2, **extra) -> dict:
     """Export in a child that reports its own peak RSS: VmHWM of /proc/self/status, which belongs to the
     child's address space. (getrusage's ru_maxrss is not reset by exec on Linux: a child started by a parent
     that once held 2.6 GB reports at least that, whatever it did itself.)"""
     code = ("import json; from pathlib import Path; from tokcomp_edge.export import ExportConfig, "
             f"export_bundle; export_bundle(ExportConfig(model={model!r}, compress={compress!r}, "
-            f"out=Path({str(out)!r}), batch_max={batch_max}, force=True, quiet=True)); "
+            f"out=Path({str(out)!r}), batch_max={batch_max}, force=True, quiet=True"
+            + "".join(f", {k}={v!r}" for k, v in extra.items()) + ")); "
             "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]; "
             "print(json.dumps({'peak_kib': int(hwm)}))")
     t0 = time.perf_counter()
