@@ -132,7 +132,7 @@ def bench_tome_overhead(tmp: Path, console, tome_dir: Path, batch: int = 8, warm
 
 
 def bench_visionzip(tmp: Path, console, model: str = "clip-l14-336", spec: str = "visionzip:53:10", batch: int = 1,
-                    warmup: int = 1, iters: int = 5) -> dict:
+                    warmup: int = 2, iters: int = 9) -> dict:
     """VisionZip's cost: the encoder with `visionzip:53:10` at LLaVA-1.5's layer −2 (CLS + 53 + 10 = 64 tokens)
     against `none` at the same layer, interleaved on ONNX Runtime CPU, and the token economics for vicuna-7b."""
     from run import interleaved
