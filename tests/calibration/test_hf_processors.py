@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tokcomp_edge.calibration.images import load_images
-from tokcomp_edge.calibration.policy import policy_for_spec
+from tokcomp_edge.image_policy import policy_for_spec
 from tokcomp_edge.encoders import resolve_spec
 
 transformers = pytest.importorskip("transformers")

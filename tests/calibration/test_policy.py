@@ -1,4 +1,4 @@
-"""Preprocessing policies (calibration/policy.py): derivation per family, preprocessor_config.json, the
+"""Preprocessing policies (image_policy.py): derivation per family, preprocessor_config.json, the
 manifest round trip, and the legacy fallback for bundles exported before policies existed."""
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from tokcomp_edge.calibration.images import load_images
-from tokcomp_edge.calibration.policy import FAMILY_RULES, PreprocessPolicy, policy_for, policy_for_spec
+from tokcomp_edge.image_policy import FAMILY_RULES, PreprocessPolicy, policy_for, policy_for_spec
 from tokcomp_edge.encoders import resolve_spec
 from tokcomp_edge.errors import BundleError, InputError
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tokcomp_edge.calibration.images import load_images
-from tokcomp_edge.calibration.policy import PreprocessPolicy
+from tokcomp_edge.image_policy import PreprocessPolicy
 from tokcomp_edge.cli.app import main
 
 PHOTOS = Path(__file__).resolve().parents[1] / "calibration" / "photos"

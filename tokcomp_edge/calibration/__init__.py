@@ -1,8 +1,8 @@
 """Calibration and real-image inputs: loading and preprocessing images exactly as the manifest says,
 and INT8 calibration of a bundle.
 
-    policy       each family's preprocessing (CLIP/SigLIP/DINOv2/ViT/timm processors), recorded in the manifest
-    images       folder of JPEG/PNG → normalised float32 NCHW and raw uint8 NHWC, framed by the policy
+    images       folder of JPEG/PNG → normalised float32 NCHW and raw uint8 NHWC, framed by the bundle's
+                 preprocessing policy (tokcomp_edge/image_policy.py, shared with export, which records it)
     preprocess   `tokcomp preprocess`: images → the .npy the bundle expects
     int8         CalibrateConfig → calibrate() → the bundle's checked `int8` variant (`tokcomp calibrate`)
     qdq          ModelOpt INT8 quantization (explicit Q/DQ ONNX) on CPU

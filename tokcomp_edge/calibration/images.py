@@ -1,6 +1,6 @@
 """Real images → encoder inputs, preprocessed by the policy the bundle's manifest records.
 
-Each family's processor frames a photo its own way (calibration/policy.py: CLIP shortest edge + centre
+Each family's processor frames a photo its own way (image_policy.py: CLIP shortest edge + centre
 crop, SigLIP a square resize, …); this module decodes the file, converts it to RGB as transformers'
 processors do (alpha composited over white; grayscale, palette and 16-bit through PIL's `convert`),
 applies the policy's resize and crop with PIL (what transformers' PIL-backend processors call), and
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .policy import RESCALE, PreprocessPolicy
+from ..image_policy import RESCALE, PreprocessPolicy
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -191,7 +191,7 @@ def frame(image, pre: PreprocessPolicy) -> np.ndarray:
 
     A new resize rule (VLM tiles, pan-and-scan) is implemented here, next to the policy entry that names it.
     """
-    from .policy import INTERPOLATIONS
+    from ..image_policy import INTERPOLATIONS
 
     resample = INTERPOLATIONS[pre.interpolation]
     if pre.resize == "cover":

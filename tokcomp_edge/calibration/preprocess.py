@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OutputError
-from .policy import PreprocessPolicy
+from ..image_policy import PreprocessPolicy
 
 
 @dataclass(frozen=True)

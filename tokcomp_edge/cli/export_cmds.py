@@ -122,7 +122,7 @@ def inspect(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],
         integrity = f"[red]{exc.message}[/]"
     print_summary(b.manifest)
     m = b.manifest
-    from ..calibration.policy import PreprocessPolicy
+    from ..image_policy import PreprocessPolicy
 
     console().print(f"preprocess   {PreprocessPolicy.from_manifest(m).describe()}", soft_wrap=True)
     io = Table(title="ONNX I/O", title_justify="left")

@@ -8,7 +8,7 @@ from importlib import metadata
 from typing import Any
 
 from .. import __version__
-from ..calibration.policy import policy_for_spec
+from ..image_policy import policy_for_spec
 from .bundle import SCHEMA, SCHEMA_VERSION
 
 TRACKED_PACKAGES = ("torch", "onnx", "onnxscript", "onnxruntime-gpu", "onnxruntime", "onnxslim", "transformers",
@@ -73,7 +73,7 @@ def build_manifest(*, name: str, spec, encoder_extra: dict[str, Any], plan, opse
         "dim_out": shape["dim_out"],
         "preprocess": {"image_size": list(spec.image_size), "mean": list(spec.mean), "std": list(spec.std),
                        "layout": "NCHW", "range": "RGB in [0,1], then (x - mean) / std",
-                       **policy_for_spec(spec).to_dict()},  # how photos are framed: calibration/policy.py
+                       **policy_for_spec(spec).to_dict()},  # how photos are framed: image_policy.py
         "onnx": {"file": "model.onnx", "opset": opset, "batch": {"min": batch[0], "max": batch[1]},
                  "inputs": inputs, "outputs": outputs, "external_data": external_data, "cleanup": cleanup},
         "variants": {"fp32": {"file": "model.onnx", "precision": "fp32", "input_layout": "nchw-float",

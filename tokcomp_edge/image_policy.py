@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from .errors import InputError
 
 # shortest_edge: scale so the shorter side is `resize_size` (long side truncated, as transformers and
 #   torchvision compute it), then centre-crop; square: resize to `resize_size` (H, W), aspect ratio not
@@ -143,7 +143,7 @@ class PreprocessPolicy:
         Raises:
             BundleError: the recorded policy names an unknown resize rule or interpolation.
         """
-        from ..errors import BundleError
+        from .errors import BundleError
 
         enc = manifest["encoder"]
         pre = manifest.get("preprocess") or {}
