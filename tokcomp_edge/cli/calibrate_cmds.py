@@ -74,23 +74,11 @@ def print_result(result) -> None:
     t.add_row("graph", f"{qz['quantize_linear']} QuantizeLinear / {qz['dequantize_linear']} DequantizeLinear, "
                        f"{qz['high_precision']} elsewhere, opset {qz['opset']}")
     t.add_row("check", f"{check.metrics['against']}, batches {', '.join(map(str, check.metrics['batches']))}")
-    for name, s in check.metrics["outputs"].items():
-        tol = check.metrics["tolerance"].get(name, {})
-        if s["kind"] == "indices":
-            t.add_row(f"  {name}", f"mean Jaccard {_num(s.get('jaccard_mean'))} ({_bound('≥', tol.get('min_jaccard'))})")
-        else:
-            t.add_row(f"  {name}", f"rel L2 {_num(s.get('rel_l2_err'))} ({_bound('≤', tol.get('max_rel_l2'))}), "
-                                   f"min token cosine {_num(s.get('cosine_min'))} ({_bound('≥', tol.get('min_cosine'))})")
+    _output_rows(t, check.metrics["outputs"], check.metrics["tolerance"])
     held = check.metrics.get("held_out")
     if held:
         t.add_row("held back", f"{held['images']} calibration images not used for the ranges, vs {held['against']}")
-        for name, s in held["outputs"].items():
-            tol = check.metrics["tolerance"].get(name, {})
-            if s["kind"] == "indices":
-                t.add_row(f"  {name}", f"mean Jaccard {_num(s.get('jaccard_mean'))} ({_bound('≥', tol.get('min_jaccard'))})")
-            else:
-                t.add_row(f"  {name}", f"rel L2 {_num(s.get('rel_l2_err'))} ({_bound('≤', tol.get('max_rel_l2'))}), "
-                                       f"min token cosine {_num(s.get('cosine_min'))} ({_bound('≥', tol.get('min_cosine'))})")
+        _output_rows(t, held["outputs"], check.metrics["tolerance"])
     else:
         why = "synthetic images" if c["folder"] == "synthetic" else "fewer than 5 images"
         t.add_row("held back", f"none ({why}): checked on the golden reference only")
@@ -99,6 +87,17 @@ def print_result(result) -> None:
     out().print(t)
     out().print(f"[green]✓[/] int8 variant registered ({result.times.total():.1f} s); next: "
                 f"`tokcomp build {result.path.parent} --profile int8`", soft_wrap=True)
+
+
+def _output_rows(t, outputs: dict, tolerance: dict) -> None:
+    """One row per output: its figures beside the thresholds they were judged against."""
+    for name, s in outputs.items():
+        tol = tolerance.get(name, {})
+        if s["kind"] == "indices":
+            t.add_row(f"  {name}", f"mean Jaccard {_num(s.get('jaccard_mean'))} ({_bound('≥', tol.get('min_jaccard'))})")
+        else:
+            t.add_row(f"  {name}", f"rel L2 {_num(s.get('rel_l2_err'))} ({_bound('≤', tol.get('max_rel_l2'))}), "
+                                   f"min token cosine {_num(s.get('cosine_min'))} ({_bound('≥', tol.get('min_cosine'))})")
 
 
 def _num(x) -> str:
