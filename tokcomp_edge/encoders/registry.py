@@ -97,7 +97,7 @@ def _check_layer(spec: EncoderSpec, layer: int) -> None:
                          f"use 1..{n} or -{n}..-1 (-1 = last, -2 = penultimate)") from exc
 
 
-def _spread_norm_affines(tower: nn.Module, seed: int) -> None:
+def spread_norm_affines(tower: nn.Module, seed: int) -> None:
     """Give a randomly initialised tower's norm layers non-trivial scales and shifts.
 
     HF and timm initialise every LayerNorm to weight 1, bias 0. A final-normed random tower then emits
@@ -120,7 +120,7 @@ def _spread_norm_affines(tower: nn.Module, seed: int) -> None:
                     b.copy_(0.1 * torch.randn(b.shape, generator=gen))
 
 
-def _freeze(tower: nn.Module) -> None:
+def freeze(tower: nn.Module) -> None:
     tower.float().eval()
     for p in tower.parameters():
         p.requires_grad_(False)
@@ -174,14 +174,14 @@ def build_encoder(cfg: EncoderConfig) -> LoadedEncoder:
             spec = user_spec(rest, module, cfg.image_size)
             tower = UserTower(spec, module)
         if weights is None and kind != "py":
-            _spread_norm_affines(tower, cfg.seed)
+            spread_norm_affines(tower, cfg.seed)
     if weights is not None:
         from .weights import apply_weights
 
         origin = apply_weights(tower, weights)
     else:
         origin = WeightsOrigin(kind="random", seed=cfg.seed)
-    _freeze(tower)
+    freeze(tower)
     if kind == "py":
         from .user_tower import check_user_output
 

@@ -93,7 +93,7 @@ def load_vlm(model: str, weights: Path | None = None, seed: int = 0) -> LoadedVl
     import torch
 
     from ..encoders.hf_towers import TOWERS, build_hf_model
-    from ..encoders.registry import _freeze, _spread_norm_affines
+    from ..encoders.registry import freeze, spread_norm_affines
 
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise InputError(f"seed {seed!r} is not an integer", "e.g. --seed 0")
@@ -111,7 +111,7 @@ def load_vlm(model: str, weights: Path | None = None, seed: int = 0) -> LoadedVl
         projector = _projector(spec)
         if src is None:
             for part in (tower, projector):
-                _spread_norm_affines(part, seed)
+                spread_norm_affines(part, seed)
                 _spread_random(part, seed)
     read = None
     if src is not None:
@@ -122,8 +122,8 @@ def load_vlm(model: str, weights: Path | None = None, seed: int = 0) -> LoadedVl
         origin = WeightsOrigin(kind="random", seed=seed)
     # Blocks after the feature layer are never run (LLaVA's last CLIP block): drop them from memory too.
     del tower.blocks[tower.num_used:]
-    _freeze(tower)
-    _freeze(projector)
+    freeze(tower)
+    freeze(projector)
     return LoadedVlm(spec=spec, tower=tower, projector=projector, weights=origin, read=read)
 
 
