@@ -284,7 +284,7 @@ class InternVLTower(HFTower):
         return q, attn.k_norm(attn.k_proj(h)), attn.num_heads, attn.scale
 
 
-class Idefics3Tower(HFTower):
+class Idefics3Tower(SiglipTower):
     """Idefics3VisionTransformer / SmolVLMVisionTransformer (SigLIP with NaViT-style position ids).
 
     HF computes position ids from the patch attention mask with `bucketize` at every forward. For a full
@@ -305,24 +305,10 @@ class Idefics3Tower(HFTower):
         bw = torch.bucketize(frac_w, boundaries, right=True)
         self.register_buffer("position_ids", (bh[:, None] * n + bw[None, :]).reshape(1, -1), persistent=False)
 
-    def attention_qk(self, block: nn.Module, x: torch.Tensor, q_rows: int | None = None):
-        return _self_attn_qk(block, x, q_rows)
-
-    def block_parts(self, block: nn.Module) -> BlockParts:
-        return _self_attn_parts(block)
-
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
         emb = self.hf.embeddings
         x = emb.patch_embedding(pixel_values).flatten(2).transpose(1, 2)
         return x + emb.position_embedding(self.position_ids)
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.hf.encoder.layers
-
-    @property
-    def final_norm(self) -> nn.Module:
-        return self.hf.post_layernorm
 
 
 TOWERS = {
