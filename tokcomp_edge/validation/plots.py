@@ -160,6 +160,13 @@ def cosine_heatmap(grid: list[list[float | None]], title: str, min_cosine: float
     return "".join(parts)
 
 
+def _plain_grid_open(kind: str, h: int, w: int, title: str, cell: int | None) -> tuple[int, int, int, list[str]]:
+    """Layout of an h×w cell grid with a caption line under it (no colour bar): (cell, top, left, opening tags)."""
+    cell = cell or max(6, min(40, 300 // max(1, max(h, w))))
+    top, left = 26, 10
+    return cell, top, left, _grid_svg_open(kind, left + cell * w + 10, top + cell * h + 22, title, left)
+
+
 def _grid_svg_open(kind: str, width: int, height: int, title: str, left: int) -> list[str]:
     """Opening tags of a cell-grid plot: the <svg> element (crisp cell edges), its tooltip and caption."""
     return [f"<svg class='plot {kind}' width='{width}' height='{height}' viewBox='0 0 {width} {height}' "
@@ -178,10 +185,7 @@ def mask_grid(freq: list[list[float]], title: str, cell: int | None = None) -> s
         An <svg> element.
     """
     h, w = len(freq), len(freq[0]) if freq else 0
-    cell = cell or max(6, min(40, 300 // max(1, max(h, w))))
-    top, left = 26, 10
-    width, height = left + cell * w + 10, top + cell * h + 22
-    parts = _grid_svg_open("mask", width, height, title, left)
+    cell, top, left, parts = _plain_grid_open("mask", h, w, title, cell)
     for r, row in enumerate(freq):
         for q, v in enumerate(row):
             x0, y0 = left + q * cell, top + r * cell
@@ -208,10 +212,7 @@ def merge_map_grid(rows: list[list[int]], first_merged: int, merged: int, title:
         An <svg> element: kept cells in the kept colour, merged cells coloured by the token they joined.
     """
     h, w = len(rows), len(rows[0]) if rows else 0
-    cell = cell or max(6, min(40, 300 // max(1, max(h, w))))
-    top, left = 26, 10
-    width, height = left + cell * w + 10, top + cell * h + 22
-    parts = _grid_svg_open("merge-map", width, height, title, left)
+    cell, top, left, parts = _plain_grid_open("merge-map", h, w, title, cell)
     for r, row in enumerate(rows):
         for q, t in enumerate(row):
             x0, y0 = left + q * cell, top + r * cell
