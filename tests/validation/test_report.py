@@ -111,3 +111,17 @@ def test_sanitize_makes_strict_json():
     clean = sanitize({"a": float("nan"), "b": np.float32(1.5), "c": np.arange(2), "d": [np.inf, np.int64(3)]})
     assert clean == {"a": None, "b": 1.5, "c": [0, 1], "d": [None, 3]}
     assert json.loads(dumps({"x": float("-inf")})) == {"x": None}
+
+
+def test_latency_box_of_a_steady_fast_runner_stays_visible():
+    """Regression: a target timed at 1.05–1.25 ms beside PyTorch at 2–8 ms drew a 2-px box hidden behind its
+    own dots; the browser test found no box. Boxes are now at least 12 px wide around the median."""
+    import re
+
+    from tokcomp_edge.validation.plots import latency_strip
+
+    runs = [{"runner": "target", "samples_ms": [1.25, 1.21, 1.2, 1.18, 1.05, 1.12]},
+            {"runner": "pytorch", "samples_ms": [7.73, 6.18, 5.97, 1.86, 4.78, 5.78]}]
+    svg = latency_strip(runs, "latency, batch 1")
+    widths = [float(w) for w in re.findall(r"<rect x='[\d.]+' y='[\d.]+' width='([\d.]+)' height='28'", svg)]
+    assert len(widths) == 2 and min(widths) >= 12.0

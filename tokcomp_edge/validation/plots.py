@@ -88,7 +88,12 @@ def latency_strip(runs: list[dict], title: str, width: int = 560) -> str:
         parts.append(f"<text x='{left - 8}' y='{cy + 4:.1f}' {FONT} text-anchor='end'>{escape(r['runner'])}</text>")
         if s.size:
             q1, med, q3 = np.percentile(s, [25, 50, 75])
-            parts.append(f"<rect x='{x(q1):.1f}' y='{cy - 14:.1f}' width='{max(2.0, x(q3) - x(q1)):.1f}' "
+            # Never thinner than 12 px around the median: a tight runner's box would otherwise hide behind its
+            # own dots (r = 3) and the plot would show no box at all for the fastest, steadiest runtime.
+            bx0, bx1 = x(q1), x(q3)
+            if bx1 - bx0 < 12.0:
+                bx0, bx1 = x(med) - 6.0, x(med) + 6.0
+            parts.append(f"<rect x='{bx0:.1f}' y='{cy - 14:.1f}' width='{bx1 - bx0:.1f}' "
                          f"height='28' fill='{colour}' fill-opacity='0.25' stroke='{colour}'/>")
             parts.append(f"<line x1='{x(med):.1f}' y1='{cy - 16:.1f}' x2='{x(med):.1f}' y2='{cy + 16:.1f}' "
                          f"stroke='{colour}' stroke-width='3'/>")
