@@ -32,8 +32,9 @@ def bench_tome(tmp: Path, console, model: str = "siglip-b16-224", spec: str = "t
                warmup: int = 1, iters: int = 5) -> dict:
     from run import export_in_child, interleaved
 
-    from tokcomp_edge.export.bundle import Bundle
-    from tokcomp_edge.export.reference import golden_inputs, ort_session
+    from tokcomp_edge.core.bundle import Bundle
+    from tokcomp_edge.core.ort_session import ort_session
+    from tokcomp_edge.export.reference import golden_inputs
 
     bundles = {}
     for name in ("none", spec):
@@ -98,11 +99,11 @@ def bench_tome_overhead(tmp: Path, console, tome_dir: Path, batch: int = 8, warm
     """
     import numpy as np
     import torch
-
     from run import interleaved
 
-    from tokcomp_edge.export.bundle import Bundle
-    from tokcomp_edge.export.reference import golden_inputs, ort_session
+    from tokcomp_edge.core.bundle import Bundle
+    from tokcomp_edge.core.ort_session import ort_session
+    from tokcomp_edge.export.reference import golden_inputs
 
     bundle = Bundle.load(tome_dir)
     enc, comp = bundle.encoder, bundle.manifest["compression"]
@@ -138,8 +139,9 @@ def bench_visionzip(tmp: Path, console, model: str = "clip-l14-336", spec: str =
     from run import interleaved
     from vlm_bench import export_peak
 
-    from tokcomp_edge.export.bundle import Bundle
-    from tokcomp_edge.export.reference import golden_inputs, ort_session
+    from tokcomp_edge.core.bundle import Bundle
+    from tokcomp_edge.core.ort_session import ort_session
+    from tokcomp_edge.export.reference import golden_inputs
     from tokcomp_edge.validation.economics import llm_preset, token_economics
 
     bundles = {}

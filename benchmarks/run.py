@@ -60,9 +60,10 @@ def interleaved(fns: dict, warmup: int, iters: int) -> dict[str, list[float]]:
 def bench_latency(bundle_dir: Path, batches: list[int], warmup: int, iters: int) -> dict:
     import torch
 
-    from tokcomp_edge.export.bundle import Bundle
+    from tokcomp_edge.core.bundle import Bundle
+    from tokcomp_edge.core.ort_session import ort_session
     from tokcomp_edge.export.rebuild import model_from_manifest
-    from tokcomp_edge.export.reference import golden_inputs, ort_session
+    from tokcomp_edge.export.reference import golden_inputs
 
     torch.set_num_threads(os.cpu_count() or 1)
     bundle = Bundle.load(bundle_dir)
@@ -115,8 +116,8 @@ def _accuracy(got, ref) -> dict:
 def _emulated_fp16_session(path: Path):
     import onnx
 
+    from tokcomp_edge.core.ort_session import ort_session
     from tokcomp_edge.export.fp16_emulation import emulate_fp16
-    from tokcomp_edge.export.reference import ort_session
 
     emu = emulate_fp16(onnx.load(str(path)))
     if emu is None:
@@ -193,7 +194,7 @@ def main() -> int:
         console.print(f"exporting {args.model} {args.compress} in a child process …")
         results["export"] = export_in_child(args.model, args.compress, bundle, max(batches))
         if not args.no_fp16:
-            from tokcomp_edge.export.bundle import Bundle
+            from tokcomp_edge.core.bundle import Bundle
             from tokcomp_edge.export.variants import ensure_variant
 
             t0 = time.perf_counter()

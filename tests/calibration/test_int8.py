@@ -13,10 +13,9 @@ from typer.testing import CliRunner
 from tokcomp_edge.calibration.int8 import CalibrateConfig, calibrate
 from tokcomp_edge.cli import app as app_module
 from tokcomp_edge.cli import calibrate_cmds
-from tokcomp_edge.validation.tolerances import parse_override
+from tokcomp_edge.core.bundle import Bundle, sha256_file
+from tokcomp_edge.core.tolerance import Override, parse_override
 from tokcomp_edge.errors import InputError, OutputError, ParityError, RuntimeMissing
-from tokcomp_edge.export.bundle import Bundle, sha256_file
-from tokcomp_edge.validation.tolerances import Override
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # --import-mode=importlib: make the helper importable
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tokcomp_edge.calibration.images import load_images
-from tokcomp_edge.image_policy import PreprocessPolicy
 from tokcomp_edge.cli.app import main
+from tokcomp_edge.image_policy import PreprocessPolicy
 
 PHOTOS = Path(__file__).resolve().parents[1] / "calibration" / "photos"
 
@@ -82,7 +82,7 @@ def test_legacy_bundle_falls_back_and_says_so(bundle, tmp_path, capsys):
     shutil.copytree(bundle, old)
     m = json.loads((old / "manifest.json").read_text())
     m["preprocess"] = {k: m["preprocess"][k] for k in ("image_size", "mean", "std", "layout", "range")}
-    from tokcomp_edge.export.bundle import dump_manifest
+    from tokcomp_edge.core.bundle import dump_manifest
 
     (old / "manifest.json").write_text(dump_manifest(m))  # re-sealed, as an older tokcomp wrote it
     code, out, err = run(capsys, "preprocess", old, PHOTOS / "hubble-400x180.jpg", "--nhwc", "--out", tmp_path / "o.npy")

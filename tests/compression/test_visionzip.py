@@ -147,7 +147,7 @@ def _export(module, args, tmp_path):
 
 
 def test_onnx_runtime_agrees_on_ties_and_uses_allowed_ops(tmp_path):
-    from tokcomp_edge.export.reference import ort_session
+    from tokcomp_edge.core.ort_session import ort_session
 
     x, imp, keys = tied_case()
     path, model = _export(_Zip(4, 3).eval(), (x, imp, keys), tmp_path)

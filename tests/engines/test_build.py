@@ -119,7 +119,7 @@ def test_lint_errors_stop_the_build_before_the_runtime_check(make_bundle, tmp_pa
     import onnx
     from onnx import TensorProto, helper
 
-    from tokcomp_edge.export.bundle import MANIFEST, Bundle, dump_manifest, file_entry
+    from tokcomp_edge.core.bundle import MANIFEST, Bundle, dump_manifest, file_entry
 
     folder = make_bundle()
     # Replace the graph by one with Unique (no TensorRT parser support), which the lint rejects; re-seal it.

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from tokcomp_edge.core.bundle import Bundle
 from tokcomp_edge.engines.engine_info import (
     SCHEMA,
     engine_record,
@@ -20,7 +21,6 @@ from tokcomp_edge.engines.plan import make_plan
 from tokcomp_edge.engines.profile import load_profile
 from tokcomp_edge.engines.trt_import import BuildTarget
 from tokcomp_edge.errors import BundleError
-from tokcomp_edge.export.bundle import Bundle
 
 
 @pytest.mark.parametrize("desc, dtype", [

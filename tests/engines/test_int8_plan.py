@@ -52,7 +52,7 @@ def test_int8_profile_plans_the_calibrated_variant(calibrated, tmp_path, bare_ma
 
 
 def test_int8_nhwc_profile_plans_the_wrapper_around_the_calibrated_variant(calibrated, tmp_path, bare_machine):
-    from tokcomp_edge.export.bundle import Bundle
+    from tokcomp_edge.core.bundle import Bundle
     from tokcomp_edge.export.variants import VariantOptions, ensure_variant
 
     profile = tmp_path / "int8-nhwc.toml"

@@ -9,8 +9,8 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-from tokcomp_edge.engines.lint import LintReport, lint_model
-from tokcomp_edge.engines.lint_ops import SUPPORTED_OPS, UNSUPPORTED_OPS
+from tokcomp_edge.core.lint import LintReport, lint_model
+from tokcomp_edge.core.lint_ops import SUPPORTED_OPS, UNSUPPORTED_OPS
 from tokcomp_edge.errors import LintError
 
 

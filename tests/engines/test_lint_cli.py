@@ -14,7 +14,7 @@ from onnx import helper as h
 from typer.testing import CliRunner
 
 from tokcomp_edge.cli import lint_cmds
-from tokcomp_edge.engines.lint import lint_model, lint_path
+from tokcomp_edge.core.lint import lint_model, lint_path
 from tokcomp_edge.errors import BundleError, InputError, LintError
 
 

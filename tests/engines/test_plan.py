@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from tokcomp_edge.core.bundle import Bundle
 from tokcomp_edge.engines.gpu import GpuInfo, gpu_slug
 from tokcomp_edge.engines.plan import make_plan, resolve_batch
 from tokcomp_edge.engines.profile import load_profile, profile_from_dict
 from tokcomp_edge.engines.trt_import import BuildTarget
 from tokcomp_edge.errors import ProfileError
-from tokcomp_edge.export.bundle import Bundle
 
 UNKNOWN = BuildTarget(gpu=None, trt_version=None, missing=("no NVIDIA driver", "TensorRT is not installed"))
 ORIN = BuildTarget(gpu=GpuInfo("Orin", (8, 7)), trt_version="10.3.0.30")

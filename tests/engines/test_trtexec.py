@@ -6,12 +6,12 @@ import shlex
 
 import pytest
 
+from tokcomp_edge.core.bundle import Bundle
 from tokcomp_edge.engines.gpu import GpuInfo
 from tokcomp_edge.engines.plan import make_plan
 from tokcomp_edge.engines.profile import load_profile, profile_from_dict
 from tokcomp_edge.engines.trt_import import BuildTarget
 from tokcomp_edge.engines.trtexec import trtexec_args, trtexec_commands
-from tokcomp_edge.export.bundle import Bundle
 
 ORIN = BuildTarget(gpu=GpuInfo("Orin", (8, 7)), trt_version="10.3.0.30")
 

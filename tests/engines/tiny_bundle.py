@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tokcomp_edge.export.bundle import MANIFEST, SCHEMA, SCHEMA_VERSION, dump_manifest, file_entry
+from tokcomp_edge.core.bundle import (
+    MANIFEST,
+    SCHEMA,
+    SCHEMA_VERSION,
+    dump_manifest,
+    file_entry,
+)
 
 H = W = 8
 

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
+from tokcomp_edge.core.bundle import Bundle
 from tokcomp_edge.errors import BundleError
 from tokcomp_edge.export import ExportConfig, export_bundle
-from tokcomp_edge.export.bundle import Bundle
 
 
 def test_manifest_fields(make_bundle):
@@ -114,7 +114,7 @@ def test_manifest_content_and_every_variant_are_covered(tmp_path, make_bundle):
     digest are refused (exit 2) with a one-line reason — never a KeyError."""
     import shutil
 
-    from tokcomp_edge.export.bundle import CONTENT_KEY, MANIFEST, Bundle, dump_manifest
+    from tokcomp_edge.core.bundle import CONTENT_KEY, MANIFEST, Bundle, dump_manifest
 
     src = make_bundle("tiny-clip", "pool:2").path
     edited = tmp_path / "edited"

@@ -5,10 +5,17 @@ from pathlib import Path
 
 import pytest
 
-from tokcomp_edge.errors import (ExportFailed, InputError, OutputError, ParityError, SpecError,
-                                 UnknownModelError, WeightsError)
+from tokcomp_edge.core.bundle import Bundle
+from tokcomp_edge.errors import (
+    ExportFailed,
+    InputError,
+    OutputError,
+    ParityError,
+    SpecError,
+    UnknownModelError,
+    WeightsError,
+)
 from tokcomp_edge.export import ExportConfig, export_bundle
-from tokcomp_edge.export.bundle import Bundle
 
 
 def cfg(tmp_path, **kw):

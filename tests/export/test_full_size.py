@@ -2,8 +2,8 @@
 
 import pytest
 
+from tokcomp_edge.core.bundle import Bundle
 from tokcomp_edge.export import ExportConfig, export_bundle
-from tokcomp_edge.export.bundle import Bundle
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tokcomp_edge.export.bundle import Bundle
+from tokcomp_edge.core.bundle import Bundle
 
 TINY = ["tiny-clip", "tiny-siglip", "tiny-dinov2", "tiny-vit"]
 SPECS = ["none", "pool:2", "pool:3:max", "pool:4", "bilinear:5x7", "unshuffle:2", "unshuffle:3:internvl:pad",

@@ -9,14 +9,21 @@ import numpy as np
 import onnx
 import pytest
 
-from tokcomp_edge.engines.lint import lint_model
+from tokcomp_edge.core.bundle import Bundle
+from tokcomp_edge.core.lint import lint_model
+from tokcomp_edge.core.ort_session import ort_session
+from tokcomp_edge.core.tolerance import DEFAULTS, Tolerance
 from tokcomp_edge.errors import InputError, ParityError
-from tokcomp_edge.export.bundle import Bundle
 from tokcomp_edge.export.fp16 import Fp16Options
-from tokcomp_edge.export.variant_check import Fp16Tolerance, nchw_from_uint8, uint8_images
-from tokcomp_edge.export.variant_compare import ort_session
-from tokcomp_edge.export.variants import (VARIANT_KEYS, VariantOptions, create_variants, ensure_variant,
-                                          parse_variant_key, variant_key)
+from tokcomp_edge.export.variant_check import nchw_from_uint8, uint8_images
+from tokcomp_edge.export.variants import (
+    VARIANT_KEYS,
+    VariantOptions,
+    create_variants,
+    ensure_variant,
+    parse_variant_key,
+    variant_key,
+)
 
 QUIET = VariantOptions(quiet=True)
 
@@ -75,8 +82,10 @@ def test_fp16_variant_is_made_checked_and_registered(bundle_copy):
                                   "layout": "NCHW"}
     assert entry["outputs"] == bundle.variants()["fp32"]["outputs"]
     check = entry["check"]
-    assert check["passed"] and check["min_token_cosine"] >= 0.999 and check["error_ratio"] <= 0.02
-    assert 0 < check["max_abs"] and check["batches"] == bundle.reference_batches()
+    tokens = check["outputs"]["tokens"]
+    assert check["passed"] and tokens["cosine_min"] >= 0.999 and tokens["rel_l2_err"] <= 0.01
+    assert 0 < tokens["max_abs_err"] and check["batches"] == bundle.reference_batches()
+    assert check["onnxruntime_native"]["passed"] and check["tolerance"] == DEFAULTS["fp16"].to_dict()
     assert entry["lint"] == {"errors": 0, "warnings": 0}
     assert entry["base"]["sha256"] == bundle.manifest["files"]["model.onnx"]["sha256"]
     # Really fp16 inside, LayerNorm still the native op, weights half the size.
@@ -107,10 +116,11 @@ def test_cached_variant_is_reused_and_force_remakes_it(bundle_copy, monkeypatch)
 def test_failing_fp16_check_registers_nothing(bundle_copy):
     bundle = bundle_copy()
     manifest_before = (bundle.path / "manifest.json").read_bytes()
-    impossible = VariantOptions(quiet=True, fp16_tolerance=Fp16Tolerance(min_token_cosine=1.0, max_error_ratio=0.0))
+    impossible = VariantOptions(quiet=True, fp16_tolerance=Tolerance(atol=0.0, min_cosine=1.0))
     with pytest.raises(ParityError, match="fp16 variant fails its check") as exc:
         ensure_variant(bundle, "fp16", options=impossible)
-    assert exc.value.exit_code == 1 and "of the output scale" in exc.value.message
+    assert exc.value.exit_code == 1 and "outside atol 0 + rtol 0·scale" in exc.value.message
+    assert "fp16 emulation, golden (batch 1) · tokens" in exc.value.message
     assert not (bundle.path / "model.fp16.onnx").exists() and leftovers(bundle) == []
     assert (bundle.path / "manifest.json").read_bytes() == manifest_before
     assert "fp16" not in Bundle.load(bundle.path).variants()
@@ -133,8 +143,9 @@ def test_pruned_bundle_fp16_check_compares_index_sets(bundle_copy):
     bundle = bundle_copy("tiny-clip", "prune:16:cls-attn")
     ensure_variant(bundle, "fp16", options=QUIET)
     check = bundle.variants()["fp16"]["check"]
-    assert check["passed"] and check["unexplained_swaps"] == 0
-    assert 0.5 <= check["index_agreement"] <= 1.0 and check["score_error"] > 0
+    idx = check["outputs"]["indices"]
+    assert check["passed"] and idx["unexplained_swaps"] == 0
+    assert 0.6 <= idx["jaccard_min"] <= 1.0 and idx["score_error"] > 0
 
 
 # --- nhwc -------------------------------------------------------------------------------------------
@@ -147,7 +158,7 @@ def test_nhwc_variant_takes_uint8_frames_and_matches_the_float_path(bundle_copy)
     assert entry["precision"] == "fp32" and entry["input_layout"] == "nhwc-uint8"
     assert entry["inputs"] == [{"name": "pixel_values", "shape": ["batch", 224, 224, 3], "dtype": "uint8",
                                 "layout": "NHWC"}]
-    assert entry["check"]["passed"] and entry["check"]["max_abs"] <= entry["check"]["bound"]
+    assert entry["check"]["passed"] and entry["check"]["outputs"]["tokens"]["max_abs_err"] <= 1e-5 * 50
     assert entry["base"]["variant"] == "fp32" and entry["preprocess"]["mean"] == bundle.encoder["mean"]
     # Independently of the recorded check: batch 3 (not a reference batch) through both paths.
     frames = uint8_images(3, (224, 224), seed=7)
@@ -240,7 +251,7 @@ def test_replacing_a_variant_leaves_a_verifiable_bundle_at_every_step(bundle_cop
     An interrupt after any of those steps leaves a bundle that verifies."""
     from pathlib import Path
 
-    from tokcomp_edge.export.bundle import Bundle
+    from tokcomp_edge.core.bundle import Bundle
 
     bundle = bundle_copy()
     first = bundle.path / ".a.tmp"

@@ -10,10 +10,10 @@ import onnx
 import pytest
 import torch
 
+from tokcomp_edge.core.bundle import Bundle
+from tokcomp_edge.core.lint import lint_model
 from tokcomp_edge.encoders import EncoderConfig, build_encoder
 from tokcomp_edge.encoders.hf_towers import build_hf_model
-from tokcomp_edge.engines.lint import lint_model
-from tokcomp_edge.export.bundle import Bundle
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "compression"))
 from graph_ops import forbidden_nodes  # noqa: E402
@@ -113,9 +113,11 @@ def test_fp16_variant_judged_by_index_agreement(make_bundle, tmp_path):
     bundle = Bundle.load(dst)
     ensure_variant(bundle, "fp16", options=VariantOptions(quiet=True))
     check = bundle.variants()["fp16"]["check"]
-    assert check["passed"] and check["unexplained_swaps"] == 0
-    assert check["index_agreement"] >= 0.9 and check["score_error"] is not None
-    assert check["map_agreement"] >= 0.9 and check["onnxruntime_native"]["map_agreement"] >= 0.9
+    outs = check["outputs"]
+    assert check["passed"] and outs["indices"]["unexplained_swaps"] == 0
+    assert outs["indices"]["jaccard_mean"] >= 0.9 and outs["indices"]["score_error"] is not None
+    assert outs["merge_map"]["jaccard_mean"] >= 0.9
+    assert check["onnxruntime_native"]["outputs"]["merge_map"]["jaccard_mean"] >= 0.9
     assert lint_model(dst / "model.fp16.onnx").errors == []
     # validate on ONNX Runtime judges the fp16 variant by agreement of indices and merge map + token error
     from tokcomp_edge.validation import ValidateConfig, validate
@@ -130,9 +132,9 @@ def test_fp16_variant_judged_by_index_agreement(make_bundle, tmp_path):
 def test_validate_on_onnx_runtime_and_build_plan(make_bundle, tmp_path):
     import shutil
 
+    from tokcomp_edge.engines.gpu import GpuInfo
     from tokcomp_edge.engines.plan import make_plan
     from tokcomp_edge.engines.profile import load_profile
-    from tokcomp_edge.engines.gpu import GpuInfo
     from tokcomp_edge.engines.trt_import import BuildTarget
     from tokcomp_edge.validation import ValidateConfig, validate
 
@@ -161,13 +163,10 @@ def test_validate_on_onnx_runtime_and_build_plan(make_bundle, tmp_path):
 
 def test_fp16_failure_message_names_the_native_run():
     """Regression: when only ONNX Runtime's native fp16 run failed (the emulation passed), the ParityError
-    said nothing after the colon. It now quotes the native figures."""
-    from tokcomp_edge.export.variant_check import CheckResult
-    from tokcomp_edge.export.variants import _fp16_failure
+    said nothing after the colon. Every failure sentence now names its run, batch and output."""
+    from tokcomp_edge.core.comparison import CheckResult
 
-    result = CheckResult(False, {
-        "min_token_cosine": 0.99999, "error_ratio": 0.001, "max_abs": 0.005, "scale": 6.4,
-        "tolerance": {"min_token_cosine": 0.999, "max_error_ratio": 0.02, "min_map_agreement": 0.9},
-        "onnxruntime_native": {"min_token_cosine": 0.99883, "error_ratio": 0.024, "map_agreement": 0.9994}})
-    msg = _fp16_failure(result)
-    assert msg.startswith("natively on ONNX Runtime: min token cosine 0.99883") and "2.40%" in msg
+    result = CheckResult(False, {}, ["ONNX Runtime native, golden (batch 1) · tokens: min per-token cosine "
+                                     "0.998830 < 0.999 (image 0, token 3)"])
+    msg = result.failure_text()
+    assert msg.startswith("ONNX Runtime native, golden (batch 1) · tokens: min per-token cosine 0.99883")

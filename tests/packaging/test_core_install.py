@@ -35,9 +35,9 @@ def core():
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
     """A bundle, a validation report and a fake engine, made by this (workstation) environment."""
+    from tokcomp_edge.core.bundle import Bundle
     from tokcomp_edge.engines.engine_info import SCHEMA
     from tokcomp_edge.export import ExportConfig, export_bundle
-    from tokcomp_edge.export.bundle import Bundle
     from tokcomp_edge.validation import ValidateConfig, validate
 
     root = tmp_path_factory.mktemp("jetson")

@@ -4,8 +4,8 @@ nhwc engine on a machine without PyTorch had nothing to compare and failed."""
 
 import numpy as np
 
+from tokcomp_edge.core.bundle import Bundle
 from tokcomp_edge.export import ExportConfig, export_bundle
-from tokcomp_edge.export.bundle import Bundle
 from tokcomp_edge.validation import ValidateConfig, validate
 
 

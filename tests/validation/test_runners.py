@@ -8,10 +8,15 @@ import numpy as np
 import pytest
 
 from tokcomp_edge.calibration.images import ImageBatch
+from tokcomp_edge.core.bundle import Bundle
 from tokcomp_edge.errors import BundleError, InputError, RuntimeMissing
-from tokcomp_edge.export.bundle import Bundle
 from tokcomp_edge.validation import ValidateConfig, validate
-from tokcomp_edge.validation.inputs import InputSpec, feed_for, infer_batched, recover_uint8
+from tokcomp_edge.validation.inputs import (
+    InputSpec,
+    feed_for,
+    infer_batched,
+    recover_uint8,
+)
 from tokcomp_edge.validation.runners.base import Runner
 from tokcomp_edge.validation.runners.onnxrt import OnnxRuntimeRunner
 from tokcomp_edge.validation.runners.tensorrt import TensorRTRunner, to_channel_minor

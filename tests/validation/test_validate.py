@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
+from tokcomp_edge.core.bundle import REFERENCE, Bundle, file_entry, save_reference
 from tokcomp_edge.errors import BundleError, InputError
-from tokcomp_edge.export.bundle import REFERENCE, Bundle, file_entry, save_reference
 from tokcomp_edge.validation import ValidateConfig, load_report, validate
 
 from .conftest import FAST, write_pngs

@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from vlm_helpers import build_vlm, hf_features, save_vlm, tile_pixels
 
+from tokcomp_edge.core.ort_session import ort_session
 from tokcomp_edge.errors import BundleError
 from tokcomp_edge.export import ExportConfig, export_bundle
-from tokcomp_edge.export.reference import ort_session
-from vlm_helpers import build_vlm, hf_features, save_vlm, tile_pixels
 
 
 def _export(folder, out, **kw):
@@ -153,7 +153,7 @@ def test_preprocessor_config_sets_mean_std_and_is_recorded(tmp_path, vlm_folder)
 def test_rebuild_equals_export_and_notices_changed_vision_tensors(tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from tokcomp_edge.export.bundle import Bundle
+    from tokcomp_edge.core.bundle import Bundle
     from tokcomp_edge.export.rebuild import model_from_manifest
 
     model = build_vlm("smolvlm", seed=6)
@@ -195,7 +195,7 @@ def test_missing_weights_at_rebuild_names_a_real_flag(tmp_path):
     """Regression: the hint said `--no-torch`, which validate does not have (it is `--torch off`)."""
     import shutil
 
-    from tokcomp_edge.export.bundle import Bundle
+    from tokcomp_edge.core.bundle import Bundle
     from tokcomp_edge.export.rebuild import model_from_manifest
 
     model = build_vlm("paligemma", seed=8)

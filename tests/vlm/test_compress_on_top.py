@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from tokcomp_edge.export.reference import ort_session
 from vlm_helpers import tile_pixels
+
+from tokcomp_edge.core.ort_session import ort_session
 
 
 def _grid(x: torch.Tensor) -> torch.Tensor:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from tokcomp_edge.export.reference import ort_session
 from vlm_helpers import FAMILIES, hf_features, tile_pixels
+
+from tokcomp_edge.core.ort_session import ort_session
 
 # get_image_features' token counts for the tiny configs (8x8 grid): CLS dropped, shuffle 2, pool 2.
 TOKENS = {"llava": 64, "llava_onevision": 64, "internvl": 16, "idefics3": 16, "smolvlm": 16, "gemma3": 16,
@@ -67,9 +67,9 @@ def test_idefics3_pixel_shuffle_is_internvl_order():
     """The connector's pixel_shuffle is the same permutation as InternVL's (and not torch's)."""
     import transformers as T
     from transformers.models.idefics3.modeling_idefics3 import Idefics3Connector
+    from vlm_helpers import vlm_config
 
     from tokcomp_edge.compression.functional import unshuffle_tokens
-    from vlm_helpers import vlm_config
 
     conn = Idefics3Connector(vlm_config("idefics3"))
     x = torch.randn(2, 64, 32)

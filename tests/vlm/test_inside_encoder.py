@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from tokcomp_edge.export.reference import ort_session
 from vlm_helpers import run_main, tile_pixels
+
+from tokcomp_edge.core.ort_session import ort_session
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "compression"))
 from visionzip_reference import visionzip_reference  # noqa: E402

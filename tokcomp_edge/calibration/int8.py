@@ -31,8 +31,8 @@ from ..extras import require_extra
 from .qdq import HIGH_PRECISIONS, METHODS
 
 if TYPE_CHECKING:
-    from ..validation.tolerances import Override
-    from .int8_check import Int8Check
+    from ..core.comparison import CheckResult
+    from ..core.tolerance import Override
 
 VARIANT = "int8"
 
@@ -53,7 +53,7 @@ class CalibrateConfig:
         seed: seed of the synthetic images.
         high_precision: dtype of the ops left unquantized: "fp16" (ModelOpt's default; what an int8
             engine is built for) or "fp32" (slower engine, use when fp16 overflows).
-        tolerance_overrides: validation.tolerances.Override values applied on top of DEFAULTS["int8"].
+        tolerance_overrides: core.tolerance.Override values applied on top of DEFAULTS["int8"].
         force: replace an existing int8 variant (only after the new one passed its check).
         quiet: no progress lines.
     """
@@ -87,7 +87,7 @@ class CalibrationResult:
     path: Path
     calibration: dict[str, Any]
     quantization: dict[str, Any]
-    check: Int8Check
+    check: CheckResult
     refreshed: list[str] = field(default_factory=list)
     times: StageTimes = field(default_factory=StageTimes)
 
@@ -178,10 +178,10 @@ def calibrate(cfg: CalibrateConfig) -> CalibrationResult:
         ParityError (exit 1): the int8 model misses its tolerances; nothing registered.
         RuntimeMissing (exit 3): ModelOpt cannot be imported (nothing written).
     """
-    from ..export.bundle import Bundle, sha256_file
+    from ..core.bundle import Bundle, sha256_file
+    from ..core.tolerance import resolve_tolerances
     from ..export.fp16 import modelopt_version
-    from ..validation.tolerances import resolve_tolerances
-    from .int8_check import check_int8, failure_text
+    from .int8_check import check_int8
     from .qdq import quantize_int8
 
     require_extra("export", "tokcomp calibrate", ("modelopt", "onnxruntime"))
@@ -220,7 +220,7 @@ def calibrate(cfg: CalibrateConfig) -> CalibrationResult:
                                held_out=(held_x, src) if held_x is not None else None)
         if not check:
             raise ParityError(
-                f"int8 variant misses its tolerances against the golden reference: {failure_text(check)}",
+                f"int8 variant misses its tolerances against the golden reference: {check.failure_text()}",
                 "nothing was registered; calibrate on more (and more representative) images, try --method "
                 f"{'max' if cfg.method == 'entropy' else 'entropy'}"
                 f"{' or --high-precision fp32' if cfg.high_precision == 'fp16' else ''}, or relax the "

@@ -1,6 +1,6 @@
 """The check an int8 (Q/DQ) variant must pass before it is registered: ONNX Runtime CPU vs the golden reference.
 
-Tolerances are the validation stage's int8 defaults (validation/tolerances.py DEFAULTS["int8"]), so a
+Tolerances are the int8 defaults of the one tolerance model (core/tolerance.py DEFAULTS["int8"]), so a
 variant that `calibrate` accepts also passes `tokcomp validate --variant int8` on the same inputs:
 per-token cosine ≥ 0.95, relative L2 ≤ 0.1, no elementwise bound, and for prune bundles a mean
 kept-set Jaccard ≥ 0.7 (tokens compared where both runs kept the same grid cell). Quantisation error
@@ -19,37 +19,16 @@ fp32-high-precision graph the emulation changes nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-
-@dataclass
-class Int8Check:
-    """Outcome of the int8 check; `to_dict()` goes into the variant's manifest entry under `check`.
-
-    Attributes:
-        passed: every output of every reference batch met its tolerance.
-        metrics: worst figures per output over the batches (rel_l2_err, cosine_min, jaccard_mean, …),
-            plus what was compared, how it ran and the tolerances.
-        failures: one sentence per violated threshold, naming the batch and output.
-    """
-
-    passed: bool
-    metrics: dict[str, Any]
-    failures: list[str] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.metrics, "failures": list(self.failures), "passed": self.passed}
+from ..core.comparison import CheckResult
 
 
 def check_int8(variant: Path, manifest: dict[str, Any], reference: dict[str, np.ndarray], batches: list[int],
-               tolerances: dict[str, Any], held_out: tuple[np.ndarray, Path] | None = None) -> Int8Check:
+               tolerances: dict[str, Any], held_out: tuple[np.ndarray, Path] | None = None) -> CheckResult:
     """Run the int8 variant on the bundle's golden inputs and judge it against the golden outputs; with
     `held_out`, also on calibration images that were kept out of the calibration.
 
@@ -62,17 +41,18 @@ def check_int8(variant: Path, manifest: dict[str, Any], reference: dict[str, np.
         manifest: the bundle manifest (output names, compression layout for prune alignment).
         reference: the bundle's reference.npz arrays (`<tensor>.b<B>`).
         batches: reference batch sizes to run.
-        tolerances: output name → validation.tolerances.Tolerance.
+        tolerances: output name → core.tolerance.Tolerance.
         held_out: (pixel_values [N, 3, H, W] of the held-back images, the fp32 model.onnx whose outputs on
             them are the reference), or None.
     Returns:
-        Int8Check (`metrics["held_out"]` with the held-back figures when given).
+        CheckResult (`metrics["held_out"]` with the held-back figures when given).
     """
     import onnx
 
+    from ..core.comparison import OutputLayout, compare_outputs, summarize_checks
+    from ..core.ort_session import runtime_label
+    from ..core.scores import scored_session
     from ..export.fp16_emulation import emulate_fp16
-    from ..export.variant_compare import runtime_label, scored_session
-    from ..validation.accuracy import OutputLayout, compare_outputs, summarize_checks
 
     model = onnx.load(str(variant))
     emulated = emulate_fp16(model)
@@ -105,11 +85,4 @@ def check_int8(variant: Path, manifest: dict[str, Any], reference: dict[str, np.
                                "outputs": summarize_checks(held), "passed": bool(held) and not held_failures}
         failures += held_failures
         passed = passed and metrics["held_out"]["passed"]
-    return Int8Check(passed=passed, metrics=metrics, failures=failures)
-
-
-def failure_text(check: Int8Check, limit: int = 3) -> str:
-    """The first few failure sentences on one line (the ParityError message)."""
-    shown = "; ".join(check.failures[:limit])
-    more = len(check.failures) - limit
-    return shown + (f" (+{more} more)" if more > 0 else "")
+    return CheckResult(passed, metrics, failures)

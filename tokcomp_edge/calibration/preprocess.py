@@ -78,8 +78,8 @@ def preprocess(cfg: PreprocessConfig) -> PreprocessResult:
         OutputError (exit 2): `out` exists and `force` is not set, or cannot be written.
     """
     from ..atomic import ensure_writable_parent, write_bytes_atomic
+    from ..core.bundle import Bundle
     from ..errors import InputError
-    from ..export.bundle import Bundle
     from .images import load_images
 
     if not cfg.images:

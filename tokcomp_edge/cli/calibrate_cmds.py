@@ -50,7 +50,7 @@ def calibrate(
     """
     from ..calibration.int8 import CalibrateConfig
     from ..calibration.int8 import calibrate as run
-    from ..validation.tolerances import parse_override
+    from ..core.tolerance import parse_override
 
     overrides = tuple(parse_override(flag, v) for flag, values in
                       (("max-rel-l2", max_rel_l2), ("min-cosine", min_cosine), ("min-jaccard", min_jaccard))

@@ -108,8 +108,8 @@ def inspect(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],
 
     from rich.table import Table
 
+    from ..core.bundle import Bundle
     from ..errors import BundleError
-    from ..export.bundle import Bundle
 
     b = Bundle.load(bundle, verify=False)
     if json_out:

@@ -32,8 +32,8 @@ def lint(
     """
     import json
 
-    from ..engines.lint import lint_path
-    from ..engines.lint_ops import PARSER_OPSET_RANGE
+    from ..core.lint import lint_path
+    from ..core.lint_ops import PARSER_OPSET_RANGE
 
     lo = PARSER_OPSET_RANGE[0] if opset_min is None else opset_min
     hi = PARSER_OPSET_RANGE[1] if opset_max is None else opset_max

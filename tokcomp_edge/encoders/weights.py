@@ -14,8 +14,8 @@ import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..core.bundle import sha256_file
 from ..errors import WeightsError
-from ..export.bundle import sha256_file
 from .spec import WeightsOrigin
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -72,7 +72,7 @@ def plan_build(cfg: BuildConfig, target: BuildTarget | None = None) -> tuple[Any
     Returns:
         (bundle, profile, plan).
     """
-    from ..export.bundle import Bundle
+    from ..core.bundle import Bundle
 
     bundle = Bundle.load(cfg.bundle)
     profile = load_profile(cfg.profile)
@@ -81,7 +81,7 @@ def plan_build(cfg: BuildConfig, target: BuildTarget | None = None) -> tuple[Any
 
 
 def _lint(path: Path) -> None:
-    from .lint import lint_model
+    from ..core.lint import lint_model
 
     lint_model(path).raise_for_errors()
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..core.bundle import read_tagged_json
 from ..errors import BundleError
-from ..export.bundle import read_tagged_json
 
 SCHEMA = "tokcomp-edge/engine"
 SCHEMA_VERSION = 1

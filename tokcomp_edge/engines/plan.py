@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.bundle import Bundle
 from ..errors import ProfileError
-from ..export.bundle import Bundle
 from .profile import FORMAT_DTYPES, BuildProfile
 from .trt_import import BuildTarget
 

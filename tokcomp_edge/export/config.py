@@ -8,27 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from ..console import StageTimes
+from ..core.tolerance import PARITY, Tolerance
 
 DEFAULT_OPSET = 20
 OPSET_RANGE = (17, 23)
 DEFAULT_EXPORT_ROOT = Path("export")
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """fp32 parity bound: |onnx − torch| ≤ atol + rtol · max|torch|, element-wise maximum.
-
-    Why these numbers: fp32 carries ~1.2e-7 relative precision; ONNX Runtime fuses MatMul/Add/LayerNorm
-    and reorders reductions, so over 12–27 transformer blocks the outputs drift by ~1e-6–1e-5 of their
-    scale (measured: see README). 1e-4 of the output scale leaves a 10× margin over that drift while a
-    real export bug (a wrong op, order or constant) moves outputs by O(1) of their scale.
-    """
-
-    atol: float = 1e-4
-    rtol: float = 1e-4
-
-    def bound(self, scale: float) -> float:
-        return self.atol + self.rtol * scale
 
 
 @dataclass(frozen=True)
@@ -50,7 +34,7 @@ class ExportConfig:
         force: replace an existing bundle (only after the new one passed its checks).
         cleanup: run onnxslim on the exported graph (checked not to change outputs).
         variants: extra variants to create in the bundle (`fp16`, `nhwc`, …).
-        tolerance: fp32 parity bound against PyTorch.
+        tolerance: fp32 parity bound against PyTorch (core.tolerance.PARITY: 1e-4 + 1e-4·scale).
         lint: run the TensorRT-compatibility lint at the end (warnings only).
         projector: for a VLM, include its projector (and any reduction inside it); False stops where the
             projector module starts (`--no-projector`). Ignored for bare towers.
@@ -71,7 +55,7 @@ class ExportConfig:
     force: bool = False
     cleanup: bool = True
     variants: tuple[str, ...] = ()
-    tolerance: Tolerance = field(default_factory=Tolerance)
+    tolerance: Tolerance = PARITY
     lint: bool = True
     quiet: bool = False
     projector: bool = True

@@ -8,8 +8,8 @@ from importlib import metadata
 from typing import Any
 
 from .. import __version__
+from ..core.bundle import SCHEMA, SCHEMA_VERSION
 from ..image_policy import policy_for_spec
-from .bundle import SCHEMA, SCHEMA_VERSION
 
 TRACKED_PACKAGES = ("torch", "onnx", "onnxscript", "onnxruntime-gpu", "onnxruntime", "onnxslim", "transformers",
                     "timm", "numpy", "nvidia-modelopt", "polygraphy")

@@ -12,18 +12,37 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..atomic import ensure_writable_parent, staged_dir
-from ..compression.spec import CompressionPlan, CompressionSpec, parse_spec, plan_compression
+from ..compression.spec import (
+    CompressionPlan,
+    CompressionSpec,
+    parse_spec,
+    plan_compression,
+)
 from ..console import StageTimes, console, stage
+from ..core.bundle import MANIFEST, REFERENCE, dump_manifest, file_entry, save_reference
 from ..errors import InputError, OutputError, ParityError
-from .bundle import MANIFEST, REFERENCE, dump_manifest, file_entry, save_reference
 from .config import OPSET_RANGE, ExportConfig, ExportResult, default_out
 from .manifest import build_manifest, io_entries
-from .onnx_export import (check_onnx, cleanup_proto, export_to_proto, output_names, save_proto)
+from .onnx_export import (
+    check_onnx,
+    cleanup_proto,
+    export_to_proto,
+    output_names,
+    save_proto,
+)
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..encoders.spec import EncoderSpec
     from ..vlm.plan import VlmPlan
-from .reference import (check_parity, compare_outputs, golden_inputs, ort_session, reference_arrays,
-                        reference_batches, torch_outputs)
+from ..core.ort_session import ort_session
+from .reference import (
+    check_parity,
+    compare_outputs,
+    golden_inputs,
+    reference_arrays,
+    reference_batches,
+    torch_outputs,
+)
 
 
 @dataclass(frozen=True)
@@ -200,7 +219,7 @@ def export_bundle(cfg: ExportConfig) -> ExportResult:
             parity=parity.to_dict(), files=files)
         (tmp / MANIFEST).write_text(dump_manifest(manifest))
         if cfg.variants:
-            from .bundle import Bundle
+            from ..core.bundle import Bundle
             from .variants import VariantOptions, create_variants
 
             bundle = Bundle.load(tmp, verify=False)
@@ -248,7 +267,7 @@ def _parity_message(parity) -> str:
 
 def _lint(onnx_path: Path, times: StageTimes, quiet: bool) -> list[str]:
     """TensorRT-compatibility lint as a warning at export (it is an error only before `build`)."""
-    from ..engines.lint import lint_model
+    from ..core.lint import lint_model
 
     with stage("TensorRT lint", times, quiet):
         report = lint_model(onnx_path)

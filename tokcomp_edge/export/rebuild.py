@@ -16,8 +16,8 @@ def model_from_manifest(manifest: dict[str, Any]):
     """
     from ..compression.module import CompressedEncoder
     from ..compression.spec import parse_spec, plan_compression
+    from ..core.bundle import sha256_file
     from ..encoders import EncoderConfig, build_encoder
-    from .bundle import sha256_file
 
     if manifest.get("vlm"):
         return _vlm_from_manifest(manifest)

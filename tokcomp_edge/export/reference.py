@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .bundle import reference_key
-from .config import ParityResult, Tolerance
+from ..core.bundle import reference_key
+from ..core.comparison import OutputLayout
+from ..core.comparison import compare_outputs as compare_outputs_core
+from ..core.ort_session import ort_session, runtime_label
+from ..core.tolerance import Tolerance
+from .config import ParityResult
 
 
 def reference_batches(batch_min: int, batch_max: int) -> list[int]:
@@ -45,40 +48,20 @@ def torch_outputs(model, x: np.ndarray, names: list[str]) -> dict[str, np.ndarra
     return {n: t.numpy() for n, t in zip(names, ys)}
 
 
-def ort_session(path: Path):
-    """A CPU ONNX Runtime session with full graph optimisation and one thread per core."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = os.cpu_count() or 1
-    opts.log_severity_level = 3
-    # ORT 1.24's NCHWc layout transformer crashed the process on an AutoCast fp16 graph; ViTs have no
-    # conv stack for it to speed up beyond the patch embedding, so it is off.
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=["NchwcTransformer"])
-
-
 def compare_outputs(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], tol: Tolerance) -> dict[str, Any]:
-    """Per-output error figures; `ok` per output. Index outputs (int) must match exactly."""
+    """Per-output figures of one batch through the one comparator, every output elementwise as it is
+    (same machine, same order: indices and merge maps must match exactly); `ok` per output."""
+    names = list(ref)
+    checks = compare_outputs_core(got, ref, source="pytorch", tols={n: tol for n in names},
+                                  layout=OutputLayout.plain(names))
     result: dict[str, Any] = {}
-    for name, r in ref.items():
-        g = got[name]
-        if g.shape != r.shape:
-            result[name] = {"ok": False, "error": f"shape {list(g.shape)} != {list(r.shape)}"}
-            continue
-        if np.issubdtype(r.dtype, np.integer):
-            mismatched = int((g != r).sum())
-            result[name] = {"ok": mismatched == 0, "mismatched": mismatched}
-            continue
-        diff = np.abs(g.astype(np.float64) - r.astype(np.float64))
-        scale = float(np.abs(r).max()) if r.size else 0.0
-        max_abs = float(diff.max()) if diff.size else 0.0
-        denom = float(np.linalg.norm(r.astype(np.float64)))
-        rel_l2 = float(np.linalg.norm(g.astype(np.float64) - r) / denom) if denom else 0.0
-        bound = tol.bound(scale)
-        result[name] = {"ok": max_abs <= bound, "max_abs": max_abs, "bound": bound, "scale": scale,
-                        "rel_l2": rel_l2}
+    for c in checks:
+        m = c.metrics
+        entry: dict[str, Any] = {"ok": c.passed, "max_abs": m.get("max_abs_err"), "bound": m.get("bound"),
+                                 "scale": m.get("ref_max_abs"), "rel_l2": m.get("rel_l2_err")}
+        if c.failures:
+            entry["error"] = "; ".join(c.failures)
+        result[c.output] = {k: v for k, v in entry.items() if v is not None}
     return result
 
 
@@ -92,14 +75,9 @@ def check_parity(onnx_path: Path, inputs: dict[int, np.ndarray], expected: dict[
         got = dict(zip(names, sess.run(names, {"pixel_values": x})))
         per_batch[f"b{b}"] = compare_outputs(expected[b], got, tol)
     passed = all(v["ok"] for res in per_batch.values() for v in res.values())
-    return ParityResult(passed=passed, runtime=f"onnxruntime {_ort_version()} {sess.get_providers()[0]}",
-                        tolerance={"atol": tol.atol, "rtol": tol.rtol}, per_batch=per_batch)
-
-
-def _ort_version() -> str:
-    import onnxruntime
-
-    return onnxruntime.__version__
+    return ParityResult(passed=passed, runtime=runtime_label(sess),
+                        tolerance={"atol": tol.atol, "rtol": tol.rtol, "rtol_of": "max |PyTorch| of the output"},
+                        per_batch=per_batch)
 
 
 def reference_arrays(inputs: dict[int, np.ndarray], outputs: dict[int, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

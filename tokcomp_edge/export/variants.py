@@ -25,11 +25,13 @@ from typing import Any
 
 from .. import __version__
 from ..console import StageTimes, stage
+from ..core.bundle import Bundle, sha256_file
+from ..core.comparison import OutputLayout
+from ..core.tolerance import DEFAULTS, NHWC, Tolerance
 from ..errors import InputError, ParityError
-from .bundle import Bundle, sha256_file
 from .fp16 import Fp16Options, convert_fp16, modelopt_version
 from .nhwc import wrap_nhwc
-from .variant_check import CheckResult, Fp16Tolerance, Fp32Tolerance, check_fp16, check_nhwc
+from .variant_check import check_fp16, check_nhwc
 
 PRECISIONS = ("fp32", "fp16", "int8")
 INPUT_LAYOUTS = ("nchw-float", "nhwc-uint8")
@@ -46,15 +48,15 @@ class VariantOptions:
 
     Attributes:
         fp16: AutoCast settings (I/O dtypes, ops kept in fp32, overflow threshold).
-        fp16_tolerance: fp16 vs the golden reference.
+        fp16_tolerance: fp16 vs the golden reference (validate's fp16 defaults).
         nhwc_tolerance: nhwc wrapper vs the NCHW model it wraps.
         image_seed: seed of the uint8 frames the nhwc check feeds.
         quiet: no progress lines.
     """
 
     fp16: Fp16Options = field(default_factory=Fp16Options)
-    fp16_tolerance: Fp16Tolerance = field(default_factory=Fp16Tolerance)
-    nhwc_tolerance: Fp32Tolerance = field(default_factory=Fp32Tolerance)
+    fp16_tolerance: Tolerance = DEFAULTS["fp16"]
+    nhwc_tolerance: Tolerance = NHWC
     image_seed: int = 0
     quiet: bool = False
 
@@ -168,9 +170,9 @@ def _make_fp16(bundle: Bundle, options: VariantOptions, times: StageTimes | None
         with stage(f"fp16 check: ONNX Runtime CPU vs golden reference (batch {', '.join(map(str, batches))})",
                    times, q):
             result = check_fp16(tmp, src, reference, batches, options.fp16_tolerance,
-                                merged=_merged_out(bundle.manifest))
+                                OutputLayout.from_manifest(bundle.manifest))
         if not result:
-            raise ParityError(f"fp16 variant fails its check against the golden reference: {_fp16_failure(result)}",
+            raise ParityError(f"fp16 variant fails its check against the golden reference: {result.failure_text()}",
                               "nothing was registered; keep the sensitive op types in fp32 "
                               "(Fp16Options.fp32_op_types, e.g. Softmax) or lower Fp16Options.data_max")
         meta = {
@@ -203,14 +205,10 @@ def _make_nhwc(bundle: Bundle, key: str, base_key: str, base: Path, options: Var
         with stage(f"{key} check: ONNX Runtime CPU vs {base.name} on the same frames", times, q):
             result = check_nhwc(tmp, base, mean=mean, std=std, image_size=image_size, batches=batches,
                                 seed=options.image_seed, tol=options.nhwc_tolerance,
-                                merged=_merged_out(bundle.manifest))
+                                layout=OutputLayout.from_manifest(bundle.manifest))
         if not result:
-            m = result.metrics
-            raise ParityError(
-                f"{key} variant differs from {base.name} on the same frames: max |Δ| {m['max_abs']:.3g} > bound "
-                f"{m['bound']:.3g}" + (f"; {m['unexplained_swaps']} index swaps" if m.get("unexplained_swaps") else "")
-                + (f"; merge map agreement {m['map_agreement']:.4f}" if "map_agreement" in m else ""),
-                "nothing was registered; check the bundle's encoder mean/std and image size")
+            raise ParityError(f"{key} variant differs from {base.name} on the same frames: {result.failure_text()}",
+                              "nothing was registered; check the bundle's encoder mean/std and image size")
         precision = parse_variant_key(key)[0]
         meta = {
             "precision": precision, "input_layout": "nhwc-uint8",
@@ -267,34 +265,7 @@ def variant_io(path: Path) -> dict[str, list[dict[str, Any]]]:
 
 def lint_counts(path: Path) -> dict[str, int]:
     """TensorRT lint of the new variant, recorded (an error here becomes fatal only at `build`)."""
-    from ..engines.lint import lint_model
+    from ..core.lint import lint_model
 
     report = lint_model(path)
     return {"errors": len(report.errors), "warnings": len(report.warnings)}
-
-
-def _fp16_failure(result: CheckResult) -> str:
-    m, tol = result.metrics, result.metrics["tolerance"]
-    parts = []
-    if m["min_token_cosine"] < tol["min_token_cosine"]:
-        parts.append(f"min token cosine {m['min_token_cosine']:.5f} < {tol['min_token_cosine']}")
-    if m["error_ratio"] > tol["max_error_ratio"]:
-        parts.append(f"max |Δ| {m['max_abs']:.3g} is {m['error_ratio']:.2%} of the output scale "
-                     f"{m['scale']:.3g} (limit {tol['max_error_ratio']:.0%})")
-    if m.get("unexplained_swaps"):
-        parts.append(f"{m['unexplained_swaps']} kept-token swaps not explained by the score error "
-                     f"{m.get('score_error')}")
-    if m.get("map_agreement", 1.0) < tol.get("min_map_agreement", 0.0):
-        parts.append(f"merge map agreement {m['map_agreement']:.4f} < {tol['min_map_agreement']}")
-    native = m.get("onnxruntime_native", {})
-    if not parts and native:  # the emulation passed: the native run is the one that failed
-        parts.append("natively on ONNX Runtime: min token cosine {:.5f}, max |Δ| {:.2%} of the scale, "
-                     "merge map agreement {}".format(native.get("min_token_cosine", float("nan")),
-                                                     native.get("error_ratio", float("nan")),
-                                                     native.get("map_agreement", "n/a")))
-    return "; ".join(parts)
-
-
-def _merged_out(manifest: dict[str, Any]) -> int:
-    """Trailing output tokens without a grid index (VisionZip's contextual tokens); 0 for older bundles."""
-    return int(manifest.get("compression", {}).get("merged_out", 0) or 0)

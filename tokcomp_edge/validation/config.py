@@ -6,9 +6,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.tolerance import Override
 from ..errors import InputError
 from .economics import LlmShape
-from .tolerances import Override
 
 TORCH_MODES = ("auto", "off", "require")
 

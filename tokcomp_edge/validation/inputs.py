@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from ..calibration.images import ImageBatch, Preprocess
+from ..core.bundle import Bundle, reference_key
 from ..errors import BundleError
-from ..export.bundle import Bundle, reference_key
 
 _NP_DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8, "int64": np.int64,
               "int32": np.int32, "bfloat16": np.float32}

@@ -21,19 +21,31 @@ import numpy as np
 
 from .. import __version__
 from ..calibration.images import Preprocess, load_images, synthetic_images
+from ..core.comparison import (
+    Check,
+    OutputLayout,
+    compare_outputs,
+    summarize_checks,
+    worst_grid,
+)
+from ..core.metrics import keep_frequency
+from ..core.tolerance import default_tolerance, resolve_tolerances
 from ..errors import BundleError, InputError, RuntimeMissing
 from . import environment
-from .accuracy import Check, OutputLayout, compare_outputs, summarize_checks, worst_grid
 from .config import ValidateConfig
 from .economics import economics_llms, token_economics
 from .inputs import InputSpec, describe_specs, feed_for, golden_images, infer_batched
-from .latency import LatencyStats, pair_ratio_median, summarize, time_calls, time_interleaved
+from .latency import (
+    LatencyStats,
+    pair_ratio_median,
+    summarize,
+    time_calls,
+    time_interleaved,
+)
 from .memory import track_host_peak
-from .metrics import keep_frequency
 from .progress import Steps
 from .report_json import REPORT_SCHEMA, REPORT_VERSION, write_report
 from .target import Target, resolve_target
-from .tolerances import default_tolerance, resolve_tolerances
 
 MAX_IMAGE_PANELS = 8  # prune masks drawn over at most this many --images in the HTML
 

@@ -44,6 +44,8 @@ def ran_on(report: dict[str, Any]) -> str:
     rt = report["target"].get("runtime") or {}
     if rt.get("runtime") == "onnxruntime":
         text = f"ONNX Runtime {rt.get('version')} — {', '.join(rt.get('providers') or [])}"
+        if rt.get("graph_optimization"):  # the one session loader's settings (core/ort_session.py)
+            text += f" ({rt['graph_optimization']})"
         rounding = rt.get("fp16_rounding")
         return f"{text}; {rounding}" if rounding and rounding != "native" else text
     if rt.get("runtime") == "tensorrt":

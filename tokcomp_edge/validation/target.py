@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.bundle import MANIFEST, Bundle, sha256_file
 from ..errors import BundleError, InputError
-from ..export.bundle import MANIFEST, Bundle, sha256_file
 from .inputs import InputSpec, input_specs, output_names
 
 ENGINE_SUFFIXES = (".plan", ".engine", ".trt")

@@ -111,16 +111,13 @@ class OnnxRuntimeRunner(Runner):
         requested = DEVICES[self.device]
         available = ort.get_available_providers()
         providers = [p for p in requested if p in available]
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.threads:
-            opts.intra_op_num_threads = int(self.threads)
+        from ...core.ort_session import SessionSettings, ort_session
+
+        settings = SessionSettings(providers=tuple(providers), threads=self.threads or None)
         source, rounding = self._model_source(providers)
         with capture_stderr_fd() as log:
             try:
-                # The NCHWc transformer crashed ORT 1.24 on an AutoCast fp16 graph (see export.reference).
-                sess = ort.InferenceSession(source, sess_options=opts, providers=providers,
-                                            disabled_optimizers=["NchwcTransformer"])
+                sess = ort_session(source, settings)
             except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
                 raise InputError(f"ONNX Runtime cannot load {self.onnx_path.name}: {str(exc).splitlines()[0]}",
                                  "re-export the bundle; run with TOKCOMP_DEBUG=1 for details") from exc
@@ -140,8 +137,8 @@ class OnnxRuntimeRunner(Runner):
             "fell_back": fell_back,
             "providers_missing": missing,
             "fallback_reason": _fallback_reason(log, missing[0], available) if fell_back else None,
-            "intra_op_threads": self.threads or "default",
-            "graph_optimization": "ORT_ENABLE_ALL without NchwcTransformer",
+            "intra_op_threads": settings.threads or os.cpu_count() or 1,
+            "graph_optimization": settings.describe(),
             "fp16_rounding": rounding,
         }
         self._runner = OnnxrtRunner(sess, name=f"onnxrt-{self.device}")

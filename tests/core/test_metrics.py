@@ -5,8 +5,13 @@ import math
 import numpy as np
 import pytest
 
-from tokcomp_edge.validation.accuracy import OutputLayout, compare_outputs, summarize_checks, worst_grid
-from tokcomp_edge.validation.metrics import (
+from tokcomp_edge.core.comparison import (
+    OutputLayout,
+    compare_outputs,
+    summarize_checks,
+    worst_grid,
+)
+from tokcomp_edge.core.metrics import (
     align_pruned,
     compare_tensors,
     cosine_grid,
@@ -15,7 +20,7 @@ from tokcomp_edge.validation.metrics import (
     keep_frequency,
     token_cosine,
 )
-from tokcomp_edge.validation.tolerances import Tolerance
+from tokcomp_edge.core.tolerance import Tolerance
 
 
 def test_token_cosine_hand_computed():
@@ -68,10 +73,12 @@ def test_shape_mismatch_raises():
 
 def test_elementwise_violations():
     e = np.array([1.0, 10.0])
-    # bounds 0.2 and 1.1; ratios 0.15/0.2 = 0.75 and 0.5/1.1
-    assert elementwise_violations(np.array([1.15, 10.5]), e, 0.1, 0.1) == (0, pytest.approx(0.75))
-    n, worst = elementwise_violations(np.array([1.3, 10.0]), e, 0.1, 0.1)
+    # one bound for the whole output (atol + rtol·scale = 0.1 + 0.1·10 = 1.1); ratios 0.15/1.1, 0.5/1.1
+    assert elementwise_violations(np.array([1.15, 10.5]), e, 1.1) == (0, pytest.approx(0.5 / 1.1))
+    n, worst = elementwise_violations(np.array([1.0, 11.65]), e, 1.1)
     assert n == 1 and worst == pytest.approx(1.5)
+    assert elementwise_violations(np.array([1.0, 10.0]), e, 0.0) == (0, 0.0)  # exact, bound 0
+    assert elementwise_violations(np.array([1.0, np.nan]), e, 1.0)[0] == 1
 
 
 def test_jaccard():

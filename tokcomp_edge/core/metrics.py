@@ -1,4 +1,5 @@
-"""Comparison metrics between an output and its expected value (pure numpy, computed in float64).
+"""Comparison metrics between an output and its expected value (pure numpy, computed in float64); every
+stage's comparison goes through core.comparison, which computes them here.
 
 Definitions (also in the README ("Validating a bundle or an engine")):
     max/mean abs error   max / mean of |a − e| over all elements
@@ -110,21 +111,19 @@ def compare_tensors(actual: np.ndarray, expected: np.ndarray) -> tuple[TensorMet
     return m, cos
 
 
-def elementwise_violations(actual: np.ndarray, expected: np.ndarray, atol: float,
-                           rtol: float) -> tuple[int, float]:
-    """Elements outside |a − e| ≤ atol + rtol·|e| (numpy.allclose's rule), and the worst excess ratio.
+def elementwise_violations(actual: np.ndarray, expected: np.ndarray, bound: float) -> tuple[int, float]:
+    """Elements outside |a − e| ≤ bound, and the worst excess ratio.
 
+    Args:
+        bound: the output's elementwise bound, atol + rtol·scale (core.tolerance).
     Returns:
-        (count of violating elements, max over elements of |a − e| / (atol + rtol·|e|)); NaN counts as
-        violating with ratio inf.
+        (count of violating elements, max over elements of |a − e| / bound); NaN counts as violating
+        with ratio inf.
     """
-    a = actual.astype(np.float64)
-    e = expected.astype(np.float64)
-    bound = atol + rtol * np.abs(e)
-    diff = np.abs(a - e)
+    diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
     bad = ~(diff <= bound)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(bound > 0, diff / np.where(bound > 0, bound, 1.0), np.where(diff > 0, np.inf, 0.0))
+        ratio = diff / bound if bound > 0 else np.where(diff > 0, np.inf, 0.0)
     ratio = np.where(np.isfinite(ratio), ratio, np.inf)
     return int(bad.sum()), float(ratio.max()) if ratio.size else 0.0
 

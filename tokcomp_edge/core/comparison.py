@@ -1,6 +1,7 @@
-"""Accuracy checks: compare one runtime's outputs with expected ones and judge them against tolerances.
+"""The one comparator: one runtime's outputs against expected ones, judged against core.tolerance.
 
-Every comparison produces one Check per output, with its metrics, the tolerance it was judged by, and
+Export parity, the fp16/nhwc/int8 variant checks, `validate` and `debug` all compare through
+`compare_outputs`. Every comparison produces one Check per output, with its metrics, the tolerance it was judged by, and
 one sentence per violated threshold (the report and the exit message quote them).
 
 Prune outputs (`tokens` + `indices`): the kept grid-index sets are compared with the Jaccard index,
@@ -31,7 +32,8 @@ from .metrics import (
     map_jaccard,
     token_cosine,
 )
-from .tolerances import Tolerance
+from .scores import ScoreEvidence, explained_swaps
+from .tolerance import Tolerance
 
 
 @dataclass(frozen=True)
@@ -48,15 +50,21 @@ class OutputLayout:
     merge_map: str | None = None  # output row of each patch (visionzip)
 
     @classmethod
+    def plain(cls, outputs: list[str]) -> "OutputLayout":
+        """Every output compared elementwise as it is (export parity: same machine, same order)."""
+        return cls(method="none", prefix_out=0, grid_in=(0, 0), grid_out=None, tokens=outputs[0] if outputs else "tokens")
+
+    @classmethod
     def from_manifest(cls, manifest: dict[str, Any]) -> "OutputLayout":
-        comp = manifest["compression"]
+        # A hand-made bundle (a user's own ONNX) may have no compression section: no layout to use.
+        comp = manifest.get("compression", {})
         outs = [o["name"] for o in manifest["onnx"]["outputs"]]
         idx = "indices" if "indices" in outs else None
         grid_out = comp.get("grid_out")
         if manifest.get("vlm"):
             # A VLM's tokens come after its own transform (pixel shuffle, pooling): their grid is the final one.
             grid_out = manifest.get("grid_out")
-        gi = comp.get("grid_in") or manifest["encoder"]["grid"]
+        gi = comp.get("grid_in") or manifest["encoder"].get("grid") or (0, 0)
         return cls(method=str(comp.get("method", "none")), prefix_out=int(comp.get("prefix_out", 0)),
                    grid_in=(int(gi[0]), int(gi[1])),
                    grid_out=(int(grid_out[0]), int(grid_out[1])) if grid_out else None,
@@ -100,6 +108,33 @@ class Check:
         return f"{self.source} (batch {self.batch}) · {self.output}"
 
 
+@dataclass
+class CheckResult:
+    """Outcome of a whole check (a variant's, the int8 check): `to_dict()` goes into the variant's
+    manifest entry under `check`.
+
+    Attributes:
+        passed: every output of every batch met its tolerance (in every run the check makes).
+        metrics: worst figures per output (`outputs`), what was compared, how it ran, the tolerance.
+        failures: one sentence per violated threshold, naming the run, batch and output.
+    """
+
+    passed: bool
+    metrics: dict[str, Any]
+    failures: list[str]
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.metrics, "failures": list(self.failures), "passed": self.passed}
+
+    def failure_text(self, limit: int = 3) -> str:
+        """The first few failure sentences on one line (the ParityError message)."""
+        more = len(self.failures) - limit
+        return "; ".join(self.failures[:limit]) + (f" (+{more} more)" if more > 0 else "")
+
+
 def _g(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3g}"
 
@@ -110,12 +145,16 @@ def judge_tokens(metrics: dict[str, Any], actual: np.ndarray, expected: np.ndarr
     if metrics.get("nonfinite"):
         fails.append(f"{metrics['nonfinite']} non-finite values (NaN/Inf) in the output")
     if tol.atol is not None:
-        n_bad, worst = elementwise_violations(actual, expected, tol.atol, tol.rtol)
+        scale = metrics.get("ref_max_abs") or 0.0
+        bound = tol.bound(scale)
+        n_bad, worst = elementwise_violations(actual, expected, bound)
+        metrics["bound"] = bound
         metrics["elementwise_violations"] = n_bad
         metrics["elementwise_worst_ratio"] = worst if np.isfinite(worst) else None
         if n_bad:
             fails.append(f"max abs error {_g(metrics['max_abs_err'])}: {n_bad} of {metrics['elements']} elements "
-                         f"outside atol {tol.atol:g} + rtol {tol.rtol:g}·|ref| (worst {_g(worst)}× the bound)")
+                         f"outside atol {tol.atol:g} + rtol {tol.rtol:g}·scale {_g(scale)} = {_g(bound)} "
+                         f"(worst {_g(worst)}× the bound)")
     rel = metrics.get("rel_l2_err")
     if tol.max_rel_l2 is not None and not (rel is not None and rel <= tol.max_rel_l2):
         fails.append(f"rel L2 error {_g(rel)} > {tol.max_rel_l2:g}")
@@ -143,9 +182,25 @@ def compare_dense(actual: np.ndarray, expected: np.ndarray, *, source: str, outp
     return Check(source, int(actual.shape[0]), output, kind, md, tol.to_dict(), not fails, fails, grid)
 
 
+def _jaccard_fails(what: str, tol: Tolerance, mean: float, per_image: np.ndarray, detail: str) -> list[str]:
+    fails = []
+    if tol.min_jaccard is not None and not mean >= tol.min_jaccard:
+        fails.append(f"mean Jaccard of {what} {mean:.4f} < {tol.min_jaccard:g} ({detail})")
+    worst = float(per_image.min()) if per_image.size else 1.0
+    if tol.min_image_jaccard is not None and not worst >= tol.min_image_jaccard:
+        fails.append(f"image {int(np.argmin(per_image))}: Jaccard of {what} {worst:.4f} < "
+                     f"{tol.min_image_jaccard:g}, explained or not")
+    return fails
+
+
 def compare_pruned(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], *, source: str,
-                   tols: dict[str, Tolerance], layout: OutputLayout) -> list[Check]:
-    """Compare prune outputs: kept-set agreement (`indices`) and the tokens both kept (`tokens`)."""
+                   tols: dict[str, Tolerance], layout: OutputLayout,
+                   evidence: ScoreEvidence | None = None) -> list[Check]:
+    """Compare prune outputs: kept-set agreement (`indices`) and the tokens both kept (`tokens`).
+
+    With `evidence` (the reference's scores and the target's score error), swaps the error explains
+    count as agreeing for the mean Jaccard; the per-image floor judges the raw sets.
+    """
     tn, ixn = layout.tokens, layout.indices
     at, ai, et, ei = actual[tn], actual[ixn], expected[tn], expected[ixn]
     batch = int(et.shape[0])
@@ -159,16 +214,27 @@ def compare_pruned(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray
     al = align_pruned(at, ai, et, ei, layout.prefix_out, cells, layout.merged_out, am, em)
     # indices check
     it = tols[ixn]
-    im = {"images": batch, "kept_per_image": int(ai.shape[1]), "jaccard_mean": float(al.jaccard.mean()),
+    k = int(ai.shape[1])
+    explained = explained_swaps(ei, ai, evidence)
+    eff = (k - al.swapped) + explained  # |A ∩ E| per image, explained swaps counted as agreeing
+    judged = np.where(k > 0, eff / np.maximum(2 * k - eff, 1), 1.0)
+    im = {"images": batch, "kept_per_image": k, "jaccard_mean": float(al.jaccard.mean()),
           "jaccard_min": float(al.jaccard.min()), "swapped_total": int(al.swapped.sum()),
           "images_with_swaps": int((al.swapped > 0).sum()), "invalid_total": int(al.invalid.sum()),
           "jaccard_per_image": [float(j) for j in al.jaccard]}
+    if evidence is not None:
+        im.update({"score_error": float(evidence.error) if evidence.usable else None,
+                   "explained_swaps": int(explained.sum()),
+                   "unexplained_swaps": int(al.swapped.sum() - explained.sum()),
+                   "jaccard_mean_explained": float(judged.mean())})
     ifails = []
     if im["invalid_total"]:
         ifails.append(f"{im['invalid_total']} kept indices are outside the {cells}-cell grid or repeated")
-    if it.min_jaccard is not None and not im["jaccard_mean"] >= it.min_jaccard:
-        ifails.append(f"mean Jaccard of kept sets {im['jaccard_mean']:.4f} < {it.min_jaccard:g} "
-                      f"({im['swapped_total']} tokens swapped in {im['images_with_swaps']} of {batch} images)")
+    if evidence is not None and not evidence.usable:
+        ifails.append(f"the target's prune scores are not finite (score error {evidence.error}): fp16 overflow")
+    ifails += _jaccard_fails("kept sets", it, float(judged.mean()), al.jaccard,
+                             f"{im['swapped_total']} tokens swapped in {im['images_with_swaps']} of {batch} images"
+                             + (f", {int(explained.sum())} explained by the score error" if evidence else ""))
     checks = [Check(source, batch, ixn, "indices", im, it.to_dict(), not ifails, ifails)]
     if mn:
         checks.append(_check_merge_map(am, em, source=source, tol=tols[mn], name=mn, rows=int(at.shape[1])))
@@ -210,9 +276,8 @@ def _check_merge_map(am: np.ndarray, em: np.ndarray, *, source: str, tol: Tolera
     bad = int(((am < 0) | (am >= rows)).sum())
     if bad:
         fails.append(f"{bad} merge-map entries point outside the {rows} output rows")
-    if tol.min_jaccard is not None and not m["jaccard_mean"] >= tol.min_jaccard:
-        fails.append(f"mean Jaccard of merge maps {m['jaccard_mean']:.4f} < {tol.min_jaccard:g} "
-                     f"({m['patches_moved_total']} patches merged elsewhere in {m['images_with_moves']} of {batch} images)")
+    fails += _jaccard_fails("merge maps", tol, m["jaccard_mean"], jac,
+                            f"{m['patches_moved_total']} patches merged elsewhere in {m['images_with_moves']} of {batch} images")
     return Check(source, batch, name, "indices", m, tol.to_dict(), not fails, fails)
 
 
@@ -256,7 +321,8 @@ def compare_merged(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray
 
 
 def compare_outputs(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], *, source: str,
-                    tols: dict[str, Tolerance], layout: OutputLayout) -> list[Check]:
+                    tols: dict[str, Tolerance], layout: OutputLayout,
+                    evidence: ScoreEvidence | None = None) -> list[Check]:
     """All checks of one comparison (every output present in `expected`).
 
     Args:
@@ -265,6 +331,7 @@ def compare_outputs(actual: dict[str, np.ndarray], expected: dict[str, np.ndarra
         source: label of `expected` (see Check.source).
         tols: per-output tolerances.
         layout: token/grid layout from the manifest.
+        evidence: the prune scores of reference and target (variant checks), which explain kept-set swaps.
     Returns:
         One Check per output.
     """
@@ -274,7 +341,7 @@ def compare_outputs(actual: dict[str, np.ndarray], expected: dict[str, np.ndarra
             checks.append(Check(source, int(expected[name].shape[0]), name, "tensor", {},
                                 tols[name].to_dict(), False, [f"output {name} is missing from the target"]))
     if layout.indices and layout.indices in expected and layout.indices in actual and layout.tokens in actual:
-        return checks + compare_pruned(actual, expected, source=source, tols=tols, layout=layout)
+        return checks + compare_pruned(actual, expected, source=source, tols=tols, layout=layout, evidence=evidence)
     if layout.method == "tome" and layout.merge_map in expected and layout.merge_map in actual \
             and layout.tokens in actual:
         return checks + compare_merged(actual, expected, source=source, tols=tols, layout=layout)
@@ -297,6 +364,14 @@ def summarize_checks(checks: list[Check]) -> dict[str, dict[str, Any]]:
                           ("jaccard_min", min), ("jaccard_mean", min)):
             if m.get(key) is not None:
                 s[key] = m[key] if key not in s else pick(s[key], m[key])
+        for key in ("swapped_total", "explained_swaps", "unexplained_swaps", "patches_moved_total"):
+            if m.get(key) is not None:
+                s[key] = s.get(key, 0) + int(m[key])
+        for key in ("score_error", "elementwise_worst_ratio"):
+            if key in m:
+                s[key] = m[key] if s.get(key, 0) is None or m[key] is None else max(s.get(key, 0.0), m[key])
+        if m.get("matched_tokens") is not None:
+            s["matched_tokens_min"] = min(s.get("matched_tokens_min", m["matched_tokens"]), m["matched_tokens"])
         if m.get("mean_abs_err") is not None:
             s["mean_abs_err"] = max(s.get("mean_abs_err", 0.0), m["mean_abs_err"])
         if m.get("cosine_mean") is not None:

@@ -2,14 +2,14 @@
 
 import pytest
 
-from tokcomp_edge.errors import InputError
-from tokcomp_edge.validation.tolerances import (
+from tokcomp_edge.core.tolerance import (
     DEFAULTS,
     default_tolerance,
     parse_override,
     resolve_tolerances,
     tolerance_from_dict,
 )
+from tokcomp_edge.errors import InputError
 
 
 def test_defaults_tighten_with_precision():

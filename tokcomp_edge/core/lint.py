@@ -24,7 +24,14 @@ import numpy as np
 
 from ..errors import BundleError, InputError, LintError
 from . import lint_ops as ops
-from .lint_graph import EXTERNAL, ConstResolver, NodeRef, missing_external_files, static_shapes, walk
+from .lint_graph import (
+    EXTERNAL,
+    ConstResolver,
+    NodeRef,
+    missing_external_files,
+    static_shapes,
+    walk,
+)
 
 ERROR = "error"
 WARNING = "warning"
@@ -144,7 +151,7 @@ def lint_path(path: str | Path, *, variant: str = "fp32",
         BundleError: a folder that is not a bundle, or a bundle without that variant.
         InputError: `variant` given for a bare .onnx file, or a missing path.
     """
-    from ..export.bundle import MANIFEST, Bundle
+    from .bundle import MANIFEST, Bundle
 
     path = Path(path)
     if path.is_dir() or path.name == MANIFEST:
