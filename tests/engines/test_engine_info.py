@@ -12,6 +12,7 @@ from tokcomp_edge.engines.engine_info import (
     engine_record,
     layer_precision,
     layer_stats,
+    measured_placement,
     parse_inspector,
     read_engine_info,
     tensor_dtype,
@@ -108,7 +109,8 @@ def _record(make_bundle, tmp_path):
                            engine_sha256="ab" * 32, onnx_sha256="cd" * 32, io=io, layers=layer_stats(INSPECTOR),
                            placement={"dla": 0, "gpu": 5, "basis": "x", "kind": "prediction"},
                            build_seconds=12.3456,
-                           timing_cache={"path": "c", "loaded": False, "saved": True}, warnings=["w"])
+                           timing_cache={"path": "c", "loaded": False, "saved": True}, warnings=["w"],
+                           measured=measured_placement(INSPECTOR, None, uses_dla=False))
     return bundle, plan, record
 
 
@@ -135,6 +137,9 @@ def test_engine_record_fields(make_bundle, tmp_path):
     assert record["build"]["seconds"] == 12.346 and record["build"]["warnings"] == ["w"]
     assert record["layers"]["precision"]["fp16"] == 2 and record["layers"]["placement"]["gpu"] == 5
     assert record["layers"]["placement"]["kind"] == "prediction"
+    # after the build: from the engine inspector, labelled as measured (a GPU build: all compute on the GPU)
+    measured = record["layers"]["placement_measured"]
+    assert measured["kind"] == "measured" and (measured["dla"], measured["gpu"]) == (0, record["layers"]["compute"])
 
 
 def test_engine_record_is_what_the_validator_reads(make_bundle, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 from tokcomp_edge.engines.build import BuildConfig, build_engine
 from tokcomp_edge.engines.trt_import import probe_target
-from tokcomp_edge.errors import InputError, RuntimeMissing
+from tokcomp_edge.errors import InputError, ProfileError, RuntimeMissing
 
 pytestmark = pytest.mark.tensorrt
 
@@ -96,12 +96,18 @@ def test_portability_flags_build(target, bundle, tmp_path):
 
 
 def test_orin_dla(target, bundle, tmp_path):
-    from tokcomp_edge.engines.trt_import import import_tensorrt
+    from tokcomp_edge.engines.dla import STRONGLY_TYPED_DLA_FROM, version_tuple
+    from tokcomp_edge.engines.trt_import import import_tensorrt, trt_version
 
     trt = import_tensorrt()
-    cores = trt.Builder(trt.Logger(trt.Logger.WARNING)).num_DLA_cores
     engines = tmp_path / "engines"
     cfg = BuildConfig(bundle=bundle, profile="orin-dla", engines_dir=engines, quiet=True)
+    if version_tuple(trt_version(trt)) < STRONGLY_TYPED_DLA_FROM:  # 10.x, 11.0–11.4.0: refused in the plan
+        with pytest.raises(ProfileError, match="orin-fp16"):
+            build_engine(cfg)
+        assert not engines.exists() or not any(p.suffix == ".plan" for p in engines.rglob("*"))
+        return
+    cores = trt.Builder(trt.Logger(trt.Logger.WARNING)).num_DLA_cores
     if cores == 0:
         with pytest.raises(RuntimeMissing, match="DLA core"):
             build_engine(cfg)
@@ -110,6 +116,8 @@ def test_orin_dla(target, bundle, tmp_path):
     result = build_engine(cfg)
     place = result.record["layers"]["placement"]
     assert place["dla"] + place["gpu"] > 0 and place["dla"] > 0
+    measured = result.record["layers"]["placement_measured"]
+    assert measured["kind"] == "measured" and measured["dla"] > 0, measured
 
 
 def test_int8_needs_calibration(target, bundle, tmp_path):

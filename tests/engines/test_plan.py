@@ -17,6 +17,8 @@ from tokcomp_edge.errors import ProfileError
 UNKNOWN = BuildTarget(gpu=None, trt_version=None, missing=("no NVIDIA driver", "TensorRT is not installed"))
 ORIN = BuildTarget(gpu=GpuInfo("Orin", (8, 7)), trt_version="10.3.0.30")
 H100 = BuildTarget(gpu=GpuInfo("NVIDIA H100 80GB HBM3", (9, 0)), trt_version="11.4.0.106")
+# DLA builds are strongly typed only from TensorRT 11.4.1 (JetPack 7.2.2+ on Orin): engines/dla.py
+ORIN_JP7 = BuildTarget(gpu=GpuInfo("Orin", (8, 7)), trt_version="11.4.1.1")
 
 # preset → (variant, input shape without batch, dtype of a fresh bundle, batch min/opt/max for bundle 1–8)
 EXPECTED = {
@@ -32,7 +34,9 @@ EXPECTED = {
 @pytest.mark.parametrize("preset", sorted(EXPECTED))
 def test_plan_of_every_preset(make_bundle, tmp_path, preset):
     bundle = Bundle.load(make_bundle(name="tiny_pool2"))
-    plan = make_plan(bundle, load_profile(preset), ORIN, tmp_path / "engines")
+    target = ORIN_JP7 if preset == "orin-dla" else ORIN
+    trt = target.trt_short
+    plan = make_plan(bundle, load_profile(preset), target, tmp_path / "engines")
     variant, shape, dtype, (lo, opt, hi) = EXPECTED[preset]
     inp = plan.inputs[0]
     assert plan.variant == variant
@@ -42,10 +46,10 @@ def test_plan_of_every_preset(make_bundle, tmp_path, preset):
     assert plan.variant_ready is (variant == "fp32")
     assert plan.onnx_path == bundle.path / ("model.onnx" if variant == "fp32" else f"model.{variant}.onnx")
     folder = tmp_path / "engines" / "tiny_pool2"
-    assert plan.engine_path == folder / f"orin-sm87-trt10.3.0-{preset}.plan"
-    assert plan.sidecar_path == folder / f"orin-sm87-trt10.3.0-{preset}.engine.json"
-    assert plan.layers_path == folder / f"orin-sm87-trt10.3.0-{preset}.layers.json"
-    assert plan.timing_cache_path == tmp_path / "engines" / "timing" / "orin-sm87-trt10.3.0.cache"
+    assert plan.engine_path == folder / f"orin-sm87-trt{trt}-{preset}.plan"
+    assert plan.sidecar_path == folder / f"orin-sm87-trt{trt}-{preset}.engine.json"
+    assert plan.layers_path == folder / f"orin-sm87-trt{trt}-{preset}.layers.json"
+    assert plan.timing_cache_path == tmp_path / "engines" / "timing" / f"orin-sm87-trt{trt}.cache"
     assert plan.output_names == ("tokens",)
     assert plan.manifest_sha256 == bundle.manifest_sha256()
     assert not plan.has_placeholders
@@ -135,10 +139,34 @@ def test_engine_input_format_checked_against_the_variant_dtype(make_bundle, tmp_
     assert make_plan(plain, int8, ORIN, tmp_path).inputs[0].dtype is None
 
 
-def test_dla_notes_for_tensorrt_11(make_bundle, tmp_path):
+@pytest.mark.parametrize(("version", "says"), [
+    ("10.3.0.30", "TensorRT 10.3.0 builds DLA engines only weakly typed"),  # JetPack 6
+    ("10.16.0.72", "TensorRT 10.16.0 builds DLA engines only weakly typed"),  # has ADJUST_FOR_DLA, still weak DLA
+    ("11.0.0.10", "TensorRT 11.0.0 has no DLA on Jetson (11.0–11.4.0)"),
+    ("11.4.0.106", "TensorRT 11.4.0 has no DLA on Jetson (11.0–11.4.0)"),
+])
+def test_dla_refused_where_tensorrt_cannot_build_it_strongly_typed(make_bundle, tmp_path, version, says):
+    """A DLA profile on TensorRT 10.x or 11.0–11.4.0 stops in the plan (exit 2), in one line naming the
+    version and the alternative — before any variant is made or TensorRT is asked."""
     bundle = Bundle.load(make_bundle())
-    plan = make_plan(bundle, load_profile("orin-dla"), H100, tmp_path)
-    assert any("11.0–11.4.0 has no DLA" in n for n in plan.notes)
+    target = BuildTarget(gpu=GpuInfo("Orin", (8, 7)), trt_version=version)
+    with pytest.raises(ProfileError) as err:
+        make_plan(bundle, load_profile("orin-dla"), target, tmp_path)
+    line = err.value.one_line()
+    assert says in line and "orin-fp16" in line and "11.4.1+ on JetPack 7.2.2+" in line and "\n" not in line
+    assert err.value.exit_code == 2
+    # the same profile without dla_core plans fine on that version
+    assert make_plan(bundle, load_profile("orin-fp16"), target, tmp_path).profile.dla_core is None
+
+
+def test_dla_plan_notes(make_bundle, tmp_path):
+    bundle = Bundle.load(make_bundle())
+    plan = make_plan(bundle, load_profile("orin-dla"), ORIN_JP7, tmp_path)
+    assert any("ADJUST_FOR_DLA" in n for n in plan.notes)
+    assert any("AutoCast here has no DLA target option" in n for n in plan.notes)  # nvidia-modelopt 0.47.0
+    # without TensorRT (a laptop's dry run) the plan says which versions will refuse
+    unknown = make_plan(bundle, load_profile("orin-dla"), UNKNOWN, tmp_path)
+    assert any("11.4.1+ on JetPack 7.2.2+" in n and "10.x" in n for n in unknown.notes)
 
 
 def test_hwc16_trtexec_note_on_old_10x(make_bundle, tmp_path):

@@ -14,11 +14,13 @@ from tokcomp_edge.engines.trt_import import BuildTarget
 from tokcomp_edge.engines.trtexec import trtexec_args, trtexec_commands
 
 ORIN = BuildTarget(gpu=GpuInfo("Orin", (8, 7)), trt_version="10.3.0.30")
+ORIN_JP7 = BuildTarget(gpu=GpuInfo("Orin", (8, 7)), trt_version="11.4.1.1")
+UNKNOWN = BuildTarget(gpu=None, trt_version=None, missing=("no driver",))
 
 
-def _plan(make_bundle, tmp_path, profile, **bundle_kw):
+def _plan(make_bundle, tmp_path, profile, target=ORIN, **bundle_kw):
     bundle = Bundle.load(make_bundle(name="b", **bundle_kw))
-    return make_plan(bundle, profile, ORIN, tmp_path / "engines")
+    return make_plan(bundle, profile, target, tmp_path / "engines")
 
 
 def _common(plan, tail_min, tail_opt, tail_max):
@@ -59,12 +61,19 @@ def test_int8_preset_without_known_dtype_leaves_io_formats_to_the_network(make_b
 
 
 def test_orin_dla_preset(make_bundle, tmp_path):
-    plan = _plan(make_bundle, tmp_path, load_profile("orin-dla"))
-    cache = f"--timingCacheFile={tmp_path / 'engines' / 'timing' / 'orin-sm87-trt10.3.0.cache'}"
-    assert trtexec_args(plan, 10) == [
-        *_common(plan, "1x3x8x8", "1x3x8x8", "1x3x8x8"), "--stronglyTyped", "--inputIOFormats=fp32:chw", cache,
-        "--memPoolSize=workspace:1G", "--builderOptimizationLevel=3", "--useDLACore=0", "--allowGPUFallback",
-        *_tail(plan)]
+    """DLA is strongly typed only on 11.x (11.4.1+): no 10.x command (its trtexec adds the FP16 builder flag to
+    every DLA build), and --adjustForDLA for the parser's ADJUST_FOR_DLA."""
+    plan = _plan(make_bundle, tmp_path, load_profile("orin-dla"), ORIN_JP7)
+    cache = f"--timingCacheFile={tmp_path / 'engines' / 'timing' / 'orin-sm87-trt11.4.1.cache'}"
+    assert trtexec_args(plan, 11) == [
+        *_common(plan, "1x3x8x8", "1x3x8x8", "1x3x8x8"), "--inputIOFormats=chw", cache,
+        "--memPoolSize=workspace:1G", "--builderOptimizationLevel=3", "--useDLACore=0", "--adjustForDLA",
+        "--allowGPUFallback", *_tail(plan)]
+    with pytest.raises(ValueError, match="only a TensorRT 11.x"):
+        trtexec_args(plan, 10)
+    assert list(trtexec_commands(plan)) == [11]
+    dry = _plan(make_bundle, tmp_path / "dry", load_profile("orin-dla"), UNKNOWN)  # laptop: version unknown
+    assert list(trtexec_commands(dry)) == [11]
 
 
 def test_every_option_of_a_user_profile(make_bundle, tmp_path):

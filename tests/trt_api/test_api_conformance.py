@@ -42,6 +42,7 @@ EXPLICIT: list[tuple[str, str, str]] = [
     ("member", "OnnxParser.parse_from_file", "call"),
     ("member", "OnnxParser.get_error", "call"),
     ("member", "OnnxParser.num_errors", "attr"),
+    ("member", "OnnxParser.set_flag", "call"),
     ("member", "ParserError.desc", "call"),
     ("member", "ParserError.node", "call"),
     ("member", "ParserError.node_name", "call"),
@@ -80,6 +81,8 @@ EXPLICIT: list[tuple[str, str, str]] = [
     ("path", "TensorIOMode.INPUT", ""),
     ("path", "ILogger.Severity.ERROR", ""),
     ("path", "ILogger.Severity.WARNING", ""),
+    ("path", "ILogger.Severity.INFO", ""),
+    ("path", "OnnxParserFlag", ""),
     ("path", "Builder", ""),
     ("path", "OnnxParser", ""),
     ("path", "Runtime", ""),
@@ -137,6 +140,22 @@ def bad(trt, config, parser, builder):
     assert by_version["10.3"] >= {"OnnxParserFlag.ADJUST_FOR_DLA", "OnnxParser.num_errors", "OnnxParser.get_error"}
     assert "BuilderFlag.FP16" not in by_version["10.3"]
     assert "BuilderFlag.GPU_FALLBACK" not in by_version["10.3"] | by_version["11.4"]
+
+
+@pytest.mark.parametrize("label", ["10.3", "11.4"])
+def test_dla_parser_flags_match_the_bindings(trt_bindings, label):
+    """The adapter sets `getattr(trt.OnnxParserFlag, name)` for the names engines/dla.py lists for a version
+    (the AST scan cannot see them): each listed name must exist in that version's bindings, and a DLA flag
+    the bindings have must be listed (ADJUST_FOR_DLA: absent in 10.3, present in 11.4)."""
+    from tokcomp_edge.engines.dla import dla_parser_flags
+
+    bindings = next(b for b in trt_bindings if b.label == label)
+    proc = bindings.run("import tensorrt_bindings as trt; print(' '.join(trt.OnnxParserFlag.__members__))")
+    assert proc.returncode == 0, proc.stderr
+    members = set(proc.stdout.split())
+    listed = set(dla_parser_flags(bindings.version))
+    assert listed <= members, f"TensorRT {bindings.version} lacks {sorted(listed - members)}"
+    assert ("ADJUST_FOR_DLA" in members) == ("ADJUST_FOR_DLA" in listed)
 
 
 def test_scan_sees_roles_calls_and_self_attributes():

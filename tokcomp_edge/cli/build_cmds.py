@@ -80,6 +80,11 @@ def print_record(record: dict) -> None:
     out().print(f"layers: {layers['total']}, {layers.get('compute', layers['total'])} compute ({prec}; {skipped} "
                 f"reformat/cast/shape/copy not counted); placement predicted before the build: DLA {place['dla']}, "
                 f"GPU {place['gpu']}")
+    measured = layers.get("placement_measured") or {}
+    if measured.get("kind") == "measured":
+        out().print(f"placement after the build (engine inspector): DLA {measured['dla']}, GPU {measured['gpu']}")
+    elif record["profile"].get("dla_core") is not None:
+        out().print(f"[yellow]placement after the build unknown:[/] {measured.get('reason', 'not recorded')}")
 
 
 def profiles():

@@ -141,7 +141,12 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
         with stage(f"lint {plan.onnx_path.name}", times, quiet=cfg.quiet):
             _lint(plan.onnx_path)
 
-    from .engine_info import engine_record, layer_stats, parse_inspector
+    from .engine_info import (
+        engine_record,
+        layer_stats,
+        measured_placement,
+        parse_inspector,
+    )
     from .trt_build import build_serialized
 
     with stage(f"TensorRT {version} build on {gpu.name} ({plan.profile.name})", times, quiet=cfg.quiet):
@@ -162,7 +167,8 @@ def build_engine(cfg: BuildConfig) -> BuildResult:
                            engine_bytes=len(built.plan_bytes), engine_sha256=_sha256(built.plan_bytes),
                            onnx_sha256=bundle.manifest["files"].get(plan.onnx_path.name, {}).get("sha256", ""),
                            io=built.io, layers=layer_stats(inspector), placement=built.placement,
-                           build_seconds=built.seconds, timing_cache=timing, warnings=built.warnings)
+                           build_seconds=built.seconds, timing_cache=timing, warnings=built.warnings,
+                           measured=measured_placement(inspector, built.placement_report, plan.profile.uses_dla))
     write_text_atomic(plan.layers_path, json.dumps(inspector, indent=2) + "\n")
     write_bytes_atomic(plan.engine_path, built.plan_bytes)
     write_text_atomic(plan.sidecar_path, json.dumps(record, indent=2) + "\n")

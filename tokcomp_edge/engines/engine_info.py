@@ -78,10 +78,54 @@ def parse_inspector(text: str) -> dict[str, Any]:
 DATA_MOVEMENT_TYPES = {"Reformat", "NoOp", "Cast", "Shape", "ShapeHostToDevice", "Copy", "Identity"}
 
 
+# GPU<->DLA copies of a DLA engine, named "<tensor> to nvm", "<tensor> from nvm", "<tensor> copy finish"
+# (a real Orin DLA engine's per-layer profile in NVIDIA/TensorRT issue #3143).
+_DLA_TRANSFER = re.compile(r" (?:to nvm|from nvm|copy finish)$")
+
+
 def is_data_movement(layer: dict[str, Any]) -> bool:
     """A reformat / cast / shape / copy layer (see DATA_MOVEMENT_TYPES), not a compute layer."""
+    name = str(layer.get("Name", ""))
     return (str(layer.get("LayerType")) in DATA_MOVEMENT_TYPES or layer.get("Origin") == "REFORMAT"
-            or str(layer.get("Name", "")).startswith("Reformatting CopyNode"))
+            or name.startswith("Reformatting CopyNode") or bool(_DLA_TRANSFER.search(name)))
+
+
+def _layer_name(layer: Any) -> str:
+    return str(layer.get("Name", "")) if isinstance(layer, dict) else str(layer)
+
+
+def measured_placement(inspector: dict[str, Any], report, uses_dla: bool) -> dict[str, Any]:
+    """Where the engine's compute layers run, after the build (`kind: measured`).
+
+    The engine inspector lists the engine's layers; the builder's placement report (dla.PlacementReport)
+    names the DLA subgraphs among them. An inspector layer named like a reported DLA subgraph runs on the
+    DLA, every other compute layer on the GPU (data movement is left out, as in `layer_stats`).
+
+    Args:
+        inspector: parsed inspector JSON (`parse_inspector`).
+        report: the PlacementReport the builder logged (None when nothing was captured).
+        uses_dla: whether the profile built for a DLA core.
+
+    Returns:
+        {"kind": "measured", "dla": n, "gpu": m, "dla_layers": [names], "basis": …}, or, for a DLA build
+        whose placement report was not logged or names no inspector layer, {"kind": "unknown", "reason": …}.
+    """
+    compute = [layer for layer in inspector.get("Layers", [])
+               if not is_data_movement(layer if isinstance(layer, dict) else {"Name": layer})]
+    if not uses_dla:
+        return {"kind": "measured", "dla": 0, "gpu": len(compute), "dla_layers": [],
+                "basis": "GPU build: every engine compute layer runs on the GPU"}
+    if report is None or not report.seen:
+        return {"kind": "unknown", "reason": "TensorRT logged no 'Layers running on DLA' report during the build"}
+    dla_names = set(report.dla)
+    on_dla = [_layer_name(layer) for layer in compute if _layer_name(layer) in dla_names]
+    missing = sorted(dla_names - set(on_dla))
+    if missing:
+        return {"kind": "unknown", "reason": f"the builder reported DLA subgraph {missing[0]!r}, which the engine "
+                                             "inspector does not list"}
+    return {"kind": "measured", "dla": len(on_dla), "gpu": len(compute) - len(on_dla), "dla_layers": on_dla,
+            "basis": "engine inspector layers (after fusion; each DLA entry is one ForeignNode subgraph) matched "
+                     "against the builder's 'Layers running on DLA' report"}
 
 
 def layer_stats(inspector: dict[str, Any]) -> dict[str, Any]:
@@ -105,15 +149,19 @@ def layer_stats(inspector: dict[str, Any]) -> dict[str, Any]:
             else:
                 precision[layer_precision(layer)] += 1
         else:  # a bare name (profiling verbosity below DETAILED): a layer of unknown kind and precision
-            precision["other"] += 1
             types["?"] += 1
+            if is_data_movement({"Name": layer}):
+                excluded["?"] += 1
+            else:
+                precision["other"] += 1
     return {"total": len(layers), "compute": len(layers) - sum(excluded.values()), "precision": dict(precision),
             "excluded": dict(excluded), "types": dict(types)}
 
 
 def engine_record(*, plan, trt_version: str, gpu: dict[str, Any], engine_bytes: int, engine_sha256: str,
                   onnx_sha256: str, io: list[dict[str, Any]], layers: dict[str, Any], placement: dict[str, Any],
-                  build_seconds: float, timing_cache: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+                  build_seconds: float, timing_cache: dict[str, Any], warnings: list[str],
+                  measured: dict[str, Any] | None = None) -> dict[str, Any]:
     """The engine.json document (schema `tokcomp-edge/engine` v1; see the README, "Building TensorRT engines").
 
     Args:
@@ -126,6 +174,7 @@ def engine_record(*, plan, trt_version: str, gpu: dict[str, Any], engine_bytes: 
         layers: `layer_stats()` of the inspector JSON.
         placement: {"dla": n, "gpu": m, "basis": …, "kind": "prediction"} — where the network layers were
             predicted to run before the build (IBuilderConfig.can_run_on_DLA), not measured.
+        measured: `measured_placement()` — where the engine's layers run after the build (`kind: measured`).
         build_seconds: wall time of build_serialized_network.
         timing_cache: {"path", "loaded", "saved", "note"}.
         warnings: builder warnings worth keeping (capped by the caller).
@@ -155,7 +204,9 @@ def engine_record(*, plan, trt_version: str, gpu: dict[str, Any], engine_bytes: 
         "inputs": [dict(i.to_dict(), **_io_for(io, i.name)) for i in plan.inputs],
         "io": io,
         "build": {"seconds": round(build_seconds, 3), "timing_cache": timing_cache, "warnings": warnings},
-        "layers": {**layers, "placement": placement},
+        "layers": {**layers, "placement": placement,
+                   "placement_measured": measured if measured is not None else {"kind": "unknown",
+                                                                               "reason": "not recorded"}},
     }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..core.bundle import Bundle
 from ..errors import ProfileError
+from .dla import autocast_has_dla_target, check_dla_build, dla_parser_flags
 from .profile import FORMAT_DTYPES, BuildProfile
 from .trt_import import BuildTarget
 
@@ -200,8 +201,11 @@ def make_plan(bundle: Bundle, profile: BuildProfile, target: BuildTarget,
         BuildPlan.
 
     Raises:
-        ProfileError: the profile does not fit this bundle (batch range, input dtype vs engine format).
+        ProfileError: the profile does not fit this bundle (batch range, input dtype vs engine format), or
+            builds for the DLA with a TensorRT version that cannot (engines/dla.py: 10.x, 11.0–11.4.0).
     """
+    if profile.uses_dla and target.trt_version is not None:
+        check_dla_build(profile.name, target.trt_version)
     variant = variant_for(profile.precision, profile.input)
     entry, ready = _input_entry(bundle, variant, profile.input)
     lo, opt, hi = resolve_batch(profile, bundle.batch_range, bundle.name)
@@ -240,11 +244,8 @@ def make_plan(bundle: Bundle, profile: BuildProfile, target: BuildTarget,
         notes.append(f"{GPU_PLACEHOLDER} / {TRT_PLACEHOLDER} in file names are placeholders "
                      f"({'; '.join(target.missing) or 'unknown'}); the build machine fills them in")
     major = target.trt_major
-    if profile.uses_dla and major == 11:
-        notes.append("TensorRT 11.0–11.4.0 has no DLA; 11.4.1 supports Orin DLA only on JetPack 7.2.2+")
     if profile.uses_dla:
-        notes.append("DLA falls back to the GPU silently for layers it cannot run: "
-                     "engine.json counts DLA vs GPU layers")
+        notes.extend(_dla_notes(profile, target))
     if fmt == "hwc16" and major == 10 and target.trt_version and _minor(target.trt_version) < 10:
         notes.append("trtexec before 10.10 does not parse the 'hwc16' I/O format (the Python build does)")
     return BuildPlan(bundle_path=bundle.path, bundle_name=bundle.name, manifest_sha256=bundle.manifest_sha256(),
@@ -252,6 +253,25 @@ def make_plan(bundle: Bundle, profile: BuildProfile, target: BuildTarget,
                      output_names=tuple(bundle.output_names), engine_path=folder / f"{stem}.plan",
                      sidecar_path=folder / f"{stem}.engine.json", layers_path=folder / f"{stem}.layers.json",
                      timing_cache_path=cache, target=target, notes=tuple(notes))
+
+
+def _dla_notes(profile: BuildProfile, target: BuildTarget) -> list[str]:
+    notes = []
+    if target.trt_version is None:
+        notes.append("DLA builds need TensorRT 11.4.1+ on JetPack 7.2.2+ (strongly typed DLA); TensorRT 10.x "
+                     "(JetPack 6) builds DLA only weakly typed and 11.0–11.4.0 has no DLA on Jetson: "
+                     "`build` refuses those")
+    elif dla_parser_flags(target.trt_version):
+        notes.append(f"ONNX parser flag {', '.join(dla_parser_flags(target.trt_version))} set for the DLA")
+    if profile.precision == "fp16" and autocast_has_dla_target() is not True:
+        # No released nvidia-modelopt (0.47.0 the newest) has the `--target_dla` AutoCast option that
+        # TensorRT 11.4.1's DLA guide shows: say what the DLA gets instead of pretending.
+        notes.append("the fp16 variant for the DLA is ModelOpt AutoCast's ordinary one (AutoCast here has no DLA "
+                     "target option; TensorRT 11.4.1's DLA guide uses `--target_dla`): fp16 tensors with explicit "
+                     "Casts around the fp32 islands; layers the DLA cannot run fall back to the GPU")
+    notes.append("DLA falls back to the GPU silently for layers it cannot run: engine.json records the predicted "
+                 "placement and, after the build, the measured one (layers.placement_measured)")
+    return notes
 
 
 def _minor(version: str) -> int:

@@ -18,8 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import CheckFailed, LintError, ProfileError, RuntimeMissing
+from .dla import (
+    PlacementReport,
+    dla_parser_flags,
+    is_placement_message,
+    parse_placement_report,
+)
 from .plan import BuildPlan
 from .profile import FORMAT_DTYPES
+from .trt_import import trt_version
 
 MAX_KEPT_WARNINGS = 20
 
@@ -32,7 +39,9 @@ class BuiltEngine:
         plan_bytes: the serialized engine.
         inspector_json: engine inspector output (LayerInformationFormat.JSON, DETAILED verbosity).
         io: per I/O tensor of the engine: name, mode, dtype, shape, format, format_desc.
-        placement: {"dla": n, "gpu": m, "basis": …}: where the network's layers were assigned.
+        placement: {"dla": n, "gpu": m, "basis": …, "kind": "prediction"}: network layers DLA accepts, before
+            the build.
+        placement_report: the builder's own "Layers running on DLA/GPU" report (what was really built).
         seconds: wall time of build_serialized_network.
         timing_cache: serialized updated timing cache, or None when caching is off.
         timing_cache_loaded: whether an existing cache file was accepted by this GPU/TensorRT.
@@ -43,6 +52,7 @@ class BuiltEngine:
     inspector_json: str
     io: list[dict[str, Any]]
     placement: dict[str, Any]
+    placement_report: PlacementReport
     seconds: float
     timing_cache: bytes | None
     timing_cache_loaded: bool
@@ -50,19 +60,23 @@ class BuiltEngine:
 
 
 def make_logger(trt):
-    """An ILogger that keeps warnings and errors (read after a failed build: TensorRT returns None)."""
+    """An ILogger that keeps warnings and errors (read after a failed build: TensorRT returns None), and of the
+    INFO messages only the builder's DLA/GPU placement report."""
 
     class CapturingLogger(trt.ILogger):
         def __init__(self):
             trt.ILogger.__init__(self)
             self.errors: list[str] = []
             self.warnings: list[str] = []
+            self.placement: list[str] = []
 
         def log(self, severity, msg):
             if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
                 self.errors.append(msg)
             elif severity == trt.ILogger.Severity.WARNING:
                 self.warnings.append(msg)
+            elif severity == trt.ILogger.Severity.INFO and is_placement_message(msg):
+                self.placement.append(msg)
 
     return CapturingLogger()
 
@@ -81,10 +95,15 @@ def format_parser_error(error) -> str:
     return f"{where}: {error.desc()} [{error.code()}]"
 
 
-def _parse(trt, builder, logger, plan: BuildPlan):
+def _parse(trt, builder, logger, plan: BuildPlan, version: str):
     # STRONGLY_TYPED: tensor types come from the ONNX; the only flag valid on both 10.x and 11.x.
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
+    if plan.profile.uses_dla:
+        # ADJUST_FOR_DLA (10.16+, 11.x) lets the parser reshape layers for the DLA; the names come from a
+        # version table that tests/trt_api checks against the real bindings of each version.
+        for name in dla_parser_flags(version):
+            parser.set_flag(getattr(trt.OnnxParserFlag, name))
     # parse_from_file resolves external weight files next to the model (bundles > 2 GB).
     if not parser.parse_from_file(str(plan.onnx_path)):
         lines = [format_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
@@ -135,7 +154,7 @@ def _configure(trt, builder, plan: BuildPlan):
         if p.dla_core >= cores:
             raise RuntimeMissing(f"profile {p.name!r} asks for DLA core {p.dla_core}, this TensorRT/GPU has "
                                  f"{cores} DLA core(s)",
-                                 "build DLA engines on a Jetson Orin with TensorRT 10.x (JetPack 6), or use orin-fp16")
+                                 "build DLA engines on a Jetson AGX Orin with TensorRT 11.4.1+ (JetPack 7.2.2+), or use orin-fp16")
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = p.dla_core
         if p.gpu_fallback:
@@ -222,7 +241,7 @@ def build_serialized(plan: BuildPlan, trt) -> BuiltEngine:
     """
     logger = make_logger(trt)
     builder = trt.Builder(logger)
-    network, parser = _parse(trt, builder, logger, plan)
+    network, parser = _parse(trt, builder, logger, plan, trt_version(trt))
     _set_input_formats(trt, network, plan)
     config = _configure(trt, builder, plan)
     cache, loaded = _load_timing_cache(config, plan, logger) if plan.timing_cache_path is not None else (None, False)
@@ -238,6 +257,7 @@ def build_serialized(plan: BuildPlan, trt) -> BuiltEngine:
     cache_bytes = bytes(config.get_timing_cache().serialize()) if cache is not None else None
     runtime = trt.Runtime(logger)
     text, io = _inspect(trt, runtime, plan_bytes, plan)
-    return BuiltEngine(plan_bytes=plan_bytes, inspector_json=text, io=io, placement=placement, seconds=seconds,
+    return BuiltEngine(plan_bytes=plan_bytes, inspector_json=text, io=io, placement=placement,
+                       placement_report=parse_placement_report(logger.placement), seconds=seconds,
                        timing_cache=cache_bytes, timing_cache_loaded=loaded,
                        warnings=logger.warnings[:MAX_KEPT_WARNINGS])

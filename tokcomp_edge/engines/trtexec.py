@@ -6,6 +6,8 @@ sampleOptions.cpp of the 10.x and 11.x releases):
   `hwc16` is parsed from 10.10 on.
 - 11.x: networks are always strongly typed (`--stronglyTyped` is a deprecated no-op, left out) and
   `--inputIOFormats` takes the format alone (`hwc8`): the type comes from the network.
+- DLA: only 11.x (11.4.1+) builds DLA strongly typed — 10.x trtexec adds `--fp16`'s builder flag to every DLA
+  build — so a DLA plan has no 10.x command; `--adjustForDLA` sets the parser's ADJUST_FOR_DLA (10.16+, 11.x).
 """
 
 from __future__ import annotations
@@ -71,7 +73,9 @@ def trtexec_args(plan: BuildPlan, trt_major: int) -> list[str]:
         args.append(f"--memPoolSize=workspace:{_mem_size(p.workspace)}")
     args.append(f"--builderOptimizationLevel={p.builder_optimization_level}")
     if p.dla_core is not None:
-        args.append(f"--useDLACore={p.dla_core}")
+        if trt_major != 11:
+            raise ValueError("a DLA plan has only a TensorRT 11.x trtexec command (10.x builds DLA weakly typed)")
+        args += [f"--useDLACore={p.dla_core}", "--adjustForDLA"]
         if p.gpu_fallback:
             args.append("--allowGPUFallback")
     if p.hardware_compatibility != "none":
@@ -85,4 +89,6 @@ def trtexec_args(plan: BuildPlan, trt_major: int) -> list[str]:
 def trtexec_commands(plan: BuildPlan) -> dict[int, str]:
     """Shell command lines keyed by TensorRT major: the target's one, or both when it is unknown."""
     majors = [plan.target.trt_major] if plan.target.trt_major in (10, 11) else [10, 11]
+    if plan.profile.uses_dla:
+        majors = [m for m in majors if m == 11]
     return {m: shlex.join(trtexec_args(plan, m)) for m in majors}
