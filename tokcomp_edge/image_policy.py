@@ -73,7 +73,12 @@ FAMILY_RULES = {
     # The splitting itself is host-side; --images frames each photo as one tile (the thumbnail / global view).
     "internvl": FamilyRule("GotOcr2ImageProcessor (one tile)", "square", "bicubic", crop=False),
     "idefics3": FamilyRule("Idefics3ImageProcessor (one tile)", "square", "lanczos", crop=False),
+    # A VLM whose processor frames differently from its tower family's: Gemma 3 resizes bilinearly where
+    # SigLIP's processor is bicubic (transformers' Gemma3ImageProcessor; pan-and-scan is off by default).
+    "gemma3": FamilyRule("Gemma3ImageProcessor", "square", "bilinear", crop=False),
 }
+# VLM model types whose own processor rule replaces the tower family's (policy_for_spec's `vlm_type`).
+VLM_RULES = {"gemma3"}
 # Families whose processor's size fields describe the whole-image tiling, not the tile: only the
 # resampling and rescaling are taken from their preprocessor_config.json.
 TILE_FAMILIES = {"internvl", "idefics3"}
@@ -289,8 +294,14 @@ def _from_processor_config(rule: FamilyRule, base: dict[str, Any], pc: dict[str,
                             processor=str(pc.get("image_processor_type") or rule.processor), source=source)
 
 
-def policy_for_spec(spec) -> PreprocessPolicy:
-    """The policy of an EncoderSpec: its hf: folder's preprocessor_config.json, else its family's rule."""
+def policy_for_spec(spec, vlm_type: str | None = None) -> PreprocessPolicy:
+    """The policy of an EncoderSpec: its hf: folder's preprocessor_config.json, else its family's rule.
+
+    Args:
+        spec: the (tower's) EncoderSpec.
+        vlm_type: the VLM's model_type when the tower is part of one; a VLM_RULES type frames with its own
+            processor's rule instead of the tower family's.
+    """
     config = None
     if spec.source == "hf-local" and spec.name.startswith("hf:"):
         path = Path(spec.name[3:]).expanduser() / "preprocessor_config.json"
@@ -300,4 +311,5 @@ def policy_for_spec(spec) -> PreprocessPolicy:
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise InputError(f"{path} cannot be read as JSON ({exc})", "fix or replace the file") from exc
     timm_name = spec.name[5:] if spec.name.startswith("timm:") else None
-    return policy_for(spec.family, spec.image_size, spec.mean, spec.std, config, timm_name=timm_name)
+    family = vlm_type if vlm_type in VLM_RULES else spec.family
+    return policy_for(family, spec.image_size, spec.mean, spec.std, config, timm_name=timm_name)

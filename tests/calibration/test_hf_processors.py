@@ -122,3 +122,24 @@ def test_hf_folder_policy_comes_from_its_preprocessor_config(tmp_path):
     ref = _hf_pixels(AutoImageProcessor.from_pretrained(folder, backend="pil"), PHOTOS)
     ours = load_images(PHOTOS, policy).pixel_values
     assert np.abs(ours - ref).max() * 0.229 < 1e-5
+
+
+def test_gemma3_preset_frames_like_gemma3s_own_processor(tmp_path):
+    """Regression: a Gemma 3 bundle framed photos with its SigLIP tower's bicubic rule, where Gemma 3's
+    processor resizes bilinearly. The bundle's policy now equals Gemma3ImageProcessor's PIL backend."""
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    from tokcomp_edge.export import ExportConfig, export_bundle
+
+    res = export_bundle(ExportConfig(model="tiny-gemma3", out=tmp_path / "g", quiet=True, lint=False))
+    pre = res.manifest["preprocess"]
+    assert (pre["processor"], pre["interpolation"], pre["resize"]) == ("Gemma3ImageProcessor", "bilinear", "square")
+    from tokcomp_edge.image_policy import PreprocessPolicy
+
+    policy = PreprocessPolicy.from_manifest(res.manifest)
+    size = res.manifest["encoder"]["image_size"]
+    ref = _hf_pixels(Gemma3ImageProcessorPil(size={"height": size[0], "width": size[1]},
+                                             image_mean=pre["mean"], image_std=pre["std"]), PHOTOS)
+    ours = load_images(PHOTOS, policy).pixel_values
+    assert ours.shape == ref.shape
+    assert np.abs(ours - ref).max() * max(pre["std"]) < 1e-5

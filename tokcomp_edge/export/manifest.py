@@ -73,7 +73,8 @@ def build_manifest(*, name: str, spec, encoder_extra: dict[str, Any], plan, opse
         "dim_out": shape["dim_out"],
         "preprocess": {"image_size": list(spec.image_size), "mean": list(spec.mean), "std": list(spec.std),
                        "layout": "NCHW", "range": "RGB in [0,1], then (x - mean) / std",
-                       **policy_for_spec(spec).to_dict()},  # how photos are framed: image_policy.py
+                       # how photos are framed: image_policy.py
+                       **policy_for_spec(spec, vlm.vlm.family.model_type if vlm is not None else None).to_dict()},
         "onnx": {"file": "model.onnx", "opset": opset, "batch": {"min": batch[0], "max": batch[1]},
                  "inputs": inputs, "outputs": outputs, "external_data": external_data, "cleanup": cleanup},
         "variants": {"fp32": {"file": "model.onnx", "precision": "fp32", "input_layout": "nchw-float",
