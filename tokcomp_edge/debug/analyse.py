@@ -16,7 +16,7 @@ import numpy as np
 from .blocks import Block, find_blocks
 from .config import BlockTolerance
 from .instrument import ABSMAX, NONFINITE, instrument, map_tensor, node_outputs, tensor_types
-from .metrics import FP16_MAX, overflow_margin, tensor_errors
+from .metrics import FP16_MAX, errors_over, overflow_margin
 from .result import BlockFigures, NodeFigures
 
 _DTYPE_NAMES = {1: "float32", 10: "float16", 16: "bfloat16", 3: "int8", 2: "uint8", 7: "int64", 6: "int32", 9: "bool"}
@@ -62,9 +62,10 @@ def _stats(runs: list[dict[str, np.ndarray]], tensors: list[str]) -> tuple[dict[
     return absmax, nonfinite
 
 
-def _concat(runs: list[dict[str, np.ndarray]], name: str) -> np.ndarray:
-    return np.concatenate([np.asarray(r[name], dtype=np.float32).reshape(-1, *np.shape(r[name])[1:])
-                           if np.ndim(r[name]) else np.asarray(r[name], np.float32).reshape(1) for r in runs])
+def _pairs(ref_runs, var_runs, ref_name: str, var_name: str) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """(fp32, variant) arrays of one tensor per input batch; None when a shape differs."""
+    pairs = [(r[ref_name], v[var_name]) for r, v in zip(ref_runs, var_runs)]
+    return pairs if all(np.shape(a) == np.shape(b) for a, b in pairs) else None
 
 
 class _Pair:
@@ -152,8 +153,10 @@ def _block_figures(b: Block, pair: _Pair, ref_runs, var_runs, ref_absmax, var_no
         err = {"max_abs": float("nan"), "rel_l2": float("nan"), "min_cosine": float("nan")}
         reasons = [f"output {b.output} not found in the variant"]
     else:
-        err = tensor_errors(_concat(ref_runs, b.output), _concat(var_runs, vout))
-        reasons = []
+        pairs = _pairs(ref_runs, var_runs, b.output, vout)
+        err = errors_over(pairs) if pairs else {"max_abs": float("nan"), "rel_l2": float("nan"),
+                                                "min_cosine": float("nan")}
+        reasons = [] if pairs else [f"output {b.output} has another shape in the variant"]
     best, best_node = None, None
     first_bad = None
     for name in b.nodes:
@@ -192,13 +195,13 @@ def _node_figures(block: Block, pair: _Pair, inputs: list[np.ndarray], tol: Bloc
         v = vnames.get(t)
         if t not in ref_runs[0] or v is None or v not in var_runs[0]:
             continue
-        r, g = _concat(ref_runs, t), _concat(var_runs, v)
-        if r.shape != g.shape:
+        pairs = _pairs(ref_runs, var_runs, t, v)
+        if not pairs:
             continue
-        err = tensor_errors(r, g)
-        amax = float(np.abs(r).max(initial=0.0))
+        err = errors_over(pairs)
+        amax = max(float(np.abs(r).max(initial=0.0)) for r, _ in pairs)
         dtype = pair.stored_dtype(t)
-        nonfinite = int((~np.isfinite(g)).sum())
+        nonfinite = sum(int((~np.isfinite(g)).sum()) for _, g in pairs)
         breaks = (nonfinite > 0 or (dtype == "float16" and amax > FP16_MAX) or err["rel_l2"] > tol.max_rel_l2
                   or err["min_cosine"] < tol.min_cosine)
         out.append(NodeFigures(name=name, op_type=pair.nodes[name].op_type, tensor=t, dtype=dtype,

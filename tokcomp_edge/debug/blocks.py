@@ -53,6 +53,8 @@ def _numbered_prefix(path: str) -> tuple[str, int] | None:
 
 
 def _node_paths(node, initializers: set[str]) -> list[str]:
+    # `initializers`: only those read by exactly one node. onnxslim merges equal constants (freshly
+    # initialised LayerNorm weights are all ones), so a shared one says nothing about where a node sits.
     """Module paths a node carries: its name scopes, a slash-style name, the initializers it reads."""
     paths = []
     for prop in node.metadata_props:
@@ -75,16 +77,18 @@ def find_blocks(model) -> list[Block]:
         InputError: no numbered module path (`…layers.N…`, `…blocks.N…`) is found in the graph.
     """
     nodes = list(model.graph.node)
-    inits = {t.name for t in model.graph.initializer}
+    readers = Counter(i for n in nodes for i in set(n.input))
+    inits = {t.name for t in model.graph.initializer if readers[t.name] == 1}
     anchors: dict[int, tuple[str, int]] = {}  # node position → (family prefix, number)
     for pos, node in enumerate(nodes):
-        for path in _node_paths(node, inits):
-            found = _numbered_prefix(path)
-            if found:
-                anchors[pos] = found
-                break
+        paths = _node_paths(node, inits)
+        found = next((f for f in map(_numbered_prefix, paths) if f), None)
+        if found:
+            anchors[pos] = found
+        elif paths:  # a module outside any numbered family (the embedding, the final norm, a projector)
+            anchors[pos] = (paths[0].rsplit(".", 1)[0], -1)
     families = Counter()
-    for fam in {a for a in anchors.values()}:
+    for fam in {a for a in anchors.values() if a[1] >= 0}:
         families[fam[0]] += 1
     if not families:
         raise InputError(f"found no transformer blocks in graph {model.graph.name!r}: no parameter or node name "
@@ -94,7 +98,7 @@ def find_blocks(model) -> list[Block]:
     family = families.most_common(1)[0][0]
     positions: dict[int, list[int]] = {}
     for pos, (fam, num) in sorted(anchors.items()):
-        if fam == family:
+        if fam == family and num >= 0:
             positions.setdefault(num, []).append(pos)
     order = sorted(positions, key=lambda n: positions[n][0])
     all_anchors = sorted(anchors)
@@ -104,8 +108,15 @@ def find_blocks(model) -> list[Block]:
             consumers[name] = pos
     graph_outputs = {o.name for o in model.graph.output}
     blocks = []
-    for index, num in enumerate(order):
+    prev_end = None
+    for num in order:
         first, last = positions[num][0], positions[num][-1]
+        # Blocks tile the graph: each starts right after the previous one ends (its LayerNorm may carry no
+        # anchor); the first starts after the last other anchor before it (the embedding).
+        if prev_end is not None:
+            first = prev_end + 1
+        else:
+            first = max((p for p in all_anchors if p < first and anchors[p][0] != family), default=first - 1) + 1
         nxt = next((p for p in all_anchors if p > last and anchors[p] != (family, num)), len(nodes))
         end = last
         while end + 1 < nxt and nodes[end + 1].op_type in RESIDUAL_OPS:
@@ -118,6 +129,7 @@ def find_blocks(model) -> list[Block]:
                 break
         if output is None:
             continue
+        prev_end = end
         blocks.append(Block(index=len(blocks), name=f"{family}.{num}",
                             nodes=tuple(n.name for n in nodes[first:end + 1]), output=output))
     return blocks

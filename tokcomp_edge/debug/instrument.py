@@ -40,7 +40,7 @@ def map_tensor(name: str, producer: tuple[str, int] | None, variant_outputs: dic
     `<t>_QuantizeLinear_Output`, … beside them); a graph output moved behind a cast is `<t>_pre_cast`;
     otherwise the output of the node of the same name at the same position.
     """
-    for candidate in (name, f"{name}_pre_cast"):
+    for candidate in (f"{name}_pre_cast", name):
         if candidate in variant_outputs:
             return candidate
     if producer is not None:

@@ -42,3 +42,21 @@ def overflow_margin(max_abs_activation: float | None) -> float | None:
     if not np.isfinite(max_abs_activation):
         return 0.0
     return float("inf") if max_abs_activation == 0 else FP16_MAX / float(max_abs_activation)
+
+
+def errors_over(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """tensor_errors over several runs (batches) of the same tensor, whose shapes may differ by batch:
+    the largest max_abs, the relative L2 of all runs together, the smallest cosine."""
+    diff2 = ref2 = 0.0
+    max_abs, min_cos = 0.0, 1.0
+    for ref, got in pairs:
+        e = tensor_errors(ref, got)
+        if not np.isfinite(e["max_abs"]):
+            return {"max_abs": float("inf"), "rel_l2": float("inf"), "min_cosine": -1.0}
+        r = np.asarray(ref, dtype=np.float64)
+        n = float(np.linalg.norm(r))
+        diff2 += (e["rel_l2"] * n) ** 2 if n else 0.0
+        ref2 += n * n
+        max_abs, min_cos = max(max_abs, e["max_abs"]), min(min_cos, e["min_cosine"])
+    rel = float(np.sqrt(diff2 / ref2)) if ref2 else 0.0
+    return {"max_abs": max_abs, "rel_l2": rel, "min_cosine": min_cos}

@@ -188,9 +188,9 @@ def register_fp16(bundle: Bundle, tmp: Path, options: VariantOptions, facts: dic
                             merged=_merged_out(bundle.manifest))
     if not result:
         raise ParityError(f"fp16 variant fails its check against the golden reference: {_fp16_failure(result)}",
-                          "nothing was registered; find the layer that breaks with `tokcomp debug "
-                          f"{bundle.path} --variant fp16` (`--fix` keeps it in fp32), or keep the sensitive op "
-                          "types in fp32 (Fp16Options.fp32_op_types, e.g. Softmax)")
+                          "nothing was registered; find the layer that breaks with `tokcomp debug BUNDLE "
+                          "--variant fp16` (`--fix` keeps it in fp32), or keep the sensitive op types in fp32 "
+                          "(Fp16Options.fp32_op_types, e.g. Softmax)")
     meta = {
         "precision": "fp16", "input_layout": "nchw-float",
         **variant_io(tmp),
