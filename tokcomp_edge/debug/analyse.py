@@ -220,3 +220,40 @@ def _largest_jump(nodes: list[NodeFigures]) -> NodeFigures | None:
                 best, best_ratio = n, ratio
             prev = n.rel_l2
     return best
+
+
+def analyse_outputs(fp32_model, got: list[dict[str, np.ndarray]], names: dict[str, str], inputs: list[np.ndarray],
+                    tol: BlockTolerance) -> Analysis:
+    """Per-block figures from block outputs another runtime computed (TensorRT: debug/trt.py).
+
+    `got[i][names[block output]]` is the variant's block output for `inputs[i]`. Without the in-graph
+    statistics, max_activation is the fp32 block output's and the node drill-down is left out.
+    """
+    blocks = find_blocks(fp32_model)
+    ref_inst = instrument(fp32_model, [b.output for b in blocks], [])
+    ref_runs = _run(_session(ref_inst.model), inputs, [o.name for o in ref_inst.model.graph.output])
+    figures = []
+    for b in blocks:
+        v = names.get(b.output)
+        pairs = _pairs(ref_runs, got, b.output, v) if v and v in got[0] else None
+        err = errors_over(pairs) if pairs else {"max_abs": float("nan"), "rel_l2": float("nan"),
+                                                "min_cosine": float("nan")}
+        amax = max(float(np.abs(r).max(initial=0.0)) for r, _ in pairs) if pairs else None
+        bad = sum(int((~np.isfinite(np.asarray(g, np.float64))).sum()) for _, g in pairs) if pairs else 0
+        reasons = [] if pairs else [f"output {b.output} not returned by the engine"]
+        if bad:
+            reasons.append(f"{bad} inf/NaN values in the block output")
+        elif err["rel_l2"] > tol.max_rel_l2:
+            reasons.append(f"rel L2 {err['rel_l2']:.3g} > {tol.max_rel_l2:g}")
+        elif err["min_cosine"] < tol.min_cosine:
+            reasons.append(f"min token cosine {err['min_cosine']:.5f} < {tol.min_cosine:g}")
+        figures.append(BlockFigures(index=b.index, name=b.name, output=b.output, max_abs=err["max_abs"],
+                                    rel_l2=err["rel_l2"], min_cosine=err["min_cosine"], max_activation=amax,
+                                    max_activation_node=None, overflow_margin=overflow_margin(amax),
+                                    first_nonfinite=({"node": b.nodes[-1], "tensor": b.output, "count": bad}
+                                                     if bad else None), breaks=bool(reasons), reasons=reasons))
+    first = next((f for f in figures if f.breaks), None)
+    culprit = None if first is None else {"index": first.index, "name": first.name, "node": None, "op_type": None,
+                                          "reasons": list(first.reasons)}
+    return Analysis(blocks=figures, culprit=culprit, node_io_absmax={}, fp16_nodes=set(), runtime="tensorrt",
+                    graph_blocks=blocks)

@@ -64,7 +64,7 @@ def debug(cfg: DebugConfig, times: StageTimes | None = None) -> DebugResult:
                              runtime=final.runtime, blocks=final.blocks, culprit=final.culprit,
                              tolerance=result.tolerance, made=None, fix=done)
     result.seconds = time.perf_counter() - started
-    if cfg.write and made is None:
+    if cfg.write and result.made is None:
         from .store import write_result
 
         write_result(bundle.path, result)
