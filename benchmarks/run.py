@@ -178,6 +178,7 @@ def main() -> int:
     ap.add_argument("--no-vlm", action="store_true", help="skip the VLM memory and latency runs")
     ap.add_argument("--core-only", action="store_true", help="only the core-install size and start-up section")
     ap.add_argument("--no-inside", action="store_true", help="skip the ToMe (compression inside the encoder) run")
+    ap.add_argument("--no-debug", action="store_true", help="skip timing `tokcomp debug` against `validate`")
     args = ap.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     from rich.console import Console
@@ -200,6 +201,11 @@ def main() -> int:
             t0 = time.perf_counter()
             ensure_variant(Bundle.load(bundle), "fp16")
             results["fp16_variant_s"] = round(time.perf_counter() - t0, 2)
+        if not args.no_fp16 and not args.no_debug:
+            from debug_bench import bench_debug
+
+            results["debug"] = bench_debug(bundle, console)
+            console.print(f"debug / validate: ×{results['debug']['ratio_median']} (target ≤ ×3)")
         console.print("timing PyTorch eager vs ONNX Runtime CPU (interleaved) …")
         results["latency"] = bench_latency(bundle, batches, args.warmup, args.iters)
         if not args.no_vlm:

@@ -53,6 +53,10 @@ def print_plan(plan) -> None:
     t.add_row("profile", f"{p.name} — {p.description or p.source}")
     pending = "" if plan.variant_ready else " [yellow](to create)[/]"
     t.add_row("variant", f"{plan.variant}: {plan.onnx_path}{pending}")
+    if plan.fp32_islands:
+        shown = ", ".join(plan.fp32_islands[:8]) + (f", … ({len(plan.fp32_islands)} in all)"
+                                                    if len(plan.fp32_islands) > 8 else "")
+        t.add_row("fp32 islands", shown)
     t.add_row("input", f"{inp.name} {inp.layout} {inp.dtype or '(dtype set by the variant)'}, engine format "
                        f"{inp.engine_format}")
     t.add_row("shapes", f"min {list(inp.shape_min)}  opt {list(inp.shape_opt)}  max {list(inp.shape_max)}")

@@ -360,7 +360,8 @@ def summarize_checks(checks: list[Check]) -> dict[str, dict[str, Any]]:
         s["checks"] += 1
         s["passed"] = s["passed"] and c.passed
         m = c.metrics
-        for key, pick in (("max_abs_err", max), ("rel_l2_err", max), ("cosine_min", min), ("cosine_p1", min),
+        for key, pick in (("max_abs_err", max), ("ref_max_abs", max), ("rel_l2_err", max), ("cosine_min", min),
+                          ("cosine_p1", min),
                           ("jaccard_min", min), ("jaccard_mean", min)):
             if m.get(key) is not None:
                 s[key] = m[key] if key not in s else pick(s[key], m[key])

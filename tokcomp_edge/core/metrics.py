@@ -45,6 +45,21 @@ def token_cosine(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
     return np.where(bad, np.nan, cos)
 
 
+def min_row_cosine(actual: np.ndarray, expected: np.ndarray, tiny: float = 1e-6) -> float:
+    """Smallest cosine of the rows (last axis) of any-shaped tensors, leaving out rows whose expected norm
+    is below `tiny` of the largest row norm: inside a network such rows (zero padding, a token a block
+    zeroed) have no direction to keep. A scalar or 1-D tensor is one row; NaN/Inf count as −1."""
+    e = np.asarray(expected, np.float64)
+    a = np.asarray(actual, np.float64)
+    rows_e = e.reshape(-1, e.shape[-1]) if e.ndim else e.reshape(1, 1)
+    rows_a = a.reshape(rows_e.shape)
+    cos = token_cosine(rows_a, rows_e)
+    norms = np.sqrt((rows_e * rows_e).sum(-1))
+    keep = norms > tiny * max(float(norms.max(initial=0.0)), 1e-30)
+    cos = np.where(np.isfinite(cos), cos, -1.0)[keep]
+    return float(cos.min(initial=1.0))
+
+
 @dataclass
 class TensorMetrics:
     """How far one output is from its expected value.

@@ -13,7 +13,6 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 LEVELS = ("disable", "basic", "extended", "all")
 DISABLED_OPTIMIZERS = ("NchwcTransformer",)
@@ -103,13 +102,17 @@ def session_with_outputs(model, extra: dict[str, int], settings: SessionSettings
         return ort_session(big, settings)
 
 
-def tensor_types(model) -> dict[str, Any]:
-    """ONNX elem type of every named tensor shape inference can type (inputs, outputs, intermediates)."""
+def tensor_types(model) -> dict[str, int]:
+    """ONNX elem type of every named tensor shape inference can type (inputs, outputs, intermediates,
+    initializers)."""
     import onnx
 
     try:
         typed = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     except Exception:  # noqa: BLE001 - a graph inference cannot type: the caller gets what it can
         typed = model
-    return {vi.name: vi.type.tensor_type.elem_type
-            for vi in list(typed.graph.value_info) + list(typed.graph.input) + list(typed.graph.output)}
+    g = typed.graph
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in list(g.input) + list(g.value_info) + list(g.output)
+             if vi.type.HasField("tensor_type")}
+    types.update({t.name: t.data_type for t in g.initializer})
+    return types

@@ -77,6 +77,8 @@ class BuildPlan:
         timing_cache_path: the cache file to load and update, or None (off).
         target: GPU and TensorRT version the names were made for (parts may be unknown).
         notes: things a reader of the dry run must know (placeholders, variant to create, caveats).
+        fp32_islands: nodes the variant keeps in fp32 (`tokcomp debug --fix`); the strongly typed build
+            takes them as the ONNX types them — nothing to set.
     """
 
     bundle_path: Path
@@ -94,6 +96,7 @@ class BuildPlan:
     timing_cache_path: Path | None
     target: BuildTarget
     notes: tuple[str, ...] = field(default_factory=tuple)
+    fp32_islands: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def has_placeholders(self) -> bool:
@@ -111,6 +114,7 @@ class BuildPlan:
             "target": {"gpu": self.target.gpu.to_dict() if self.target.gpu else None,
                        "tensorrt": self.target.trt_version},
             "placeholders": self.has_placeholders, "notes": list(self.notes),
+            "fp32_islands": list(self.fp32_islands),
         }
 
 
@@ -248,11 +252,24 @@ def make_plan(bundle: Bundle, profile: BuildProfile, target: BuildTarget,
         notes.extend(_dla_notes(profile, target))
     if fmt == "hwc16" and major == 10 and target.trt_version and _minor(target.trt_version) < 10:
         notes.append("trtexec before 10.10 does not parse the 'hwc16' I/O format (the Python build does)")
+    islands = fp32_islands(bundle, variant) if ready else ()
+    if islands:
+        notes.append(f"{len(islands)} nodes run in fp32 inside the {variant} graph (fp32 islands from `tokcomp debug "
+                     "--fix`): the strongly typed build keeps the precisions the ONNX carries")
     return BuildPlan(bundle_path=bundle.path, bundle_name=bundle.name, manifest_sha256=bundle.manifest_sha256(),
                      profile=profile, variant=variant, onnx_path=onnx_path, variant_ready=ready, inputs=(inp,),
                      output_names=tuple(bundle.output_names), engine_path=folder / f"{stem}.plan",
                      sidecar_path=folder / f"{stem}.engine.json", layers_path=folder / f"{stem}.layers.json",
-                     timing_cache_path=cache, target=target, notes=tuple(notes))
+                     timing_cache_path=cache, target=target, notes=tuple(notes), fp32_islands=islands)
+
+
+def fp32_islands(bundle: Bundle, variant: str) -> tuple[str, ...]:
+    """The fp32 islands recorded for `variant` (an nhwc wrapper inherits those of the variant it wraps)."""
+    entries = bundle.variants()
+    entry = entries.get(variant) or {}
+    if "fp32_islands" not in entry and (entry.get("base") or {}).get("variant") in entries:
+        entry = entries[entry["base"]["variant"]]
+    return tuple((entry.get("fp32_islands") or {}).get("nodes", ()))
 
 
 def _dla_notes(profile: BuildProfile, target: BuildTarget) -> list[str]:

@@ -35,11 +35,21 @@ class Fp16Options:
         fp32_op_types: op types to keep in fp32 in addition to AutoCast's own choices.
         data_max: values above this magnitude (on the calibration inputs) keep their node in fp32;
             AutoCast's default 512 is where fp16's spacing reaches 0.5.
+        fp32_nodes: exact node names to keep in fp32 (the "fp32 islands" `tokcomp debug --fix` finds);
+            passed to AutoCast's `nodes_to_exclude` as anchored, escaped regular expressions, so a name
+            never matches more than itself.
     """
 
     keep_io_types: bool = True
     fp32_op_types: tuple[str, ...] = ()
     data_max: float = 512.0
+    fp32_nodes: tuple[str, ...] = ()
+
+    def nodes_to_exclude(self) -> list[str] | None:
+        """AutoCast's `nodes_to_exclude` (it `re.match`es each pattern against node names) for fp32_nodes."""
+        import re
+
+        return [f"{re.escape(n)}$" for n in self.fp32_nodes] or None
 
 
 def modelopt_version() -> str:
@@ -100,6 +110,7 @@ def convert_fp16(src: Path, calibration: np.ndarray, options: Fp16Options):
         try:
             model = convert_to_mixed_precision(
                 onnx_path=str(src), low_precision_type="fp16", keep_io_types=options.keep_io_types,
+                nodes_to_exclude=options.nodes_to_exclude(),
                 op_types_to_exclude=list(options.fp32_op_types) or None, data_max=options.data_max,
                 calibration_data=str(calib), providers=["cpu"])
         except Exception as exc:  # AutoCast raises assorted types (ValueError, AssertionError, ORT errors)

@@ -19,7 +19,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -159,33 +159,60 @@ def _is_current(bundle: Bundle, key: str) -> bool:
 
 def _make_fp16(bundle: Bundle, options: VariantOptions, times: StageTimes | None) -> Path:
     src = bundle.onnx_path("fp32")
-    reference = bundle.reference()
     batches = bundle.reference_batches()
-    q = options.quiet
-    with stage("fp16 variant: ModelOpt AutoCast", times, q):
-        model, facts = convert_fp16(src, reference[f"pixel_values.b{max(batches)}"], options.fp16)
-    with _staged_file(bundle, "fp16") as tmp:
+    # A remade fp16 variant keeps the fp32 islands `tokcomp debug --fix` found for this bundle (unless the
+    # caller names its own): they are part of its recipe, and dropping them would bring back the overflow.
+    islands = (bundle.variants().get("fp16") or {}).get("fp32_islands")
+    extra = None
+    if islands and islands.get("nodes") and not options.fp16.fp32_nodes:
+        options = replace(options, fp16=replace(options.fp16, fp32_nodes=tuple(islands["nodes"])))
+        extra = {"fp32_islands": islands}
+    with stage("fp16 variant: ModelOpt AutoCast" + (f" ({len(islands['nodes'])} fp32 islands kept)" if extra else ""),
+               times, options.quiet):
+        model, facts = convert_fp16(src, bundle.reference()[f"pixel_values.b{max(batches)}"], options.fp16)
+    with staged_variant_file(bundle, "fp16") as tmp:
         save_variant_model(model, tmp, "fp16")
         del model
-        with stage(f"fp16 check: ONNX Runtime CPU vs golden reference (batch {', '.join(map(str, batches))})",
-                   times, q):
-            result = check_fp16(tmp, src, reference, batches, options.fp16_tolerance,
-                                OutputLayout.from_manifest(bundle.manifest))
-        if not result:
-            raise ParityError(f"fp16 variant fails its check against the golden reference: {result.failure_text()}",
-                              "nothing was registered; keep the sensitive op types in fp32 "
-                              "(Fp16Options.fp32_op_types, e.g. Softmax) or lower Fp16Options.data_max")
-        meta = {
-            "precision": "fp16", "input_layout": "nchw-float",
-            **variant_io(tmp),
-            "source": f"modelopt-autocast {modelopt_version()}",
-            "options": asdict(options.fp16),
-            "conversion": facts,
-            "base": {"variant": "fp32", "file": src.name, "sha256": sha256_file(src)},
-            "lint": lint_counts(tmp),
-            "check": result.to_dict(),
-        }
-        return bundle.add_variant("fp16", tmp, meta)
+        return register_fp16(bundle, tmp, options, facts, times, extra=extra)
+
+
+def register_fp16(bundle: Bundle, tmp: Path, options: VariantOptions, facts: dict[str, Any],
+                  times: StageTimes | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """Check a converted fp16 file (staged inside the bundle folder) and register it as the `fp16` variant.
+
+    Args:
+        tmp: the fp16 ONNX, from staged_variant_file (renamed into place on success).
+        options: the options it was converted with (recorded); facts: convert_fp16's facts.
+        extra: more fields for the variant entry (`fp32_islands` from `tokcomp debug --fix`).
+    Returns:
+        The registered file's path.
+    Raises:
+        ParityError: the check failed; nothing was registered.
+    """
+    src = bundle.onnx_path("fp32")
+    reference = bundle.reference()
+    batches = bundle.reference_batches()
+    with stage(f"fp16 check: ONNX Runtime CPU vs golden reference (batch {', '.join(map(str, batches))})",
+               times, options.quiet):
+        result = check_fp16(tmp, src, reference, batches, options.fp16_tolerance,
+                            OutputLayout.from_manifest(bundle.manifest))
+    if not result:
+        raise ParityError(f"fp16 variant fails its check against the golden reference: {result.failure_text()}",
+                          "nothing was registered; find the layer that breaks with `tokcomp debug BUNDLE "
+                          "--variant fp16` (`--fix` keeps it in fp32), or keep the sensitive op types in fp32 "
+                          "(Fp16Options.fp32_op_types, e.g. Softmax)")
+    meta = {
+        "precision": "fp16", "input_layout": "nchw-float",
+        **variant_io(tmp),
+        "source": f"modelopt-autocast {modelopt_version()}",
+        "options": asdict(options.fp16),
+        "conversion": facts,
+        "base": {"variant": "fp32", "file": src.name, "sha256": sha256_file(src)},
+        "lint": lint_counts(tmp),
+        "check": result.to_dict(),
+        **(extra or {}),
+    }
+    return bundle.add_variant("fp16", tmp, meta)
 
 
 def _make_nhwc(bundle: Bundle, key: str, base_key: str, base: Path, options: VariantOptions,
@@ -199,7 +226,7 @@ def _make_nhwc(bundle: Bundle, key: str, base_key: str, base: Path, options: Var
     q = options.quiet
     with stage(f"{key} variant: uint8 NHWC input, normalised in the graph", times, q):
         model = wrap_nhwc(onnx.load(str(base)), mean=mean, std=std)
-    with _staged_file(bundle, key) as tmp:
+    with staged_variant_file(bundle, key) as tmp:
         save_variant_model(model, tmp, key)
         del model
         with stage(f"{key} check: ONNX Runtime CPU vs {base.name} on the same frames", times, q):
@@ -224,7 +251,7 @@ def _make_nhwc(bundle: Bundle, key: str, base_key: str, base: Path, options: Var
 
 
 @contextlib.contextmanager
-def _staged_file(bundle: Bundle, key: str) -> Iterator[Path]:
+def staged_variant_file(bundle: Bundle, key: str) -> Iterator[Path]:
     """A temp file inside the bundle folder (same filesystem, so add_variant can rename it into place),
     removed on any failure; after a successful add_variant it no longer exists."""
     fd, name = tempfile.mkstemp(prefix=f".model.{key}.", suffix=".onnx.tmp", dir=bundle.path)

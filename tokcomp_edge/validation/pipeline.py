@@ -45,7 +45,7 @@ from .latency import (
 from .memory import track_host_peak
 from .progress import Steps
 from .report_json import REPORT_SCHEMA, REPORT_VERSION, write_report
-from .target import Target, resolve_target
+from .target import Target, resolve_target, stored_debug
 
 MAX_IMAGE_PANELS = 8  # prune masks drawn over at most this many --images in the HTML
 
@@ -391,6 +391,7 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
             "gpu_target": target_gpu, "gpu_pytorch": torch_gpu,
         },
         "economics": token_economics(tokens_in, tokens_out, llms, cfg.text_tokens),
+        "debug": stored_debug(bundle, target.variant),  # `tokcomp debug`'s per-block figures, when current
         "images": image_section,
         "environment": environment.collect(),
         "duration_s": round(time.perf_counter() - started, 3),

@@ -266,3 +266,69 @@ def mask_over_image(png_base64: str, kept: list[int], grid: tuple[int, int], ima
                          "fill-opacity='0.6'/>")
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _as_float(v) -> float | None:
+    """A debug figure as a float: "inf"/"nan" strings (JSON) back to floats, None stays None."""
+    if v is None:
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def block_log_bars(values: list[float | None], labels: list[str], title: str, *, threshold: float | None = None,
+                   bad_below: bool = False, width: int = 560) -> str:
+    """One bar per transformer block on a log10 axis (debug: relative L2 error, or the fp16 overflow margin).
+
+    Non-finite values are drawn as a full-height red bar marked "inf"; a dashed line marks `threshold`
+    (the tolerance, or margin 1); bars beyond it — above, or below with `bad_below` — are red.
+    """
+    n = max(1, len(values))
+    left, top, plot_h, bottom = 52, 22, 150, 34
+    bar_w = max(6.0, (width - left - 10) / n)
+    w = int(left + bar_w * n + 10)
+    vals = [_as_float(v) for v in values]
+    finite = [v for v in vals if v is not None and math.isfinite(v) and v > 0]
+    marks = finite + ([threshold] if threshold else [])
+    lo = math.floor(math.log10(min(marks))) if marks else -6
+    hi = math.ceil(math.log10(max(marks))) if marks else 0
+    hi = hi if hi > lo else lo + 1
+
+    def y(v: float) -> float:
+        return top + plot_h * (1 - (math.log10(v) - lo) / (hi - lo))
+
+    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{top + plot_h + bottom}' "
+             f"role='img' aria-label='{escape(title)}'>", f"<text x='{left}' y='14' {FONT} font-weight='600'>"
+             f"{escape(title)}</text>"]
+    for e in range(lo, hi + 1):
+        parts.append(f"<line x1='{left}' x2='{w - 10}' y1='{y(10.0 ** e):.1f}' y2='{y(10.0 ** e):.1f}' "
+                     "stroke='#eaeef2'/>")
+        parts.append(f"<text x='{left - 4}' y='{y(10.0 ** e) + 4:.1f}' text-anchor='end' {FONT}>1e{e}</text>")
+    base = top + plot_h
+    for i, (v, label) in enumerate(zip(vals, labels)):
+        x = left + i * bar_w + 1
+        if v is None:
+            continue
+        if not math.isfinite(v) or v <= 0:
+            bad = not math.isfinite(v) or bad_below
+            h, text = plot_h, ("inf" if not math.isfinite(v) else "0")
+        else:
+            yy = min(max(y(v), top), base)
+            h, text = base - yy, None
+            bad = threshold is not None and ((v < threshold) if bad_below else (v > threshold))
+        colour = "#d1242f" if bad else "#1f77b4"
+        parts.append(f"<rect x='{x:.1f}' y='{base - h:.1f}' width='{bar_w - 2:.1f}' height='{h:.1f}' "
+                     f"fill='{colour}'><title>{escape(label)}: {v:.4g}</title></rect>")
+        if text:
+            parts.append(f"<text x='{x + (bar_w - 2) / 2:.1f}' y='{top + 10}' text-anchor='middle' {FONT} "
+                         f"fill='#fff'>{text}</text>")
+        parts.append(f"<text x='{x + (bar_w - 2) / 2:.1f}' y='{base + 13}' text-anchor='middle' {FONT}>{i}</text>")
+    if threshold:
+        ty = min(max(y(threshold), top), base)
+        parts.append(f"<line x1='{left}' x2='{w - 10}' y1='{ty:.1f}' y2='{ty:.1f}' stroke='#d1242f' "
+                     "stroke-dasharray='4 3'/>")
+    parts.append(f"<text x='{left}' y='{base + 28}' {FONT} fill='#57606a'>block index (execution order)</text>")
+    parts.append("</svg>")
+    return "".join(parts)

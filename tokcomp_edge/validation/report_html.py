@@ -109,8 +109,62 @@ def render_html(report: dict[str, Any]) -> str:
     if e["llms"]:
         parts.append(_table(*T.economics_table(report)))
         parts.append(f"<p class='muted'>Formula: <code>{escape(e['formula'])}</code></p>")
+    dbg = report.get("debug")
+    if dbg:
+        parts.append(debug_section(dbg))
     parts.append("<h2>Every comparison</h2>" + _table(*T.checks_table(report)))
     parts.append("<h2>Environment</h2>" + _kv(T.environment_rows(report)))
     parts.append(f"<p class='muted'>Report schema {escape(report['schema'])} v{report['schema_version']}, "
                  f"tokcomp {escape(str(report['tokcomp_version']))}.</p></body></html>")
     return "\n".join(parts)
+
+
+# --- `tokcomp debug`: the per-block section ---------------------------------------------------------
+
+
+def _dbg(v) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, str):
+        return v
+    return f"{v:.6f}" if isinstance(v, float) and 0.9 < v <= 1.0 else f"{v:.3g}"
+
+
+def debug_section(d: dict[str, Any]) -> str:
+    """The "Precision debug" section from a debug result dict (tokcomp_edge/debug/result.py)."""
+    blocks = d.get("blocks") or []
+    culprit = d.get("culprit")
+    verdict = ("<span class='badge pass'>no block breaks</span>" if culprit is None else
+               f"<span class='badge fail'>breaks at block {culprit['index']} {escape(str(culprit['name']))}, "
+               f"node {escape(str(culprit.get('node')))}</span>")
+    parts = [f"<h2>Precision debug: {escape(d['variant'])} vs fp32, per block</h2>", f"<p>{verdict}</p>",
+             f"<p class='muted'>{escape(d.get('inputs', ''))}. {escape(d.get('runtime', ''))}. Tolerance: rel L2 ≤ "
+             f"{d['tolerance']['max_rel_l2']:g}, min token cosine ≥ {d['tolerance']['min_cosine']:g}; margin = 65504 / "
+             "largest |activation| of the tensors the variant stores in fp16 (below 1: overflow).</p>"]
+    labels = [b["name"] for b in blocks]
+    parts.append("<div class='plots'>" + plots.block_log_bars(
+        [b["rel_l2"] for b in blocks], labels, "relative L2 error of each block output (log)",
+        threshold=d["tolerance"]["max_rel_l2"]) + plots.block_log_bars(
+        [b["overflow_margin"] for b in blocks], labels, "fp16 overflow margin 65504 / max |activation| (log)",
+        threshold=1.0, bad_below=True) + "</div>")
+    rows = [[str(b["index"]), b["name"], _dbg(b["max_abs"]), _dbg(b["rel_l2"]), _dbg(b["min_cosine"]),
+             _dbg(b["max_activation"]), _dbg(b["overflow_margin"]),
+             (f"{b['first_nonfinite']['count']} in {b['first_nonfinite']['node']}" if b.get("first_nonfinite")
+              else "—"), "FAIL" if b["breaks"] else "pass"] for b in blocks]
+    parts.append(_table(["#", "block", "max |Δ|", "rel L2", "min cos", "max |act|", "margin", "first non-finite",
+                         ""], rows))
+    fix = d.get("fix")
+    if fix:
+        isl = fix["islands"]
+        parts.append(f"<p>--fix kept {len(isl['nodes'])} nodes in fp32 ({isl['rounds']} round(s)), registered "
+                     f"<code>{escape(fix['registered'])}</code>:</p>")
+        parts.append(_table(["node", "why"], [[n, isl["why"].get(n, "")] for n in isl["nodes"]]))
+    return "\n".join(parts)
+
+
+def render_debug_html(d: dict[str, Any]) -> str:
+    """A self-contained page holding only the debug section (written beside the debug JSON)."""
+    title = f"tokcomp debug — {d['bundle']} · {d['variant']}"
+    return "\n".join(["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+                      f"<title>{escape(title)}</title><style>{CSS}</style></head><body>",
+                      f"<h1>{escape(title)}</h1>", debug_section(d), "</body></html>"])

@@ -207,3 +207,20 @@ def resolve_target(target: Path, bundle: Path | None = None, variant: str | None
         return _bundle_target(b, variant, device)
     raise InputError(f"{target} is neither a bundle folder nor an engine ({', '.join(ENGINE_SUFFIXES)})",
                      "pass a folder written by `tokcomp export`, or an engine from `tokcomp build`")
+
+
+def stored_debug(bundle: Bundle, variant: str | None) -> dict[str, Any] | None:
+    """The `tokcomp debug` result stored in the bundle (`debug/<variant>.json`), for the report's "Precision
+    debug" section — only while it still describes the variant file the manifest holds now (same sha256)."""
+    import json
+
+    if not variant:
+        return None
+    key = variant[: -len("-nhwc")] if variant.endswith("-nhwc") else variant
+    try:
+        d = json.loads((bundle.path / "debug" / f"{key}.json").read_text())
+        entry = bundle.manifest["variants"][key]
+        current = bundle.manifest["files"][entry["file"]]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return d if isinstance(d, dict) and d.get("variant_sha256") == current else None
