@@ -1,9 +1,9 @@
 """`tokcomp debug`: per-block precision debugging of bundle variants and engines (see run.py)."""
 
-from .config import BlockTolerance, DebugConfig
+from .config import DebugConfig
 from .result import BlockFigures, DebugResult, NodeFigures
 
-__all__ = ["BlockFigures", "BlockTolerance", "DebugConfig", "DebugResult", "NodeFigures", "debug"]
+__all__ = ["BlockFigures", "DebugConfig", "DebugResult", "NodeFigures", "debug"]
 
 
 def debug(cfg, times=None):

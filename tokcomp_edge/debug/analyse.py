@@ -15,7 +15,7 @@ import numpy as np
 
 from ..core.ort_session import tensor_types
 from .blocks import Block, find_blocks
-from .config import BlockTolerance
+from ..core.tolerance import Tolerance
 from .instrument import ABSMAX, NONFINITE, instrument, map_tensor, node_outputs
 from .metrics import FP16_MAX, errors_over, overflow_margin
 from .result import BlockFigures, NodeFigures
@@ -93,7 +93,7 @@ class _Pair:
         return _DTYPE_NAMES.get(self.stored.get(v, 0) if v else 0, "unknown")
 
 
-def analyse(fp32_model, variant_model, inputs: list[np.ndarray], tol: BlockTolerance) -> Analysis:
+def analyse(fp32_model, variant_model, inputs: list[np.ndarray], tol: Tolerance) -> Analysis:
     """Compare every block's output (and, in the first breaking block, every node) of the two graphs.
 
     Args:
@@ -150,7 +150,7 @@ def _runtime_label(pair: _Pair) -> str:
 
 
 def _block_figures(b: Block, pair: _Pair, ref_runs, var_runs, ref_absmax, var_nonfinite, mapped,
-                   tol: BlockTolerance) -> BlockFigures:
+                   tol: Tolerance) -> BlockFigures:
     vout = pair.vname(b.output)
     if vout is None or vout not in var_runs[0]:
         err = {"max_abs": float("nan"), "rel_l2": float("nan"), "min_cosine": float("nan")}
@@ -184,7 +184,7 @@ def _block_figures(b: Block, pair: _Pair, ref_runs, var_runs, ref_absmax, var_no
                         overflow_margin=margin, first_nonfinite=first_bad, breaks=bool(reasons), reasons=reasons)
 
 
-def _node_figures(block: Block, pair: _Pair, inputs: list[np.ndarray], tol: BlockTolerance) -> list[NodeFigures]:
+def _node_figures(block: Block, pair: _Pair, inputs: list[np.ndarray], tol: Tolerance) -> list[NodeFigures]:
     """Every float output of every node of `block`, whole, in both graphs."""
     tensors = [(name, t) for name in block.nodes for t in pair.nodes[name].output[:1]
                if t and pair.nodes[name].op_type not in _PLUMBING]
@@ -226,7 +226,7 @@ def _largest_jump(nodes: list[NodeFigures]) -> NodeFigures | None:
 
 
 def analyse_outputs(fp32_model, got: list[dict[str, np.ndarray]], names: dict[str, str], inputs: list[np.ndarray],
-                    tol: BlockTolerance) -> Analysis:
+                    tol: Tolerance) -> Analysis:
     """Per-block figures from block outputs another runtime computed (TensorRT: debug/trt.py).
 
     `got[i][names[block output]]` is the variant's block output for `inputs[i]`. Without the in-graph

@@ -1,36 +1,20 @@
-"""What `tokcomp debug` is asked to do (DebugConfig) and when a block counts as broken (BlockTolerance)."""
+"""What `tokcomp debug` is asked to do (DebugConfig).
+
+A block breaks when its output fails the variant's own thresholds of the one tolerance model
+(core/tolerance.py DEFAULTS: fp16 rel L2 ≤ 1e-2 and per-token cosine ≥ 0.999; int8 0.1 and 0.95 — the
+numbers the variant check and `validate` judge the final output by), or it overflows fp16, or holds
+inf/NaN. A healthy fp16 block output is within ~1e-3 relative L2 of fp32; a block that overflows or
+loses its LayerNorm statistics moves by O(1).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.tolerance import Tolerance, default_tolerance
+
 DEBUG_VARIANTS = ("fp16", "int8")
-
-
-@dataclass(frozen=True)
-class BlockTolerance:
-    """A block breaks when its output fails one of these (or it overflows fp16, or holds inf/NaN).
-
-    Why these numbers: a healthy fp16 block output is within ~1e-3 relative L2 of fp32 and its tokens
-    keep their direction (cosine ≈ 0.99999; README, "How an fp16 variant is checked"); a block that
-    overflows or loses its LayerNorm statistics moves by O(1). INT8 blocks carry quantization noise of a
-    few percent, so their bounds are the int8 check's (rel L2 0.1, cosine 0.95).
-
-    Attributes:
-        max_rel_l2: ‖variant − fp32‖ / ‖fp32‖ of the block output.
-        min_cosine: the smallest per-token cosine of the block output.
-    """
-
-    max_rel_l2: float
-    min_cosine: float
-
-    @classmethod
-    def for_variant(cls, variant: str) -> BlockTolerance:
-        return cls(max_rel_l2=0.1, min_cosine=0.95) if variant == "int8" else cls(max_rel_l2=0.01, min_cosine=0.999)
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -48,7 +32,8 @@ class DebugConfig:
         fix: regenerate the fp16 variant with the breaking nodes kept in fp32, check it, register it.
         fix_norms: with fix, also keep every LayerNormalization and Softmax of the breaking blocks in fp32.
         max_rounds: how many regenerate-and-recheck rounds `fix` may take.
-        tolerance: when a block breaks (default: BlockTolerance.for_variant(variant)).
+        tolerance: when a block breaks: its max_rel_l2 and min_cosine (default: the variant precision's
+            DEFAULTS in core/tolerance.py).
         write: store the result in the bundle (`debug/<variant>.json` and `.html`).
         quiet: no progress lines.
     """
@@ -62,9 +47,9 @@ class DebugConfig:
     fix: bool = False
     fix_norms: bool = False
     max_rounds: int = 3
-    tolerance: BlockTolerance | None = None
+    tolerance: Tolerance | None = None
     write: bool = True
     quiet: bool = False
 
-    def block_tolerance(self) -> BlockTolerance:
-        return self.tolerance or BlockTolerance.for_variant(self.variant)
+    def block_tolerance(self) -> Tolerance:
+        return self.tolerance or default_tolerance(self.variant)

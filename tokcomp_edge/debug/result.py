@@ -51,7 +51,7 @@ class BlockFigures:
         overflow_margin: 65504 / max_activation; below 1 that tensor overflows fp16.
         first_nonfinite: the first node of the block whose variant output holds inf/NaN (name, tensor,
             count), or None.
-        breaks: the block fails BlockTolerance, overflows, or holds a non-finite value.
+        breaks: the block fails its tolerance (max_rel_l2, min_cosine), overflows, or holds a non-finite value.
         reasons: why it breaks, in words.
         nodes: per-node figures (only for the first breaking block).
     """
@@ -92,7 +92,7 @@ class DebugResult:
         runtime: how both graphs ran.
         blocks: per-block figures in execution order.
         culprit: None, or {index, name, node} of the first breaking block and its first breaking node.
-        tolerance: the BlockTolerance used.
+        tolerance: the core.tolerance.Tolerance used (max_rel_l2 and min_cosine judge each block).
         fix: None, or what --fix did: islands, rounds, the registered file, before/after figures.
         passed: no block breaks (with --fix: in the registered variant).
     """
