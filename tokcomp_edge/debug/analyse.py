@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..core.ort_session import tensor_types
-from .blocks import Block, find_blocks
 from ..core.tolerance import Tolerance
+from .blocks import Block, find_blocks
 from .instrument import ABSMAX, NONFINITE, instrument, map_tensor, node_outputs
 from .metrics import FP16_MAX, errors_over, overflow_margin
 from .result import BlockFigures, NodeFigures
