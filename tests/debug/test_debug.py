@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,3 +111,20 @@ def test_bad_input_is_an_input_error(fresh):
         debug(DebugConfig(target=folder, variant="int8", fix=True, quiet=True))
     with pytest.raises(InputError, match="no 'int8' variant"):
         debug(DebugConfig(target=folder, variant="int8", quiet=True))
+
+
+def test_int8_variant_is_debugged_on_real_photos(fresh):
+    """`tokcomp debug BUNDLE --variant int8 --images photos/`: the calibrated variant, per block, on the
+    test photos framed by the bundle's policy, judged by the int8 thresholds."""
+    from tokcomp_edge.calibration.int8 import CalibrateConfig, calibrate
+
+    photos = Path(__file__).resolve().parents[1] / "calibration" / "photos"
+    folder = fresh("healthy")
+    calibrate(CalibrateConfig(bundle=folder, images=photos, batch=4, quiet=True, method="max"))
+    result = debug(DebugConfig(target=folder, variant="int8", images=photos, max_images=4, quiet=True))
+    d = result.to_dict()
+    assert "photo" in d["inputs"] or "image" in d["inputs"]
+    assert [b["index"] for b in d["blocks"]] == [0, 1, 2]
+    assert d["tolerance"]["max_rel_l2"] == 0.1 and d["tolerance"]["min_cosine"] == 0.95
+    # Quantisation moves every block a little, and none past the int8 bounds on this healthy tower.
+    assert all(0 < b["rel_l2"] < 0.1 for b in d["blocks"]) and d["culprit"] is None and result
