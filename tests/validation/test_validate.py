@@ -247,3 +247,25 @@ def _renamed(target):
     import dataclasses
 
     return dataclasses.replace(target, outputs=["features"])
+
+
+def test_fp16_prune_is_judged_with_score_evidence_like_the_variant_check(bundle_copy):
+    """One judgement in both stages: validate reads the prune scores of model.onnx and of the ONNX target
+    (CPU), so a kept-set swap the score error explains counts as agreeing here too — the numbers the
+    export's variant check used."""
+    from tokcomp_edge.core.bundle import Bundle
+    from tokcomp_edge.export.variants import VariantOptions, ensure_variant
+
+    b = bundle_copy("prune")
+    ensure_variant(Bundle.load(b), "fp16", options=VariantOptions(quiet=True))
+    res = validate(fast(b, variant="fp16", out_dir=None, batches=(2,), extra_inputs=0))
+    assert res, res.failures
+    golden = [c for c in res.report["accuracy"]["checks"] if c["source"] == "golden" and c["output"] == "indices"]
+    assert golden and all(c["metrics"]["score_error"] is not None for c in golden)
+    assert all("explained_swaps" in c["metrics"] and "jaccard_mean_explained" in c["metrics"] for c in golden)
+    # On another device (no scores to read) the kept sets are judged as returned: no evidence recorded.
+    from tokcomp_edge.validation.evidence import golden_evidence
+    from tokcomp_edge.validation.target import resolve_target
+
+    target = resolve_target(b, variant="fp16")
+    assert golden_evidence(Bundle.load(b), target, {}, None, device="cuda", emulate_fp16=True) == {}

@@ -45,6 +45,7 @@ from .latency import (
 from .memory import track_host_peak
 from .progress import Steps
 from .report_json import REPORT_SCHEMA, REPORT_VERSION, write_report
+from .evidence import golden_evidence
 from .target import Target, resolve_target, stored_debug
 
 MAX_IMAGE_PANELS = 8  # prune masks drawn over at most this many --images in the HTML
@@ -212,6 +213,8 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
             step()
             try:
                 ref_batches = bundle.reference_batches()
+                evidence = golden_evidence(bundle, target, ref, pre, device=cfg.device,
+                                           emulate_fp16=not cfg.native_fp16)
                 step = steps.task("accuracy vs golden reference", len(ref_batches))
                 golden_out = {}
                 for b in ref_batches:
@@ -224,7 +227,7 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
                     out = infer_batched(runner, target.inputs, imgs, lo, hi)
                     golden_out[b] = out
                     checks += compare_outputs(out, _expected(ref, target.outputs, b), source="golden",
-                                              tols=tols, layout=layout)
+                                              tols=tols, layout=layout, evidence=evidence.get(b))
                     step()
                 seeded = synthetic_images(cfg.extra_inputs, pre, cfg.seed) if use_torch and cfg.extra_inputs else None
                 seeded_out = infer_batched(runner, target.inputs, seeded, lo, hi) if seeded is not None else None
