@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..calibration.images import Preprocess
 from ..core.bundle import Bundle
 from ..core.scores import ScoreEvidence, ranking_topk, scored_session
-from ..calibration.images import Preprocess
 from .inputs import feed_for, golden_images
 
 

@@ -34,6 +34,7 @@ from ..errors import BundleError, InputError, RuntimeMissing
 from . import environment
 from .config import ValidateConfig
 from .economics import economics_llms, token_economics
+from .evidence import golden_evidence
 from .inputs import InputSpec, describe_specs, feed_for, golden_images, infer_batched
 from .latency import (
     LatencyStats,
@@ -45,7 +46,6 @@ from .latency import (
 from .memory import track_host_peak
 from .progress import Steps
 from .report_json import REPORT_SCHEMA, REPORT_VERSION, write_report
-from .evidence import golden_evidence
 from .target import Target, resolve_target, stored_debug
 
 MAX_IMAGE_PANELS = 8  # prune masks drawn over at most this many --images in the HTML
