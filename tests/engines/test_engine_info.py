@@ -168,3 +168,18 @@ def test_read_engine_info_errors(tmp_path):
     (tmp_path / "z.engine.json").write_text(json.dumps({"schema": "other"}))
     with pytest.raises(BundleError, match="schema 'other'"):
         read_engine_info(tmp_path / "z.engine.json")
+
+
+def test_the_recorded_profile_rebuilds_the_same_profile(make_bundle, tmp_path):
+    """`tokcomp debug ENGINE.plan` builds a twin engine from the engine.json profile. Regression: the
+    record's extra keys (workspace_bytes, shapes) were refused as unknown profile fields."""
+    from dataclasses import replace
+
+    from tokcomp_edge.engines.profile import profile_from_record
+
+    _, plan, record = _record(make_bundle, tmp_path)
+    again = profile_from_record(json.loads(json.dumps(record["profile"])))
+    built = plan.profile
+    # the batch sizes are the ones built (the preset may leave them to the bundle); everything else equal
+    assert (again.batch.min, again.batch.opt, again.batch.max) == (1, 1, 1)
+    assert replace(again, batch=built.batch, source=built.source) == built

@@ -10,14 +10,13 @@ ONNX Runtime CPU as for bundles; needs TensorRT and a GPU (exit 3 otherwise).
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from ..console import StageTimes, stage
-from ..errors import BundleError
+from ..errors import InputError
 from .config import DebugConfig
 from .result import DebugResult
 
@@ -26,8 +25,9 @@ def debug_engine(cfg: DebugConfig, times: StageTimes) -> DebugResult:
     import onnx
 
     from ..core.bundle import Bundle
+    from ..engines.engine_info import read_engine_info
     from ..engines.plan import make_plan
-    from ..engines.profile import profile_from_dict
+    from ..engines.profile import profile_from_record
     from ..engines.trt_build import build_serialized
     from ..engines.trt_import import import_tensorrt, probe_target, require_gpu
     from ..validation.runners.tensorrt import TensorRTRunner
@@ -37,31 +37,38 @@ def debug_engine(cfg: DebugConfig, times: StageTimes) -> DebugResult:
     started = time.perf_counter()
     trt = import_tensorrt()
     require_gpu()
-    engine = Path(cfg.target)
-    sidecar_path = engine.with_suffix(".engine.json")
-    if not sidecar_path.is_file():
-        raise BundleError(f"{engine} has no sidecar {sidecar_path.name}", "debug engines built by `tokcomp build`")
-    sidecar = json.loads(sidecar_path.read_text())
-    bundle = Bundle.load(cfg.bundle or (engine.parent / sidecar["bundle"]["path"]))
+    engine_file = Path(cfg.target)
+    sidecar = read_engine_info(engine_file)  # BundleError (exit 2) when the .plan has no build record
+    bundle = Bundle.load(cfg.bundle or (engine_file.parent / sidecar["bundle"]["path"]))
     variant = sidecar["variant"]
+    if variant.endswith("-nhwc"):
+        # The nhwc wrapper only prepends the normalisation; its network is the one it wraps.
+        raise InputError(f"{engine_file.name} takes uint8 camera frames ({variant}); debug compares float inputs",
+                         f"build and debug the {variant[:-5]} profile of the same bundle, or debug the bundle "
+                         f"variant: tokcomp debug {bundle.path} --variant {variant[:-5]}")
+    build_profile = profile_from_record(sidecar["profile"])
     inputs, label = (golden_batches(bundle) if cfg.images is None
                      else photo_batches(bundle, Path(cfg.images), cfg.max_images, cfg.batch))
+    lo, hi = build_profile.batch.min or 1, build_profile.batch.max or 1
+    inputs = [x for x in inputs if lo <= x.shape[0] <= hi]  # the twin engine has the engine's batch range
+    if not inputs:
+        raise InputError(f"no input batch fits the engine's batch range {lo}–{hi}",
+                         "pass --images with --batch inside that range")
     fp32 = onnx.load(str(bundle.onnx_path("fp32")))
-    profile = profile_from_dict(sidecar["profile"], sidecar["profile"].get("name", "debug"))
     with tempfile.TemporaryDirectory(prefix="tokcomp-debug-trt-") as tmp:
         marked = Path(tmp) / "marked.onnx"
         with stage("debug engine: the variant with every block output marked, same profile", times, cfg.quiet):
             blocks_model, names = _mark_block_outputs(fp32, onnx.load(str(bundle.onnx_path(variant))))
             onnx.save(blocks_model, str(marked))
-            plan = replace(make_plan(bundle, profile, probe_target(), engines_dir=Path(tmp)), onnx_path=marked,
+            plan = replace(make_plan(bundle, build_profile, probe_target(), engines_dir=Path(tmp)), onnx_path=marked,
                            timing_cache_path=None)
             built = build_serialized(plan, trt)
             (Path(tmp) / "debug.plan").write_bytes(built.plan_bytes)
         with TensorRTRunner(Path(tmp) / "debug.plan") as runner:
             got = [runner.infer({"pixel_values": x}) for x in inputs]
     result = analyse_outputs(fp32, got, names, inputs, cfg.block_tolerance())
-    return DebugResult(bundle=str(bundle.path), variant=variant, file=str(engine), variant_sha256=None, inputs=label,
-                       runtime=f"TensorRT {trt.__version__} (debug engine, profile {profile.name}) vs fp32 on "
+    return DebugResult(bundle=str(bundle.path), variant=variant, file=str(engine_file), variant_sha256=None, inputs=label,
+                       runtime=f"TensorRT {trt.__version__} (debug engine, profile {build_profile.name}) vs fp32 on "
                                "ONNX Runtime CPU", blocks=result.blocks, culprit=result.culprit,
                        tolerance=cfg.block_tolerance().to_dict(), seconds=time.perf_counter() - started)
 

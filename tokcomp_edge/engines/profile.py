@@ -154,6 +154,21 @@ def _choice(data: dict, key: str, choices: tuple[str, ...], default: str) -> str
     return value
 
 
+def profile_from_record(recorded: dict[str, Any]) -> BuildProfile:
+    """The profile an engine was built with, from its engine.json `profile` entry (BuildProfile.to_dict,
+    with the batch sizes actually built and the full shapes), e.g. to build a twin of that engine.
+
+    Raises:
+        ProfileError: the entry is not a profile this version can read.
+    """
+    data = {k: v for k, v in recorded.items() if k in _TOP_FIELDS and v is not None}
+    if data.get("dla_core") is None:
+        data.pop("gpu_fallback", None)  # recorded as False for GPU builds; a profile file leaves it out
+    if recorded.get("workspace_bytes"):
+        data["workspace"] = int(recorded["workspace_bytes"])  # the human-readable form rounds
+    return profile_from_dict(data, str(recorded.get("name", "engine")), source="engine.json")
+
+
 def profile_from_dict(data: dict[str, Any], name: str, source: str = "") -> BuildProfile:
     """Validate a parsed TOML table and build the profile.
 
