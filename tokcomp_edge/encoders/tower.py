@@ -118,8 +118,8 @@ class VisionTower(nn.Module):
         from ..errors import InputError
 
         raise InputError(f"tokcomp cannot merge tokens inside {self.spec.name}'s blocks",
-                         "ToMe runs on CLIP, SigLIP, DINOv2, ViT and timm ViT towers; use a compression on "
-                         "the output tokens here")
+                         "ToMe runs on CLIP, SigLIP, DINOv2, ViT, InternViT and timm ViT towers; use a "
+                         "compression on the output tokens here")
 
     def cls_attention(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """The CLS row of `block`'s attention, mean over heads ([B, T])."""
@@ -178,7 +178,7 @@ class VisionTower(nn.Module):
         if self.apply_final_norm:
             x = self.final_norm(x)
         if size is None:
-            size = torch.ones(b, t, 1, dtype=x.dtype, device=x.device)
+            size = torch.ones(b, x.shape[1], 1, dtype=x.dtype, device=x.device)
         return x, (size.squeeze(-1), source)
 
     # -- the shared forward ------------------------------------------------------------------------
