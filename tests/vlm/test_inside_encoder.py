@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tokcomp_edge.export.reference import ort_session
-from vlm_helpers import run_main, tile_pixels
+from vlm_helpers import run_main, save_vlm, tile_pixels
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "compression"))
 from visionzip_reference import visionzip_reference  # noqa: E402
@@ -158,7 +158,6 @@ def test_tome_on_the_internvit_tower(vlm_folder, tmp_path):
     shuffle refuses it: test_tome_refused_before_pixel_shuffle.)"""
     from tokcomp_edge.encoders import EncoderConfig, build_encoder
     from tokcomp_edge.export import ExportConfig, export_bundle
-    from vlm_helpers import save_vlm
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "compression"))
     from tome_reference import reference_for
