@@ -237,3 +237,35 @@ def test_validate_accepts_what_calibrate_accepted(bundle_dir, calib_images):
     assert result.report["target"]["runtime"]["fp16_rounding"].startswith("emulated")
     native = validate(ValidateConfig(**fast, native_fp16=True))
     assert native.report["target"]["runtime"]["fp16_rounding"] == "native"
+
+
+@pytest.fixture(scope="module")
+def tome_exported(tmp_path_factory) -> Path:
+    from tokcomp_edge.export import ExportConfig, export_bundle
+
+    out = tmp_path_factory.mktemp("export") / "tiny_tome"
+    export_bundle(ExportConfig(model="tiny-clip", compress="tome:20", prefix="keep", out=out, batch_max=4, quiet=True))
+    return out
+
+
+def test_tome_bundle_int8_keeps_the_merge_matmuls_out_and_is_judged_by_its_map(tome_exported, calib_images, tmp_path):
+    """ToMe's own similarity and one-hot merge MatMuls stay unquantized; its merges are still decided on the
+    int8 keys, and on this random-weight encoder (near-equal similarities) the maps agree only at a Jaccard
+    of ≈ 0.35–0.45: the default check (0.7) refuses it, naming the cause and registering nothing; accepted
+    knowingly (--min-jaccard merge_map=…), it registers, with the tokens judged on the rows both agree on."""
+    import shutil
+
+    dst = tmp_path / "b"
+    shutil.copytree(tome_exported, dst)
+    before = tree(dst)
+    with pytest.raises(ParityError, match="merge_map: mean Jaccard .*decided on int8-quantized keys") as e:
+        calibrate(CalibrateConfig(bundle=dst, images=calib_images, batch=4, quiet=True))
+    assert "nothing was registered" in e.value.hint and tree(dst) == before
+    relaxed = (parse_override("min-jaccard", "merge_map=0.2"), parse_override("max-rel-l2", "tokens=0.35"))
+    result = calibrate(CalibrateConfig(bundle=dst, images=calib_images, batch=4, quiet=True,
+                                       tolerance_overrides=relaxed))
+    assert result.passed and result.quantization["not_quantized"]
+    merged = result.check.to_dict()["outputs"]
+    assert merged["merge_map"]["jaccard_min"] < 1.0 and merged["sizes"]["max_abs_err"] == 0.0
+    assert Bundle.load(dst, verify=True).variants()["int8"]["quantization"]["not_quantized"] == \
+        result.quantization["not_quantized"]

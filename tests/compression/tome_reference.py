@@ -124,6 +124,17 @@ def timm_block_fns(blk):
 
 
 def hf_block_fns(blk):
+    if hasattr(blk, "lambda_1"):  # InternViT: q/k RMSNorm over the full width, LayerScale as bare parameters
+        a = blk.attention
+
+        def attn_fn(x, size):
+            h = blk.layernorm_before(x)
+            q = heads(a.q_norm(a.q_proj(h)), a.num_heads)
+            k = heads(a.k_norm(a.k_proj(h)), a.num_heads)
+            v = heads(a.v_proj(h), a.num_heads)
+            return blk.lambda_1 * a.projection_layer(merge_heads(attention(q, k, v, a.scale, size))), k.mean(dim=1)
+
+        return attn_fn, lambda x: blk.lambda_2 * blk.mlp(blk.layernorm_after(x))
     if hasattr(blk, "self_attn"):  # CLIP, SigLIP
         a, n1, n2, out, nh, scale = blk.self_attn, blk.layer_norm1, blk.layer_norm2, blk.self_attn.out_proj, \
             blk.self_attn.num_heads, blk.self_attn.scale

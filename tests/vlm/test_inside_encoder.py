@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from vlm_helpers import run_main, tile_pixels
+from vlm_helpers import run_main, save_vlm, tile_pixels
 
 from tokcomp_edge.core.ort_session import ort_session
 
@@ -123,3 +123,56 @@ def test_llava_tome_through_the_vlm_path(vlm_folder, vlm_bundle):
 def test_tome_refused_before_pixel_shuffle(capsys, tmp_path):
     code, _, err = run_main(capsys, "export", "tiny-internvl", "--compress", "tome:4", "--out", tmp_path / "b")
     assert code == 2 and "scattered tokens, but tiny-internvl applies a pixel shuffle" in err
+
+
+@pytest.mark.parametrize("family", ["paligemma", "llava_onevision"])
+def test_tome_through_siglip_vlm_paths(vlm_folder, vlm_bundle, family):
+    """SigLIP VLM towers without a grid transform take tome (no prefix, projector after the merge): parity,
+    a clean lint, and sizes that count exactly the patches the map sends to each row."""
+    res = vlm_bundle(family, "tome:4")
+    assert res.parity.passed and res.lint_warnings == []
+    comp = res.manifest["compression"]
+    assert comp["tokens_out"] == 64 - 4 * len(comp["schedule"]) and res.manifest["vlm"]["family"] == family
+    sess = ort_session(res.path / "model.onnx")
+    names = [o.name for o in sess.get_outputs()]
+    got = dict(zip(names, sess.run(names, {"pixel_values": tile_pixels(2, seed=11).numpy()})))
+    assert names == ["tokens", "sizes", "merge_map"] and got["tokens"].shape[1] == comp["tokens_out"]
+    counts = np.stack([np.bincount(m, minlength=comp["tokens_out"]) for m in got["merge_map"]])
+    np.testing.assert_array_equal(counts, got["sizes"])
+
+
+@pytest.mark.parametrize("family,needle", [
+    ("idefics3", "applies a pixel shuffle 2×2 that needs a full grid"),
+    ("gemma3", "avg pool 2×2 that needs a full grid"),
+])
+def test_tome_refused_before_a_grid_transform(capsys, tmp_path, vlm_folder, family, needle):
+    folder, _ = vlm_folder(family)
+    code, _, err = run_main(capsys, "export", f"hf:{folder}", "--compress", "tome:4", "--out", tmp_path / "b")
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()
+
+
+def test_tome_on_the_internvit_tower(vlm_folder, tmp_path):
+    """InternViT alone (`hf:<InternVLVisionModel folder>`): q/k norms over the full width and LayerScale as
+    bare parameters; tome exports, passes parity and equals the independent ToMe. (Inside InternVL the pixel
+    shuffle refuses it: test_tome_refused_before_pixel_shuffle.)"""
+    from tokcomp_edge.encoders import EncoderConfig, build_encoder
+    from tokcomp_edge.export import ExportConfig, export_bundle
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "compression"))
+    from tome_reference import reference_for
+
+    _, model = vlm_folder("internvl")
+    folder = save_vlm(model.model.vision_tower, tmp_path / "internvit")
+    res = export_bundle(ExportConfig(model=f"hf:{folder}", compress="tome:12,8,4", prefix="keep",
+                                     out=tmp_path / "b", batch_max=4, quiet=True))
+    assert res.parity.passed and res.lint_warnings == []
+    enc = build_encoder(EncoderConfig(f"hf:{folder}"))
+    x = tile_pixels(2, seed=12)
+    want, sizes, mmap = reference_for(enc, x, (12, 8, 4))
+    sess = ort_session(res.path / "model.onnx")
+    names = [o.name for o in sess.get_outputs()]
+    got = dict(zip(names, sess.run(names, {"pixel_values": x.numpy()})))
+    np.testing.assert_array_equal(got["merge_map"], mmap.numpy())
+    np.testing.assert_allclose(got["sizes"], sizes.numpy())
+    np.testing.assert_allclose(got["tokens"], want.numpy(), rtol=1e-4, atol=1e-4)

@@ -219,8 +219,11 @@ def calibrate(cfg: CalibrateConfig) -> CalibrationResult:
             check = check_int8(qdq_path, bundle.manifest, reference, batches, tols,
                                held_out=(held_x, src) if held_x is not None else None)
         if not check:
+            merges = bundle.manifest.get("compression", {}).get("method") in ("tome", "visionzip")
             raise ParityError(
-                f"int8 variant misses its tolerances against the golden reference: {check.failure_text()}",
+                f"int8 variant misses its tolerances against the golden reference: {check.failure_text()}"
+                + ("; the merges are decided on int8-quantized keys (the method's own similarity and merge "
+                   "MatMuls stay unquantized), so near-equal matches flip" if merges else ""),
                 "nothing was registered; calibrate on more (and more representative) images, try --method "
                 f"{'max' if cfg.method == 'entropy' else 'entropy'}"
                 f"{' or --high-precision fp32' if cfg.high_precision == 'fp16' else ''}, or relax the "

@@ -100,6 +100,37 @@ def _single_file(path: Path) -> None:
                        "calibrate with --high-precision fp16 (half the size of fp32), or use a smaller encoder")
 
 
+def decision_matmuls(model) -> list[str]:
+    """MatMuls of an in-encoder compression (ToMe, VisionZip) that decide or carry out a merge, by graph
+    pattern: a similarity of L2-normalised rows (an input that is, or is gathered from, `unit_rows`) or a product
+    with a one-hot assignment matrix (an input made by a Cast of a comparison). Kept out of INT8: a
+    quantized similarity flips matches between near-equal candidates, and int8 scales on a 0/1 matrix and
+    on the tokens being summed turn an exact scatter-add into an approximate one."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def origin(name: str):
+        n = producer.get(name)
+        while n is not None and n.op_type in ("Transpose", "Reshape", "Unsqueeze", "Squeeze") and n.input:
+            n = producer.get(n.input[0])
+        return n
+
+    def unit_rows(n) -> bool:  # k / clamp_min(sqrt(sum(k·k))): a Div by a Clip
+        return n is not None and n.op_type == "Div" and getattr(producer.get(n.input[1]), "op_type", None) == "Clip"
+
+    def decides(name: str) -> bool:
+        n = origin(name)
+        if n is None:
+            return False
+        if n.op_type == "Cast":
+            src = origin(n.input[0])
+            return src is not None and src.op_type == "Equal"
+        if n.op_type in ("Gather", "GatherElements"):  # ToMe: rows of the normalised keys
+            return unit_rows(origin(n.input[0]))
+        return unit_rows(n)  # VisionZip: gathered keys, then normalised
+
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and any(decides(i) for i in n.input)]
+
+
 def quantize_int8(src: Path, work: Path, pixel_values: np.ndarray, *, method: str, batch: int,
                   high_precision: str) -> tuple[Path, dict[str, Any]]:
     """Quantize `src` to an explicit INT8 Q/DQ graph with ModelOpt, calibrated on `pixel_values`.
@@ -133,13 +164,16 @@ def quantize_int8(src: Path, work: Path, pixel_values: np.ndarray, *, method: st
     model_in, external = _copy_source(src, work)
     out = work / "model.int8.onnx"
     h, w = pixel_values.shape[2], pixel_values.shape[3]
-    input_name = onnx.load(str(model_in), load_external_data=False).graph.input[0].name
+    graph = onnx.load(str(model_in), load_external_data=False)
+    input_name = graph.graph.input[0].name
+    excluded = decision_matmuls(graph)
     with _quiet():
         try:
             quantize(onnx_path=str(model_in), quantize_mode="int8",
                      calibration_data={input_name: np.ascontiguousarray(pixel_values, dtype=np.float32)},
                      calibration_method=method, calibration_shapes=f"{input_name}:{batch}x3x{h}x{w}",
                      calibration_eps=["cpu"], high_precision_dtype=high_precision,
+                     nodes_to_exclude=excluded or None,
                      use_external_data_format=external, output_path=str(out),
                      log_level="INFO" if _debug() else "ERROR")
         except Exception as exc:  # ModelOpt raises assorted types (AssertionError, ValueError, ORT errors)
@@ -160,5 +194,5 @@ def quantize_int8(src: Path, work: Path, pixel_values: np.ndarray, *, method: st
                            "INT8 quantizes MatMul/Conv/Gemm inputs; an encoder without them has no int8 variant")
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     facts = {**counts, "ops_after_dq": _ops_after_dq(model), "high_precision": high_precision,
-             "opset": opset}
+             "opset": opset, "not_quantized": excluded}
     return out, facts

@@ -134,3 +134,7 @@ def check_tower_supports(tower: nn.Module, compressor: TokenCompressor) -> None:
         raise InputError(f"{compressor.plan.spec.text} reads the attention inside {name}'s blocks, which "
                          "tokcomp cannot see in a tower with its own forward",
                          "use a compression on the output tokens (pool, bilinear, prune:K:norm)")
+    if compressor.needs_tome and tower.num_used:
+        # A family without block_parts raises its InputError here, before tracing (inside the exporter it
+        # would surface as an export failure, exit 1, with the exporter's own text).
+        tower.block_parts(tower.blocks[0])

@@ -54,32 +54,44 @@ def _rank(values: torch.Tensor) -> torch.Tensor:
     return torch.sort(values, dim=1, descending=True, stable=True).indices
 
 
-def _rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+def _rows(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """table [B·T, C] (row b·T + i = token i of image b) at rows [B, n] → [B, n, C]: an embedding lookup,
+    which exports as ONE Gather (axis 0) with no reshapes. torch.gather would export as GatherElements over
+    an index expanded to the full [B, n, C] (one int64 per float: the slowest op of the old merge on ONNX
+    Runtime CPU), and `table[rows]` as a GatherND."""
+    return torch.nn.functional.embedding(rows, table)
 
 
-def tome_merge(x: torch.Tensor, size: torch.Tensor, keys: torch.Tensor, r: int, protected: int
+def tome_merge(x: torch.Tensor, size: torch.Tensor | None, keys: torch.Tensor, r: int, protected: int
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One ToMe step.
 
     Args:
         x: [B, T, C] tokens (after the block's attention residual).
-        size: [B, T, 1] patches each token covers.
+        size: [B, T, 1] patches each token covers, or None before the first merge (every size 1: the
+            weighting by size is then skipped, which is exact: x·1 = x and x / 1 = x).
         keys: [B, T, d] the block's keys averaged over heads.
         r: tokens to merge (≤ merge_cap(T, protected)).
         protected: leading tokens (prefix) that are never merged.
     Returns:
         (x [B, T − r, C], size [B, T − r, 1], new_position [B, T] int64: where each input token went).
+
+    How it is built (measured on ONNX Runtime CPU; the results are bit for bit those of the plain A/B
+    split + per-set gathers + concat it replaces): the output rows are ONE Gather of the size-weighted
+    tokens — the unmerged A tokens, then every B token, already in the output's order (prefix permutation
+    included) — plus ONE one-hot MatMul that adds the r merged A tokens onto their rows; A and B are never
+    materialised, and nothing [B, T, C]-sized is gathered element by element.
     """
     b, t, _ = x.shape
     ta = (t + 1) // 2
     tb = t // 2
-    # A / B as Gathers with constant indices rather than strided Slices: ModelOpt AutoCast annotated the
-    # odd-length strided slices of an fp16 variant with shapes ONNX Runtime then rejected (buffer reuse).
+    u = ta - r
+    # A / B of the metric as Gathers with constant indices rather than strided Slices: ModelOpt AutoCast
+    # annotated the odd-length strided slices of an fp16 variant with shapes ONNX Runtime then rejected.
     even = torch.tensor(list(range(0, t, 2)), device=x.device)
     odd = torch.tensor(list(range(1, t, 2)), device=x.device)
     m = unit_rows(keys)
-    scores = m[:, even] @ m[:, odd].transpose(1, 2)  # [B, |A|, |B|]
+    scores = m.index_select(1, even) @ m.index_select(1, odd).transpose(1, 2)  # [B, |A|, |B|]
     a_prot, b_prot = protection_masks(t, protected)
     if a_prot or b_prot:
         # A constant additive mask: −inf on protected rows (never merged) and columns (never absorb).
@@ -88,33 +100,69 @@ def tome_merge(x: torch.Tensor, size: torch.Tensor, keys: torch.Tensor, r: int, 
         scores = scores + torch.tensor(rows, dtype=scores.dtype, device=scores.device)
     node_max, node_idx = scores.max(dim=-1)  # best B of each A; first maximum on ties
     order = _rank(node_max)
-    src_idx, unm_idx = order[:, :r], order[:, r:]
-    if protected:
-        unm_idx = torch.sort(unm_idx, dim=1).values  # original order, so the prefix stays in front
-    dst_idx = torch.gather(node_idx, 1, src_idx)  # [B, r] into B
-    xs = x * size
-    xa, xb, sa, sb = xs[:, even], xs[:, odd], size[:, even], size[:, odd]
-    one_hot = (dst_idx.unsqueeze(-1) == torch.arange(tb, device=x.device)).to(x.dtype)  # [B, r, |B|]
-    dst_x = xb + one_hot.transpose(1, 2) @ _rows(xa, src_idx)  # the scatter-add, as a MatMul
-    dst_s = sb + one_hot.transpose(1, 2) @ _rows(sa, src_idx)
-    new_x = torch.cat([_rows(xa, unm_idx), dst_x], dim=1)
-    new_s = torch.cat([_rows(sa, unm_idx), dst_s], dim=1)
-    u = ta - r
-    # Where each A token went: its slot among the unmerged, or u + its destination in B.
-    slots = torch.cat([torch.arange(u, device=x.device).expand(b, -1), dst_idx + u], dim=1)
-    pos_a = torch.zeros(b, ta, dtype=torch.int64, device=x.device).scatter(1, torch.cat([unm_idx, src_idx], 1), slots)
-    pos_b = (torch.arange(tb, device=x.device) + u).expand(b, -1)
-    # Interleave back to input order: input token i is A[i // 2] (even i) or B[i // 2] (odd i).
-    inverse = torch.tensor([i // 2 if i % 2 == 0 else ta + i // 2 for i in range(t)], device=x.device)
-    new_pos = torch.cat([pos_a, pos_b], dim=1)[:, inverse]
+    dst_idx = torch.gather(node_idx, 1, order[:, :r])  # [B, r] into B
+    # Output row k of the merge before the prefix permutation: slot k < u is unmerged A token unm[k], slot
+    # u + j is B token j. `where` maps a slot to its final row (prefix moved to the front; identity if none).
     perm = front_permutation(ta, tb, r, protected)
+    where = list(range(u + tb))
+    for k, j in enumerate(perm or ()):
+        where[j] = k
+    dst_row = dst_idx + u  # [B, r]
+    if perm is not None:  # a Gather of the constant (indexing it with [B, r] would export as GatherND)
+        dst_row = torch.tensor(where, device=x.device).index_select(0, dst_row.reshape(-1)).reshape(b, r)
+    offset = torch.arange(b, device=x.device).unsqueeze(1) * t  # flat row of token 0 of each image
+    tok = 2 * order  # A slot a is input token 2a (B slot j is token 2j + 1)
+    flat = tok + offset
+    src_flat, unm_flat = flat[:, :r], flat[:, r:]
+    if protected:
+        unm_flat = torch.sort(unm_flat, dim=1).values  # original order, so the prefix stays in front
+    taken = torch.cat([unm_flat, odd + offset], dim=1)  # [B, T − r]: flat input row of each output row
     if perm is not None:
-        new_x, new_s = new_x[:, perm], new_s[:, perm]
-        where = [0] * len(perm)
-        for k, j in enumerate(perm):
-            where[j] = k
-        new_pos = torch.tensor(where, device=x.device)[new_pos]
+        taken = taken.index_select(1, torch.tensor(perm, device=x.device))
+    # [B, T − r, r]: 1 where merged A token s goes into output row k (rows nobody merges into: exact zeros)
+    one_hot = (torch.arange(u + tb, device=x.device).unsqueeze(-1) == dst_row.unsqueeze(1)).to(x.dtype)
+    xs = (x if size is None else x * size).reshape(b * t, -1)
+    new_x = _rows(xs, taken) + one_hot @ _rows(xs, src_flat)  # the scatter-add of the merged tokens, as a MatMul
+    if size is None:
+        new_s = 1.0 + one_hot.sum(dim=-1, keepdim=True)  # 1 + the A tokens merged into each row
+    else:
+        sf = size.reshape(b * t, 1)
+        new_s = _rows(sf, taken) + one_hot @ _rows(sf, src_flat)
+    # Where each input token went: one ScatterElements (no reduction) over a constant holding the B tokens'
+    # rows; unmerged and merged A tokens partition A, so each A position is written exactly once.
+    base = [0] * t
+    for j in range(tb):
+        base[2 * j + 1] = where[u + j]
+    base_t = torch.tensor(base, dtype=torch.int64, device=x.device).expand(b, -1)
+    if protected:
+        a_tok = torch.cat([unm_flat - offset, tok[:, :r]], dim=1)
+        a_row = torch.cat([torch.tensor(where[:u], dtype=torch.int64, device=x.device).expand(b, -1), dst_row], 1)
+    else:  # the unmerged A tokens keep their rank order: order slot r + k goes to row k
+        a_tok = tok
+        a_row = torch.cat([dst_row, torch.arange(u, device=x.device).expand(b, -1)], dim=1)
+    new_pos = base_t.scatter(1, a_tok, a_row)
     return new_x / new_s, new_s, new_pos
+
+
+def attention_bias(size: torch.Tensor) -> torch.Tensor:
+    """Proportional attention: log(size) of every key, [B, 1, 1, T], added to each query's logits."""
+    return size.log().transpose(1, 2).unsqueeze(1)
+
+
+def tome_block(x: torch.Tensor, size: torch.Tensor | None, source: torch.Tensor, keys: torch.Tensor, r: int,
+               protected: int, heads_dim: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All that ToMe adds to one block after its attention residual: the metric (keys averaged over
+    heads), the merge, and where each patch now is. `VisionTower.forward_tome` and the benchmark's
+    merge chain both call this, so the bench times exactly the exported steps.
+
+    Args:
+        keys: the block's keys per head, heads on `heads_dim` ([B, H, T, d]).
+        source: [B, N] int64, the row each patch is in before this block.
+    Returns:
+        (x [B, T − r, C], size [B, T − r, 1], source [B, N]).
+    """
+    x, size, new_pos = tome_merge(x, size, keys.mean(dim=heads_dim), r, protected)
+    return x, size, torch.gather(new_pos, 1, source)
 
 
 def front_permutation(ta: int, tb: int, r: int, protected: int) -> list[int] | None:

@@ -283,6 +283,31 @@ class InternVLTower(HFTower):
         q = attn.q_norm(attn.q_proj(h[:, :q_rows]))
         return q, attn.k_norm(attn.k_proj(h)), attn.num_heads, attn.scale
 
+    def block_parts(self, block: nn.Module) -> BlockParts:
+        a = block.attention
+        heads = a.num_heads
+
+        def qkv(h):  # q/k norms act on the full width, before the heads split (as HF's InternVLVisionAttention)
+            return (split_heads(a.q_norm(a.q_proj(h)), heads), split_heads(a.k_norm(a.k_proj(h)), heads),
+                    split_heads(a.v_proj(h), heads))
+
+        # LayerScale is a bare parameter here (lambda_1/2), applied where the block applies it.
+        return BlockParts(norm1=block.layernorm_before, qkv=qkv, out=a.projection_layer, scale=a.scale,
+                          ls1=_Scale(block.lambda_1), norm2=block.layernorm_after, mlp=block.mlp,
+                          ls2=_Scale(block.lambda_2))
+
+
+class _Scale(nn.Module):
+    """x ↦ gamma · x for a LayerScale kept as a bare parameter of its block (not registered here: the
+    block owns it, so the tower's state dict is unchanged)."""
+
+    def __init__(self, gamma: torch.Tensor):
+        super().__init__()
+        self.__dict__["gamma"] = gamma  # bypass nn.Module registration
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gamma * x
+
 
 class Idefics3Tower(SiglipTower):
     """Idefics3VisionTransformer / SmolVLMVisionTransformer (SigLIP with NaViT-style position ids).

@@ -61,12 +61,12 @@ def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
 
 def attention_residual(parts: BlockParts, x: torch.Tensor, bias: torch.Tensor | None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The block's attention half with an additive logit bias; returns (x, keys averaged over heads [B, T, d])."""
+    """The block's attention half with an additive logit bias; returns (x, the keys per head [B, H, T, d])."""
     q, k, v = parts.qkv(parts.norm1(x))
     # SDPA with a float mask: the fused-attention pattern TensorRT accepts (a mask added to the logits).
     o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=parts.scale)
     b, h, t, d = o.shape
-    return x + parts.ls1(parts.out(o.transpose(1, 2).reshape(b, t, h * d))), k.mean(dim=1)
+    return x + parts.ls1(parts.out(o.transpose(1, 2).reshape(b, t, h * d))), k
 
 
 def mlp_residual(parts: BlockParts, x: torch.Tensor) -> torch.Tensor:
@@ -118,8 +118,8 @@ class VisionTower(nn.Module):
         from ..errors import InputError
 
         raise InputError(f"tokcomp cannot merge tokens inside {self.spec.name}'s blocks",
-                         "ToMe runs on CLIP, SigLIP, DINOv2, ViT and timm ViT towers; use a compression on "
-                         "the output tokens here")
+                         "ToMe runs on CLIP, SigLIP, DINOv2, ViT, InternViT and timm ViT towers; use a "
+                         "compression on the output tokens here")
 
     def cls_attention(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """The CLS row of `block`'s attention, mean over heads ([B, T])."""
@@ -160,24 +160,25 @@ class VisionTower(nn.Module):
         Returns:
             (tokens [B, T_out, C], (sizes [B, T_out] float, source [B, N] int64: the token each patch is in)).
         """
-        from ..compression.tome import tome_merge
+        from ..compression.tome import attention_bias, tome_block
 
         x = self.embed(pixel_values)
         b, t, _ = x.shape
         p = self.spec.prefix_tokens
-        size = torch.ones(b, t, 1, dtype=x.dtype, device=x.device)
+        size = None  # every size is 1 until the first merge
         source = (torch.arange(p, t, device=x.device)).expand(b, -1)
         bias = None
         for i in range(self.num_used):
             parts = self.block_parts(self.blocks[i])
             x, keys = attention_residual(parts, x, bias)
             if schedule[i]:
-                x, size, new_pos = tome_merge(x, size, keys, schedule[i], p)
-                source = torch.gather(new_pos, 1, source)
-                bias = size.log().transpose(1, 2).unsqueeze(1)  # [B, 1, 1, T]: added to every query's logits
+                x, size, source = tome_block(x, size, source, keys, schedule[i], p)
+                bias = attention_bias(size)
             x = mlp_residual(parts, x)
         if self.apply_final_norm:
             x = self.final_norm(x)
+        if size is None:
+            size = torch.ones(b, x.shape[1], 1, dtype=x.dtype, device=x.device)
         return x, (size.squeeze(-1), source)
 
     # -- the shared forward ------------------------------------------------------------------------
