@@ -41,6 +41,18 @@ def file_entry(path: Path) -> dict[str, Any]:
     return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
+DEBUG_DIR = "debug"  # `tokcomp debug` results: outside the checksummed contents, like reports/
+
+
+def debug_record_paths(bundle_path: Path, variant: str) -> tuple[Path, Path]:
+    """Where `tokcomp debug` keeps its result for a variant: (`debug/<variant>.json`, `.html`).
+
+    One place for the naming, shared by the writer (debug/store.py) and the reader (validate's report).
+    """
+    folder = Path(bundle_path) / DEBUG_DIR
+    return folder / f"{variant}.json", folder / f"{variant}.html"
+
+
 def reference_key(tensor: str, batch: int) -> str:
     """Key of one array in reference.npz: `<tensor>.b<B>` (e.g. `pixel_values.b1`, `tokens.b4`)."""
     return f"{tensor}.b{batch}"

@@ -2,7 +2,8 @@
 
 The folder is not part of the bundle's checksummed contents (like `reports/`): a result describes one
 variant file, whose sha256 it records, and `validate`'s HTML report shows the "Precision debug" section
-only while that sha256 is still the variant's (validation/report_html.py reads it).
+only while that sha256 is still the variant's (validation/target.py `stored_debug` reads it). The
+naming lives in core/bundle.py `debug_record_paths`, shared by both sides.
 """
 
 from __future__ import annotations
@@ -11,21 +12,15 @@ import json
 from pathlib import Path
 
 from ..atomic import write_text_atomic
+from ..core.bundle import debug_record_paths
 from .result import DebugResult
-
-DEBUG_DIR = "debug"
-
-
-def debug_paths(bundle_path: Path, variant: str) -> tuple[Path, Path]:
-    folder = Path(bundle_path) / DEBUG_DIR
-    return folder / f"{variant}.json", folder / f"{variant}.html"
 
 
 def write_result(bundle_path: Path, result: DebugResult) -> tuple[Path, Path]:
     """Write the result's JSON and its self-contained HTML page into the bundle's debug/ folder."""
     from ..validation.report_html import render_debug_html
 
-    jpath, hpath = debug_paths(bundle_path, result.variant)
+    jpath, hpath = debug_record_paths(bundle_path, result.variant)
     jpath.parent.mkdir(exist_ok=True)
     data = result.to_dict()
     write_text_atomic(jpath, json.dumps(data, indent=2) + "\n")

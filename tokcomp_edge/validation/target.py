@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.bundle import MANIFEST, Bundle, sha256_file
+from ..core.bundle import MANIFEST, Bundle, debug_record_paths, sha256_file
 from ..errors import BundleError, InputError
 from .inputs import InputSpec, input_specs, output_names
 
@@ -218,7 +218,7 @@ def stored_debug(bundle: Bundle, variant: str | None) -> dict[str, Any] | None:
         return None
     key = variant[: -len("-nhwc")] if variant.endswith("-nhwc") else variant
     try:
-        d = json.loads((bundle.path / "debug" / f"{key}.json").read_text())
+        d = json.loads(debug_record_paths(bundle.path, key)[0].read_text())
         entry = bundle.manifest["variants"][key]
         current = bundle.manifest["files"][entry["file"]]["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
