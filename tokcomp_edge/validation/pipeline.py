@@ -35,18 +35,13 @@ from . import environment
 from .config import ValidateConfig
 from .economics import economics_llms, token_economics
 from .evidence import golden_evidence
-from .inputs import InputSpec, describe_specs, feed_for, golden_images, infer_batched
-from .latency import (
-    LatencyStats,
-    pair_ratio_median,
-    summarize,
-    time_calls,
-    time_interleaved,
-)
+from .inputs import InputSpec, describe_specs, golden_images, infer_batched
+from .latency import LatencyStats
 from .memory import track_host_peak
 from .progress import Steps
 from .report_json import REPORT_SCHEMA, REPORT_VERSION, write_report
 from .target import Target, resolve_target, stored_debug
+from .timed_runs import time_target, time_target_and_pytorch
 
 MAX_IMAGE_PANELS = 8  # prune masks drawn over at most this many --images in the HTML
 
@@ -112,37 +107,6 @@ def _torch_decision(cfg: ValidateConfig) -> tuple[bool, str | None]:
 
 def _expected(ref: dict[str, np.ndarray], outputs: list[str], batch: int) -> dict[str, np.ndarray]:
     return {o: ref[f"{o}.b{batch}"] for o in outputs if f"{o}.b{batch}" in ref}
-
-
-def _latency(runner, specs: list[InputSpec], batches: tuple[int, ...], cfg: ValidateConfig, pre: Preprocess,
-             tokens_out: int, label: str, steps: Steps) -> list[LatencyStats]:
-    stats = []
-    if cfg.iterations <= 0:
-        return stats
-    for b in batches:
-        feed = feed_for(specs, synthetic_images(b, pre, cfg.seed + 7919))
-        step = steps.task(f"latency {label} batch {b}", cfg.warmup + cfg.iterations)
-        samples = time_calls(lambda f=feed: runner.infer(f), cfg.warmup, cfg.iterations, step)
-        stats.append(summarize(samples, runner=label, batch=b, warmup=cfg.warmup, tokens_per_image=tokens_out))
-    return stats
-
-
-def _interleaved_latency(target, tr, specs: list[InputSpec], tspecs: list[InputSpec], batches: tuple[int, ...],
-                         cfg: ValidateConfig, pre: Preprocess, tokens_out: int, steps: Steps):
-    """Target and PyTorch timed in turns on the same images; (target stats, pytorch stats, {batch: ratio})."""
-    t_stats, p_stats, ratios = [], [], {}
-    if cfg.iterations <= 0:
-        return t_stats, p_stats, ratios
-    for b in batches:
-        images = synthetic_images(b, pre, cfg.seed + 7919)
-        tfeed, pfeed = feed_for(specs, images), feed_for(tspecs, images)
-        step = steps.task(f"latency target ⇄ pytorch batch {b}", cfg.warmup + cfg.iterations)
-        ts, ps = time_interleaved([lambda f=tfeed: target.infer(f), lambda f=pfeed: tr.infer(f)],
-                                  cfg.warmup, cfg.iterations, step)
-        t_stats.append(summarize(ts, runner="target", batch=b, warmup=cfg.warmup, tokens_per_image=tokens_out))
-        p_stats.append(summarize(ps, runner="pytorch", batch=b, warmup=cfg.warmup, tokens_per_image=tokens_out))
-        ratios[str(b)] = pair_ratio_median(ts, ps)
-    return t_stats, p_stats, ratios
 
 
 def _thumbnail_b64(u8: np.ndarray, max_side: int = 224) -> str:
@@ -238,7 +202,7 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
                     step()
                 # With a PyTorch reference the target is timed later, in turns with it (see below).
                 target_latency = ([] if use_torch else
-                                  _latency(runner, target.inputs, batches, cfg, pre, tokens_out, "target", steps))
+                                  time_target(runner, target.inputs, batches, cfg, pre, tokens_out, "target", steps))
                 target_gpu = runner.gpu_memory()
                 runner_info = dict(runner.info)
             finally:
@@ -289,7 +253,7 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
             try:
                 if cfg.iterations > 0:
                     runner.activate()
-                target_latency, torch_latency, pair_speedup = _interleaved_latency(
+                target_latency, torch_latency, pair_speedup = time_target_and_pytorch(
                     runner, tr, target.inputs, tspecs, batches, cfg, pre, tokens_out, steps)
             finally:
                 runner.deactivate()
