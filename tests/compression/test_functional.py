@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from tokcomp_edge.compression import functional as Fc
 from tokcomp_edge.compression.module import TokenCompressor
-from tokcomp_edge.compression.spec import parse_spec, plan_compression
+from tokcomp_edge.compression.plan import plan_compression
+from tokcomp_edge.compression.spec import parse_spec
 
 
 def tokens(b, h, w, c, seed=0):

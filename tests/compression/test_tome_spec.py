@@ -2,7 +2,8 @@
 
 import pytest
 
-from tokcomp_edge.compression.spec import parse_spec, plan_compression
+from tokcomp_edge.compression.plan import plan_compression
+from tokcomp_edge.compression.spec import parse_spec
 from tokcomp_edge.errors import SpecError
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from tokcomp_edge.compression.spec import parse_spec, plan_compression
+from tokcomp_edge.compression.plan import plan_compression
+from tokcomp_edge.compression.spec import parse_spec
 from tokcomp_edge.compression.visionzip import target_positions, visionzip_tokens
 from tokcomp_edge.errors import SpecError
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from . import functional as Fc
-from .spec import CompressionPlan
+from .plan import CompressionPlan
 from .visionzip import visionzip_tokens
 
 

@@ -12,12 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..atomic import ensure_writable_parent, staged_dir
-from ..compression.spec import (
-    CompressionPlan,
-    CompressionSpec,
-    parse_spec,
-    plan_compression,
-)
+from ..compression.plan import CompressionPlan, plan_compression
+from ..compression.spec import CompressionSpec, parse_spec
 from ..console import StageTimes, console, stage
 from ..core.bundle import MANIFEST, REFERENCE, dump_manifest, file_entry, save_reference
 from ..errors import InputError, OutputError, ParityError

@@ -15,7 +15,8 @@ def model_from_manifest(manifest: dict[str, Any]):
     sha256 must still match the one recorded at export.
     """
     from ..compression.module import CompressedEncoder
-    from ..compression.spec import parse_spec, plan_compression
+    from ..compression.plan import plan_compression
+    from ..compression.spec import parse_spec
     from ..core.bundle import sha256_file
     from ..encoders import EncoderConfig, build_encoder
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..compression.spec import CompressionPlan, CompressionSpec, plan_compression
+from ..compression.plan import CompressionPlan, plan_compression
+from ..compression.spec import CompressionSpec
 from ..errors import SpecError
 from .spec import VlmSpec
 
