@@ -18,9 +18,10 @@ patch. The prefix tokens then sit at fixed output positions; a constant permutat
 the front in their original order (the identity for CLS alone, so ToMe's order is kept exactly).
 
 Static: r is a constant per block, every shape a function of (T, r). The reference's `argsort` is one
-TopK over the A tokens (K = |A|, sorted); `scatter_reduce(sum)` is a MatMul with a one-hot matrix of the
-destinations (exactly the scatter-add, without ScatterElements reductions); the position bookkeeping is a
-ScatterElements without reduction (unmerged and merged A tokens partition A, so each slot is written once).
+TopK over the A tokens (K = |A|, sorted); `scatter_reduce(sum)` is a MatMul of the r merged tokens with a
+one-hot [r, r] "same destination" matrix (the scatter-add without ScatterElements reductions), computed on
+those r rows only; the position bookkeeping is a ScatterElements without reduction (unmerged and merged A
+tokens partition A, so each slot is written once).
 
 Tie rule: match ties (equal cosines) go to the first B token (ArgMax, first maximum); ranking ties keep the
 lower A index first (stable sort in PyTorch, ONNX TopK's specified order in the graph). ToMe's own
@@ -68,28 +69,30 @@ def tome_merge(x: torch.Tensor, size: torch.Tensor | None, keys: torch.Tensor, r
 
     Args:
         x: [B, T, C] tokens (after the block's attention residual).
-        size: [B, T, 1] patches each token covers, or None before the first merge (every size 1: the
-            weighting by size is then skipped, which is exact: x·1 = x and x / 1 = x).
+        size: [B, T, 1] patches each token covers, or None before the first merge (every size 1).
         keys: [B, T, d] the block's keys averaged over heads.
         r: tokens to merge (≤ merge_cap(T, protected)).
         protected: leading tokens (prefix) that are never merged.
     Returns:
         (x [B, T − r, C], size [B, T − r, 1], new_position [B, T] int64: where each input token went).
 
-    How it is built (measured on ONNX Runtime CPU; the results are bit for bit those of the plain A/B
-    split + per-set gathers + concat it replaces): the output rows are ONE Gather of the size-weighted
-    tokens — the unmerged A tokens, then every B token, already in the output's order (prefix permutation
-    included) — plus ONE one-hot MatMul that adds the r merged A tokens onto their rows; A and B are never
-    materialised, and nothing [B, T, C]-sized is gathered element by element.
+    How it is built (measured on ONNX Runtime CPU, where the dense blocks around it set the bar): only the
+    r merged A tokens and their destinations are computed on — the size-weighted average of each
+    destination with everything merged into it, as [B, r, C] rows — and appended to the input's rows; ONE
+    Gather then copies every output row (an unmerged A token, a B token, or a B token's merged row) in the
+    output's order. Tokens nobody merges into are copied as they are (x·s / s would only add rounding), so
+    the merge costs one copy of the tokens on top of the reordering that any token drop needs, instead of
+    weighting, scatter-adding and dividing all of them.
     """
-    b, t, _ = x.shape
+    b, t, c = x.shape
     ta = (t + 1) // 2
     tb = t // 2
     u = ta - r
+    dev = x.device
     # A / B of the metric as Gathers with constant indices rather than strided Slices: ModelOpt AutoCast
     # annotated the odd-length strided slices of an fp16 variant with shapes ONNX Runtime then rejected.
-    even = torch.tensor(list(range(0, t, 2)), device=x.device)
-    odd = torch.tensor(list(range(1, t, 2)), device=x.device)
+    even = torch.tensor(list(range(0, t, 2)), device=dev)
+    odd = torch.tensor(list(range(1, t, 2)), device=dev)
     m = unit_rows(keys)
     scores = m.index_select(1, even) @ m.index_select(1, odd).transpose(1, 2)  # [B, |A|, |B|]
     a_prot, b_prot = protection_masks(t, protected)
@@ -97,51 +100,65 @@ def tome_merge(x: torch.Tensor, size: torch.Tensor | None, keys: torch.Tensor, r
         # A constant additive mask: −inf on protected rows (never merged) and columns (never absorb).
         # Built as a Python list so that it is a graph constant (no in-graph index_put → ScatterND).
         rows = [[NEG if (i in a_prot or j in b_prot) else 0.0 for j in range(tb)] for i in range(ta)]
-        scores = scores + torch.tensor(rows, dtype=scores.dtype, device=scores.device)
+        scores = scores + torch.tensor(rows, dtype=scores.dtype, device=dev)
     node_max, node_idx = scores.max(dim=-1)  # best B of each A; first maximum on ties
     order = _rank(node_max)
-    dst_idx = torch.gather(node_idx, 1, order[:, :r])  # [B, r] into B
-    # Output row k of the merge before the prefix permutation: slot k < u is unmerged A token unm[k], slot
-    # u + j is B token j. `where` maps a slot to its final row (prefix moved to the front; identity if none).
-    perm = front_permutation(ta, tb, r, protected)
-    where = list(range(u + tb))
-    for k, j in enumerate(perm or ()):
-        where[j] = k
-    dst_row = dst_idx + u  # [B, r]
-    if perm is not None:  # a Gather of the constant (indexing it with [B, r] would export as GatherND)
-        dst_row = torch.tensor(where, device=x.device).index_select(0, dst_row.reshape(-1)).reshape(b, r)
-    offset = torch.arange(b, device=x.device).unsqueeze(1) * t  # flat row of token 0 of each image
-    tok = 2 * order  # A slot a is input token 2a (B slot j is token 2j + 1)
-    flat = tok + offset
+    dst = torch.gather(node_idx, 1, order[:, :r])  # [B, r]: the B slot each merged A token goes into
+    offset = torch.arange(b, device=dev).unsqueeze(1) * t  # flat row of token 0 of each image
+    flat = 2 * order + offset  # A slot a is input token 2a (B slot j is token 2j + 1)
     src_flat, unm_flat = flat[:, :r], flat[:, r:]
     if protected:
         unm_flat = torch.sort(unm_flat, dim=1).values  # original order, so the prefix stays in front
-    taken = torch.cat([unm_flat, odd + offset], dim=1)  # [B, T − r]: flat input row of each output row
-    if perm is not None:
-        taken = taken.index_select(1, torch.tensor(perm, device=x.device))
-    # [B, T − r, r]: 1 where merged A token s goes into output row k (rows nobody merges into: exact zeros)
-    one_hot = (torch.arange(u + tb, device=x.device).unsqueeze(-1) == dst_row.unsqueeze(1)).to(x.dtype)
-    xs = (x if size is None else x * size).reshape(b * t, -1)
-    new_x = _rows(xs, taken) + one_hot @ _rows(xs, src_flat)  # the scatter-add of the merged tokens, as a MatMul
-    if size is None:
-        new_s = 1.0 + one_hot.sum(dim=-1, keepdim=True)  # 1 + the A tokens merged into each row
+    dst_flat = 2 * dst + 1 + offset
+    # The merged rows, one per merged A token: Σ size·x / Σ size over its destination and every A token
+    # that goes there (`same`, one-hot, sums them; tokens sharing a destination get identical rows).
+    xf = x.reshape(b * t, c)
+    same = (dst.unsqueeze(2) == dst.unsqueeze(1)).to(x.dtype)  # [B, r, r]
+    x_src, x_dst = _rows(xf, src_flat), _rows(xf, dst_flat)
+    if size is None:  # every size 1: the weighting is skipped, which is exact
+        sf = torch.ones(b * t, 1, dtype=x.dtype, device=dev)
+        num, den = x_dst + same @ x_src, 1.0 + same.sum(dim=-1, keepdim=True)
     else:
         sf = size.reshape(b * t, 1)
-        new_s = _rows(sf, taken) + one_hot @ _rows(sf, src_flat)
-    # Where each input token went: one ScatterElements (no reduction) over a constant holding the B tokens'
-    # rows; unmerged and merged A tokens partition A, so each A position is written exactly once.
+        s_src, s_dst = _rows(sf, src_flat), _rows(sf, dst_flat)
+        num, den = s_dst * x_dst + same @ (s_src * x_src), s_dst + same @ s_src
+    # Output row of B slot j: its merged row when some A token goes there (the first such one), else itself.
+    hit = (torch.arange(tb, device=dev).view(1, tb, 1) == dst.unsqueeze(1)).to(x.dtype)  # [B, |B|, r]
+    merged_row = b * t + torch.arange(b, device=dev).unsqueeze(1) * r + hit.argmax(dim=-1)
+    b_rows = torch.where(hit.amax(dim=-1) > 0, merged_row, odd + offset)
+    taken = torch.cat([unm_flat, b_rows], dim=1)  # [B, T − r]: the table row of each output row
+    perm = front_permutation(ta, tb, r, protected)
+    if perm is not None:
+        taken = taken.index_select(1, torch.tensor(perm, device=dev))
+    new_x = _rows(torch.cat([xf, (num / den).reshape(b * r, c)]), taken)
+    new_s = _rows(torch.cat([sf, den.reshape(b * r, 1)]), taken)
+    return new_x, new_s, _new_positions(order, dst, offset, unm_flat, t, ta, tb, r, protected, perm)
+
+
+def _new_positions(order, dst, offset, unm_flat, t, ta, tb, r, protected, perm) -> torch.Tensor:
+    """[B, T] int64: the output row each input token went to. One ScatterElements (no reduction) over a
+    constant holding the B tokens' rows; unmerged and merged A tokens partition A, so each A position is
+    written exactly once."""
+    b, dev = order.shape[0], order.device
+    u = ta - r
+    slot_row = list(range(u + tb))  # merge slot (unmerged A first, then B) → final row (prefix moved first)
+    for k, j in enumerate(perm or ()):
+        slot_row[j] = k
+    dst_row = dst + u
+    if perm is not None:  # a Gather of the constant (indexing it with [B, r] would export as GatherND)
+        dst_row = torch.tensor(slot_row, device=dev).index_select(0, dst_row.reshape(-1)).reshape(b, r)
     base = [0] * t
     for j in range(tb):
-        base[2 * j + 1] = where[u + j]
-    base_t = torch.tensor(base, dtype=torch.int64, device=x.device).expand(b, -1)
+        base[2 * j + 1] = slot_row[u + j]
+    base_t = torch.tensor(base, dtype=torch.int64, device=dev).expand(b, -1)
+    tok = 2 * order
     if protected:
         a_tok = torch.cat([unm_flat - offset, tok[:, :r]], dim=1)
-        a_row = torch.cat([torch.tensor(where[:u], dtype=torch.int64, device=x.device).expand(b, -1), dst_row], 1)
+        a_row = torch.cat([torch.tensor(slot_row[:u], dtype=torch.int64, device=dev).expand(b, -1), dst_row], 1)
     else:  # the unmerged A tokens keep their rank order: order slot r + k goes to row k
         a_tok = tok
-        a_row = torch.cat([dst_row, torch.arange(u, device=x.device).expand(b, -1)], dim=1)
-    new_pos = base_t.scatter(1, a_tok, a_row)
-    return new_x / new_s, new_s, new_pos
+        a_row = torch.cat([dst_row, torch.arange(u, device=dev).expand(b, -1)], dim=1)
+    return base_t.scatter(1, a_tok, a_row)
 
 
 def attention_bias(size: torch.Tensor) -> torch.Tensor:
