@@ -87,7 +87,6 @@ def tome_merge(x: torch.Tensor, size: torch.Tensor | None, keys: torch.Tensor, r
     b, t, c = x.shape
     ta = (t + 1) // 2
     tb = t // 2
-    u = ta - r
     dev = x.device
     # A / B of the metric as Gathers with constant indices rather than strided Slices: ModelOpt AutoCast
     # annotated the odd-length strided slices of an fp16 variant with shapes ONNX Runtime then rejected.

@@ -65,8 +65,9 @@ def split_dominant(importance: torch.Tensor, dominant: int) -> tuple[torch.Tenso
 
 
 def unit_rows(k: torch.Tensor) -> torch.Tensor:
-    """Rows scaled to unit L2 norm (VisionZip divides by the norm; the clamp only guards a zero row)."""
-    return k / torch.sqrt((k * k).sum(dim=-1, keepdim=True)).clamp_min(1e-12)
+    """Rows scaled to unit L2 norm (VisionZip divides by the norm; the clamp only guards a zero row). The
+    norm exports as one ReduceL2 (three nodes where sqrt(sum(k·k)) took five)."""
+    return k / torch.linalg.vector_norm(k, dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def visionzip_tokens(x: torch.Tensor, importance: torch.Tensor, keys: torch.Tensor, dominant: int,
