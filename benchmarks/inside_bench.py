@@ -74,15 +74,20 @@ def print_tome(r: dict, console) -> None:
 
 
 # Placebo encoders: `tome:13`'s token schedule with none of ToMe's work. Each block drops its last r tokens
-# (a Slice: the copy any token drop pays, as ToMe's output Gather does). With `attention`, the blocks also
+# with the op ToMe's output uses — one row Gather on the flattened batch — so the copy any token drop pays
+# is the same on both sides (a Slice over the token axis is slower on ONNX Runtime CPU, which would
+# flatter ToMe). With `attention`, the blocks also
 # run proportional attention: a per-token size (made from the tokens, so that nothing folds to a constant)
 # whose log is added to the attention logits, exactly as the tome encoder does from its first merge on.
 _PLACEBO = """
+import torch
 import tokcomp_edge.compression.tome as tm
 from pathlib import Path
 from tokcomp_edge.export import ExportConfig, export_bundle
 def drop(x, size, source, keys, r, protected, heads_dim=1):
-    kept = x[:, : x.shape[1] - r]
+    b, t, c = x.shape
+    rows = torch.arange(t - r, device=x.device) + (torch.arange(b, device=x.device) * t).unsqueeze(1)
+    kept = torch.nn.functional.embedding(rows, x.reshape(b * t, c))
     return kept, (kept[..., :1].abs() + 1.0 if {attention!r} else None), source
 tm.tome_block = drop
 full_bias = tm.attention_bias
@@ -92,8 +97,8 @@ export_bundle(ExportConfig(model={model!r}, compress={spec!r}, out=Path({out!r})
 
 
 def export_placebo(model: str, spec: str, out: Path, batch: int, attention: bool = False) -> None:
-    """Export, in a child process, the encoder with `spec`'s token schedule but no merging (a Slice per
-    block, no metric, matching or map), with or without proportional attention: its dense work equals the
+    """Export, in a child process, the encoder with `spec`'s token schedule but no merging (a row Gather
+    per block, no metric, matching or map), with or without proportional attention: its dense work equals the
     tome encoder's, so the difference is ToMe's."""
     import subprocess
     import sys

@@ -251,8 +251,10 @@ def tome_exported(tmp_path_factory) -> Path:
 def test_tome_bundle_int8_keeps_the_merge_matmuls_out_and_is_judged_by_its_map(tome_exported, calib_images, tmp_path):
     """ToMe's own similarity and one-hot merge MatMuls stay unquantized; its merges are still decided on the
     int8 keys, and on this random-weight encoder (near-equal similarities) the maps agree only at a Jaccard
-    of ≈ 0.35–0.45: the default check (0.7) refuses it, naming the cause and registering nothing; accepted
-    knowingly (--min-jaccard merge_map=…), it registers, with the tokens judged on the rows both agree on."""
+    of ≈ 0.2–0.45 (the held-back images lowest, ≈ 0.2: chance level, which moves by a patch or two with any
+    change of the graph's rounding): the default check (0.7) refuses it, naming the cause and registering
+    nothing; accepted knowingly (--min-jaccard merge_map=…), it registers, with the tokens judged on the rows
+    both agree on."""
     import shutil
 
     dst = tmp_path / "b"
@@ -261,7 +263,7 @@ def test_tome_bundle_int8_keeps_the_merge_matmuls_out_and_is_judged_by_its_map(t
     with pytest.raises(ParityError, match="merge_map: mean Jaccard .*decided on int8-quantized keys") as e:
         calibrate(CalibrateConfig(bundle=dst, images=calib_images, batch=4, quiet=True))
     assert "nothing was registered" in e.value.hint and tree(dst) == before
-    relaxed = (parse_override("min-jaccard", "merge_map=0.2"), parse_override("max-rel-l2", "tokens=0.35"))
+    relaxed = (parse_override("min-jaccard", "merge_map=0.1"), parse_override("max-rel-l2", "tokens=0.35"))
     result = calibrate(CalibrateConfig(bundle=dst, images=calib_images, batch=4, quiet=True,
                                        tolerance_overrides=relaxed))
     assert result.passed and result.quantization["not_quantized"]
