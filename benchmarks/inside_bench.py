@@ -84,7 +84,7 @@ import torch
 import tokcomp_edge.compression.tome as tm
 from pathlib import Path
 from tokcomp_edge.export import ExportConfig, export_bundle
-def drop(x, size, source, keys, r, protected, heads_dim=1):
+def drop(x, size, source, keys, r, protected):
     b, t, c = x.shape
     rows = torch.arange(t - r, device=x.device) + (torch.arange(b, device=x.device) * t).unsqueeze(1)
     kept = torch.nn.functional.embedding(rows, x.reshape(b * t, c))

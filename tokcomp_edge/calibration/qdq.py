@@ -114,7 +114,7 @@ def decision_matmuls(model) -> list[str]:
             n = producer.get(n.input[0])
         return n
 
-    def unit_rows(n) -> bool:  # k / clamp_min(sqrt(sum(k·k))): a Div by a Clip
+    def unit_rows(n) -> bool:  # k / clamp_min(‖k‖): a Div by a Clip
         return n is not None and n.op_type == "Div" and getattr(producer.get(n.input[1]), "op_type", None) == "Clip"
 
     def decides(name: str) -> bool:

@@ -103,12 +103,10 @@ def tome_merge(x: torch.Tensor, size: torch.Tensor | None, keys: torch.Tensor, r
     node_max, node_idx = scores.max(dim=-1)  # best B of each A; first maximum on ties
     order = _rank(node_max)
     dst = torch.gather(node_idx, 1, order[:, :r])  # [B, r]: the B slot each merged A token goes into
+    tok = 2 * order  # input token of each A slot, in rank order (A slot a is token 2a, B slot j is 2j + 1)
+    unm_tok = torch.sort(tok[:, r:], dim=1).values if protected else tok[:, r:]  # sorted: the prefix stays in front
     offset = torch.arange(b, device=dev).unsqueeze(1) * t  # flat row of token 0 of each image
-    flat = 2 * order + offset  # A slot a is input token 2a (B slot j is token 2j + 1)
-    src_flat, unm_flat = flat[:, :r], flat[:, r:]
-    if protected:
-        unm_flat = torch.sort(unm_flat, dim=1).values  # original order, so the prefix stays in front
-    dst_flat = 2 * dst + 1 + offset
+    src_flat, unm_flat, dst_flat = tok[:, :r] + offset, unm_tok + offset, 2 * dst + 1 + offset
     # The merged rows, one per merged A token: Σ size·x / Σ size over its destination and every A token
     # that goes there (`same`, one-hot, sums them; tokens sharing a destination get identical rows).
     xf = x.reshape(b * t, c)
@@ -131,14 +129,20 @@ def tome_merge(x: torch.Tensor, size: torch.Tensor | None, keys: torch.Tensor, r
         taken = taken.index_select(1, torch.tensor(perm, device=dev))
     new_x = _rows(torch.cat([xf, (num / den).reshape(b * r, c)]), taken)
     new_s = _rows(torch.cat([sf, den.reshape(b * r, 1)]), taken)
-    return new_x, new_s, _new_positions(order, dst, offset, unm_flat, t, ta, tb, r, protected, perm)
+    return new_x, new_s, _new_positions(tok, unm_tok, dst, t, r, protected, perm)
 
 
-def _new_positions(order, dst, offset, unm_flat, t, ta, tb, r, protected, perm) -> torch.Tensor:
+def _new_positions(tok, unm_tok, dst, t, r, protected, perm) -> torch.Tensor:
     """[B, T] int64: the output row each input token went to. One ScatterElements (no reduction) over a
     constant holding the B tokens' rows; unmerged and merged A tokens partition A, so each A position is
-    written exactly once."""
-    b, dev = order.shape[0], order.device
+    written exactly once.
+
+    Args:
+        tok: [B, |A|] input token of each A slot in rank order (merged first); unm_tok: the unmerged ones in
+            output order; dst: [B, r] B slot of each merged token; perm: the prefix permutation (or None).
+    """
+    (b, ta), dev = tok.shape, tok.device
+    tb = t // 2
     u = ta - r
     slot_row = list(range(u + tb))  # merge slot (unmerged A first, then B) → final row (prefix moved first)
     for k, j in enumerate(perm or ()):
@@ -150,9 +154,8 @@ def _new_positions(order, dst, offset, unm_flat, t, ta, tb, r, protected, perm) 
     for j in range(tb):
         base[2 * j + 1] = slot_row[u + j]
     base_t = torch.tensor(base, dtype=torch.int64, device=dev).expand(b, -1)
-    tok = 2 * order
     if protected:
-        a_tok = torch.cat([unm_flat - offset, tok[:, :r]], dim=1)
+        a_tok = torch.cat([unm_tok, tok[:, :r]], dim=1)
         a_row = torch.cat([torch.tensor(slot_row[:u], dtype=torch.int64, device=dev).expand(b, -1), dst_row], 1)
     else:  # the unmerged A tokens keep their rank order: order slot r + k goes to row k
         a_tok = tok
@@ -166,18 +169,18 @@ def attention_bias(size: torch.Tensor) -> torch.Tensor:
 
 
 def tome_block(x: torch.Tensor, size: torch.Tensor | None, source: torch.Tensor, keys: torch.Tensor, r: int,
-               protected: int, heads_dim: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               protected: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """All that ToMe adds to one block after its attention residual: the metric (keys averaged over
-    heads), the merge, and where each patch now is. `VisionTower.forward_tome` and the benchmark's
-    merge chain both call this, so the bench times exactly the exported steps.
+    heads), the merge, and where each patch now is. `VisionTower.forward_tome` calls it; the benchmark's
+    placebo encoders replace it (benchmarks/inside_bench.py).
 
     Args:
-        keys: the block's keys per head, heads on `heads_dim` ([B, H, T, d]).
+        keys: the block's keys per head, [B, H, T, d].
         source: [B, N] int64, the row each patch is in before this block.
     Returns:
         (x [B, T − r, C], size [B, T − r, 1], source [B, N]).
     """
-    x, size, new_pos = tome_merge(x, size, keys.mean(dim=heads_dim), r, protected)
+    x, size, new_pos = tome_merge(x, size, keys.mean(dim=1), r, protected)
     return x, size, torch.gather(new_pos, 1, source)
 
 
