@@ -100,15 +100,22 @@ def export_placebo(model: str, spec: str, out: Path, batch: int, attention: bool
     """Export, in a child process, the encoder with `spec`'s token schedule but no merging (a row Gather
     per block, no metric, matching or map), with or without proportional attention: its dense work equals the
     tome encoder's, so the difference is ToMe's."""
+    _run_child(_PLACEBO.format(model=model, spec=spec, out=str(out), batch=batch, attention=attention),
+               f"exporting the placebo of {spec}")
+
+
+def _run_child(code: str, what: str) -> str:
+    """Run `code` in a fresh Python process from the repository root; its stdout, or RuntimeError naming
+    `what` with the last lines of its stderr."""
     import subprocess
     import sys
 
-    code = _PLACEBO.format(model=model, spec=spec, out=str(out), batch=batch, attention=attention)
     proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
                           capture_output=True, text=True)
     if proc.returncode:
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-        raise RuntimeError(f"exporting the placebo of {spec} failed (exit {proc.returncode}):\n{tail}")
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{tail}")
+    return proc.stdout
 
 
 def _iqr(values: list[float]) -> list[float]:
@@ -172,17 +179,10 @@ def time_in_child(paths: dict[str, Path], batch: int, warmup: int, rounds: int) 
     """`rotating` rounds of the bundles' fp32 models on ONNX Runtime CPU (the sessions made in `paths`'
     order), in a fresh Python process; ms per run, by name."""
     import json
-    import subprocess
-    import sys
 
-    here = Path(__file__).resolve().parent
-    code = _TIMER.format(bench=str(here), paths={k: str(v) for k, v in paths.items()}, batch=batch,
-                         warmup=warmup, rounds=rounds)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=here.parent, capture_output=True, text=True)
-    if proc.returncode:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-        raise RuntimeError(f"timing {', '.join(paths)} failed (exit {proc.returncode}):\n{tail}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    code = _TIMER.format(bench=str(Path(__file__).resolve().parent), paths={k: str(v) for k, v in paths.items()},
+                         batch=batch, warmup=warmup, rounds=rounds)
+    return json.loads(_run_child(code, f"timing {', '.join(paths)}").strip().splitlines()[-1])
 
 
 def bench_tome_overhead(tmp: Path, console, tome_dir: Path, batch: int = 8, warmup: int = 2, rounds: int = 45) -> dict:
@@ -229,27 +229,10 @@ def bench_tome_overhead(tmp: Path, console, tome_dir: Path, batch: int = 8, warm
             "target": 0.02, "meets_target": merge["median"] <= 0.02}
 
 
-def alternating(fns: dict, warmup: int, pairs: int) -> dict[str, list[float]]:
-    """Two callables timed in pairs whose order alternates (a b, b a, …), so drift over the run hits both."""
-    import time
-
-    (ka, fa), (kb, fb) = fns.items()
-    for fn in (fa, fb):
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {ka: [], kb: []}
-    for i in range(pairs):
-        for k, fn in ((ka, fa), (kb, fb)) if i % 2 == 0 else ((kb, fb), (ka, fa)):
-            t0 = time.perf_counter()
-            fn()
-            times[k].append((time.perf_counter() - t0) * 1e3)
-    return times
-
-
 def bench_visionzip(tmp: Path, console, model: str = "clip-l14-336", spec: str = "visionzip:53:10", batch: int = 1,
                     warmup: int = 2, iters: int = 45) -> dict:
     """VisionZip's cost: the encoder with `visionzip:53:10` at LLaVA-1.5's layer −2 (CLS + 53 + 10 = 64 tokens)
-    against `none` at the same layer, in pairs of alternating order on ONNX Runtime CPU, and the token
+    against `none` at the same layer, in pairs of rotating order (ab, ba, ba, ab, …) on ONNX Runtime CPU, and the token
     economics for vicuna-7b. Single runs at batch 1 scatter by ±5 % on a shared machine, so the judged
     figure is the median of many per-pair ratios, given with their IQR and a bootstrap 95 % interval of
     that median (45 pairs put it inside ±3 %)."""
@@ -270,8 +253,8 @@ def bench_visionzip(tmp: Path, console, model: str = "clip-l14-336", spec: str =
     enc = bundles["none"].encoder
     x = golden_inputs(tuple(enc["image_size"]), enc["mean"], enc["std"], [batch], seed=321)[batch]
     sessions = {name: ort_session(b.onnx_path("fp32")) for name, b in bundles.items()}
-    console.print(f"timing none vs {spec} on ONNX Runtime CPU, batch {batch}, {iters} pairs of alternating order …")
-    t = alternating({n: (lambda s=s: s.run(None, {"pixel_values": x})) for n, s in sessions.items()}, warmup, iters)
+    console.print(f"timing none vs {spec} on ONNX Runtime CPU, batch {batch}, {iters} pairs of rotating order …")
+    t = rotating({n: (lambda s=s: s.run(None, {"pixel_values": x})) for n, s in sessions.items()}, warmup, iters)
     ratios = np.array(t[spec]) / np.array(t["none"])
     ratio = float(np.median(ratios))
     ci = _ci95(ratios)
