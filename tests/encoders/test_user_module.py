@@ -57,6 +57,12 @@ MODULE = textwrap.dedent('''
 
     def boom():
         raise RuntimeError("boom")
+
+    DRAWS = []
+
+    def records_rng():
+        DRAWS.append(torch.rand(3))  # what the factory's initialisation sees
+        return Enc()
 ''')
 
 
@@ -148,3 +154,25 @@ def test_module_in_current_directory(tmp_path, monkeypatch):
         assert str(tmp_path) not in sys.path
     finally:
         sys.modules.pop("cwd_enc_mod", None)
+
+
+def test_resolve_spec_runs_the_factory_seeded_like_build(usermod):
+    """Regression: resolve_spec (which export calls first) ran a py: factory on whatever RNG state the
+    process had, so a factory checking its own random init (the debug tests' planted tower) passed or
+    failed depending on what ran before; it also advanced the caller's RNG. It now runs seeded, as
+    build_encoder does, and leaves the caller's RNG as it was."""
+    import importlib
+
+    ref = f"py:{usermod}:records_rng"
+    torch.manual_seed(123)
+    resolve_spec(ref)
+    after = torch.rand(1)
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(1), after)  # the caller's RNG untouched
+    torch.manual_seed(456)  # another state before the call: the factory sees the same numbers
+    resolve_spec(ref)
+    build_encoder(EncoderConfig(ref))
+    resolve_spec(ref, seed=1)
+    draws = importlib.import_module(usermod).DRAWS
+    assert torch.equal(draws[0], draws[1]) and torch.equal(draws[0], draws[2])
+    assert not torch.equal(draws[0], draws[3])

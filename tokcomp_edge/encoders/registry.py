@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,11 +59,23 @@ def _check_image_size(image_size: int | None) -> None:
         raise InputError(f"image size {image_size!r} is not a positive integer", "e.g. --image-size 224")
 
 
-def resolve_spec(model: str, image_size: int | None = None) -> EncoderSpec:
+@contextmanager
+def seeded(seed: int):
+    """Torch's RNG seeded with `seed` inside the block and the caller's RNG untouched outside it, so that
+    building a module is reproducible whatever ran before in the process."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def resolve_spec(model: str, image_size: int | None = None, seed: int = 0) -> EncoderSpec:
     """The EncoderSpec of a model id, at `image_size` when given.
 
     Cheap for presets and hf: folders (JSON only, no module is built); timm: and py: ids build the
-    module, since only the module knows its facts.
+    module, since only the module knows its facts, with torch seeded by `seed` as `build_encoder` seeds it
+    (a factory's own checks then see the same initialisation in both, and in every process).
 
     Raises:
         UnknownModelError: not a preset and not one of the timm:/hf:/py: forms.
@@ -78,10 +91,12 @@ def resolve_spec(model: str, image_size: int | None = None) -> EncoderSpec:
     if kind == "timm":
         from .timm_tower import build_timm_model, timm_spec
 
-        return timm_spec(rest, build_timm_model(rest, image_size), image_size)
+        with seeded(seed):
+            return timm_spec(rest, build_timm_model(rest, image_size), image_size)
     from .user_tower import load_factory_module, user_spec
 
-    return user_spec(rest, load_factory_module(rest), image_size)
+    with seeded(seed):
+        return user_spec(rest, load_factory_module(rest), image_size)
 
 
 def _check_layer(spec: EncoderSpec, layer: int) -> None:
@@ -136,8 +151,6 @@ def build_encoder(cfg: EncoderConfig) -> LoadedEncoder:
     Raises:
         UnknownModelError, InputError (image size, layer, bad hf:/py: target), WeightsError.
     """
-    import torch
-
     _check_image_size(cfg.image_size)
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
         raise InputError(f"seed {cfg.seed!r} is not an integer", "e.g. --seed 0")
@@ -146,9 +159,7 @@ def build_encoder(cfg: EncoderConfig) -> LoadedEncoder:
     if kind == "py" and cfg.layer != -1:
         raise InputError(f"--layer {cfg.layer} cannot apply to {cfg.model}: a py: module returns its own tokens",
                          "leave --layer at -1 and select the layer inside the module")
-    # Seed a private copy of the RNG so that construction is reproducible and the caller's RNG untouched.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
+    with seeded(cfg.seed):
         if kind in ("preset", "hf"):
             from .hf_towers import build_hf_tower
 

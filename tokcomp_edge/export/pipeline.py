@@ -82,7 +82,7 @@ def validate_config(cfg: ExportConfig) -> Checked:
             flag = "--no-projector" if not cfg.projector else "--video"
             raise InputError(f"{flag} applies to VLMs; {cfg.model} is a bare vision tower",
                              f"drop {flag} (a tower has no projector)")
-        enc = resolve_spec(cfg.model, cfg.image_size)
+        enc = resolve_spec(cfg.model, cfg.image_size, cfg.seed)
         prefix = cfg.prefix or enc.default_prefix
         plan = plan_compression(spec, grid=enc.grid, prefix_tokens=enc.prefix_tokens, has_cls=enc.has_cls,
                                 hidden_size=enc.hidden_size, prefix=prefix, layers=_layers_run(cfg, enc))
