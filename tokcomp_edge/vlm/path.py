@@ -37,11 +37,15 @@ class VlmVisionPath(nn.Module):
         self.pool = plan.vlm.pool
         self.grid = plan.compression.grid_out
         self.video_grid = plan.grid_out if plan.video else None
+        # transformers' `[:, 1:]` on a tower whose row 0 is a patch (or a CLS before registers).
+        self.drop_first = plan.vlm.drops_first_only
 
     def forward(self, pixel_values: torch.Tensor):
         tokens, attn = self.compressor.tower_outputs(self.tower, pixel_values)
         out = self.compressor(tokens, attn)
         x, *extra = out if isinstance(out, tuple) else (out,)  # indices (+ merge_map) index the tower's grid
+        if self.drop_first:
+            x = x[:, 1:]
         if self.shuffle and not self.in_projector:
             x = Fc.unshuffle_tokens(x, self.grid[0], self.grid[1], self.shuffle, "internvl")
         if self.projector is not None:

@@ -94,6 +94,29 @@ def _projector_label(vlm: VlmSpec) -> str:
             "smolvlm": "linear", "gemma3": "rmsnorm+proj", "paligemma": "linear"}[vlm.family.model_type]
 
 
+# Methods whose output tokens are scattered over the grid (no grid_out).
+SCATTERED = ("prune", "visionzip", "tome")
+
+
+def _check_first_only(vlm: VlmSpec, spec: CompressionSpec, prefix: str | None, video: bool) -> None:
+    """`default` drops row 0 of a tower whose row 0 is no lone CLS (transformers slices [:, 1:] whatever the
+    tower): the export matches that, but nothing that needs the patch grid or the prefix can follow."""
+    tower = vlm.tower
+    row0 = "patch 0 (the tower has no CLS)" if not tower.prefix_tokens else \
+        f"the CLS token and keeps its {tower.prefix_tokens - 1} register token(s)"
+    where = f"{vlm.name}: vision_feature_select_strategy 'default' drops {row0}, as transformers does"
+    if spec.method != "none":
+        raise SpecError(f"{spec.text} cannot apply to {where}; the {tower.prefix_tokens + tower.grid[0] * tower.grid[1] - 1} "
+                        "tokens left form no patch grid",
+                        "export with --compress none, or set vision_feature_select_strategy \"full\" in config.json "
+                        "if the checkpoint was trained on every token")
+    if prefix is not None:
+        raise SpecError(f"--prefix {prefix} cannot apply to {where}", "leave --prefix unset")
+    if video:
+        raise SpecError(f"--video cannot apply to {where}: the video pooling resizes the full patch grid "
+                        "(transformers' apply_pooling fails on it too)", "drop --video")
+
+
 def plan_vlm(vlm: VlmSpec, spec: CompressionSpec, prefix: str | None, projector: bool = True,
              video: bool = False) -> VlmPlan:
     """Check that `spec` fits the VLM's own transform and compute every shape.
@@ -108,6 +131,12 @@ def plan_vlm(vlm: VlmSpec, spec: CompressionSpec, prefix: str | None, projector:
         SpecError (exit 2) for combinations the VLM's transform or projector cannot take.
     """
     tower = vlm.tower
+    if vlm.drops_first_only:
+        _check_first_only(vlm, spec, prefix, video)
+    if vlm.family.model_type == "llava_onevision" and spec.method in SCATTERED and not video:
+        raise SpecError(f"{spec.text} keeps scattered tokens, but {vlm.name} (LLaVA-OneVision) packs each crop's "
+                        "features as a grid (pack_image_features: unpadding, a newline token per row)",
+                        "use a grid compression (pool:S or bilinear:HxW) with LLaVA-OneVision")
     own = "drop" if vlm.drops_cls or not tower.prefix_tokens else "keep"
     if prefix is not None and prefix != own and tower.prefix_tokens:
         why = "drops" if own == "drop" else "keeps"
@@ -123,6 +152,9 @@ def plan_vlm(vlm: VlmSpec, spec: CompressionSpec, prefix: str | None, projector:
     stages = [Stage("tower", tower.prefix_tokens + h * w, tower.hidden_size)]
     if own == "drop" and tower.prefix_tokens:
         stages.append(Stage("drop CLS", h * w, tower.hidden_size))
+    if vlm.drops_first_only:
+        what = "drop patch 0" if not tower.prefix_tokens else "drop CLS (registers kept)"
+        stages.append(Stage(f"{what}, select default", tower.prefix_tokens + h * w - 1, tower.hidden_size))
     if spec.method != "none":
         stages.append(Stage(spec.text, comp.tokens_out, comp.dim_out))
     if comp.dim_out != tower.hidden_size:
@@ -130,9 +162,9 @@ def plan_vlm(vlm: VlmSpec, spec: CompressionSpec, prefix: str | None, projector:
                         f"{tower.hidden_size} channels", "use a compression that keeps the width (pool, "
                         "bilinear, prune) with a VLM")
     factor = vlm.shuffle or vlm.pool
-    grid = comp.grid_out
+    grid = None if vlm.drops_first_only else comp.grid_out
     transform_runs = factor and (projector or not vlm.family.transform_in_projector)
-    native = h * w + (tower.prefix_tokens if own == "keep" else 0)
+    native = h * w + (tower.prefix_tokens if own == "keep" else 0) - (1 if vlm.drops_first_only else 0)
     if factor:
         native = (h // factor) * (w // factor)
     if transform_runs:

@@ -61,8 +61,22 @@ class VlmSpec:
     preprocessor: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
+    def drops_row0(self) -> bool:
+        """transformers' rule (LLaVA, LLaVA-OneVision, InternVL `get_image_features`): strategy `default`
+        slices `[:, 1:]` off the selected hidden states whatever the tower is; families that read
+        last_hidden_state (`feature` = last) never select."""
+        return self.family.feature != "last" and self.select == "default"
+
+    @property
     def drops_cls(self) -> bool:
-        return self.select == "default" and self.tower.has_cls
+        """Row 0 dropped and it is the tower's one CLS token: the patch grid stays whole."""
+        return self.drops_row0 and self.tower.has_cls and self.tower.prefix_tokens == 1
+
+    @property
+    def drops_first_only(self) -> bool:
+        """Row 0 dropped but it is not a lone CLS: a patch (SigLIP, no CLS) or the CLS in front of register
+        tokens (which stay). What remains forms no patch grid, so only `--compress none` can follow."""
+        return self.drops_row0 and not self.drops_cls
 
     @property
     def tower_layer(self) -> int:
@@ -143,7 +157,9 @@ def vlm_spec(name: str, model_type: str, cfg: dict[str, Any], preprocessor: dict
                              "fix preprocessor_config.json (RGB mean and std on the 0-1 scale)")
     tower = hf_spec(name, source, vision_type, vhf, mean, std)
     feature_layer = _int_layer(getattr(conf, "vision_feature_layer", -1), where)
-    select = str(getattr(conf, "vision_feature_select_strategy", "full" if not tower.has_cls else "default"))
+    # The config class's own default when config.json has no key (LlavaConfig: "default", even for a SigLIP
+    # tower; LlavaOnevisionConfig: "full"), as get_image_features reads it from the config.
+    select = str(getattr(conf, "vision_feature_select_strategy", "full"))
     if fam.feature == "last":
         feature_layer, select = -1, "full"
     shuffle = pool = None
