@@ -93,21 +93,25 @@ class _Pair:
         return _DTYPE_NAMES.get(self.stored.get(v, 0) if v else 0, "unknown")
 
 
-def analyse(fp32_model, variant_model, inputs: list[np.ndarray], tol: Tolerance) -> Analysis:
+def analyse(fp32_model, variant_model, inputs: list[np.ndarray], tol: Tolerance,
+            manifest: dict[str, Any]) -> Analysis:
     """Compare every block's output (and, in the first breaking block, every node) of the two graphs.
 
     Args:
         fp32_model, variant_model: onnx.ModelProto of the bundle's model.onnx and of the variant.
         inputs: pixel_values batches [B, 3, H, W] float32, fed to both.
         tol: when a block (or node) breaks.
+        manifest: the bundle's manifest (its recorded `blocks`).
     """
     pair = _Pair(fp32_model, variant_model)
-    blocks = find_blocks(fp32_model)
+    blocks = find_blocks(fp32_model, manifest)
     activations = [o for n in fp32_model.graph.node if n.op_type not in _PLUMBING for o in n.output if o]
     graph_inputs = [i.name for i in fp32_model.graph.input]
     ref_inst = instrument(fp32_model, [b.output for b in blocks], activations + graph_inputs)
     ref_runs = _run(_session(ref_inst.model), inputs, [o.name for o in ref_inst.model.graph.output])
-    ref_absmax, _ = _stats(ref_runs, ref_inst.stats)
+    # ToMe's protection mask holds −inf in fp32 as well: only values non-finite in the variant but finite
+    # in fp32 count against it.
+    ref_absmax, ref_nonfinite = _stats(ref_runs, ref_inst.stats)
 
     mapped = {t: pair.vname(t) for t in activations}
     var_tensors = [pair.vname(b.output) for b in blocks]
@@ -124,7 +128,8 @@ def analyse(fp32_model, variant_model, inputs: list[np.ndarray], tol: Tolerance)
 
     figures = []
     for b in blocks:
-        figures.append(_block_figures(b, pair, ref_runs, var_runs, ref_absmax, var_nonfinite, mapped, tol))
+        figures.append(_block_figures(b, pair, ref_runs, var_runs, ref_absmax, var_nonfinite, mapped, tol,
+                                      ref_nonfinite))
     culprit = None
     first = next((f for f in figures if f.breaks), None)
     if first is not None:
@@ -150,7 +155,7 @@ def _runtime_label(pair: _Pair) -> str:
 
 
 def _block_figures(b: Block, pair: _Pair, ref_runs, var_runs, ref_absmax, var_nonfinite, mapped,
-                   tol: Tolerance) -> BlockFigures:
+                   tol: Tolerance, ref_nonfinite: dict[str, int]) -> BlockFigures:
     vout = pair.vname(b.output)
     if vout is None or vout not in var_runs[0]:
         err = {"max_abs": float("nan"), "rel_l2": float("nan"), "min_cosine": float("nan")}
@@ -168,8 +173,9 @@ def _block_figures(b: Block, pair: _Pair, ref_runs, var_runs, ref_absmax, var_no
             if t in ref_absmax and pair.stored_dtype(t) == "float16" and (best is None or ref_absmax[t] > best):
                 best, best_node = ref_absmax[t], name
             v = mapped.get(t)
-            if first_bad is None and v is not None and var_nonfinite.get(v, 0) > 0:
-                first_bad = {"node": name, "op_type": node.op_type, "tensor": t, "count": var_nonfinite[v]}
+            new_bad = (var_nonfinite.get(v, 0) - ref_nonfinite.get(t, 0)) if v is not None else 0
+            if first_bad is None and new_bad > 0:
+                first_bad = {"node": name, "op_type": node.op_type, "tensor": t, "count": new_bad}
     margin = overflow_margin(best)
     if first_bad:
         reasons.append(f"{first_bad['count']} inf/NaN values, first in {first_bad['node']} ({first_bad['op_type']})")
@@ -204,7 +210,7 @@ def _node_figures(block: Block, pair: _Pair, inputs: list[np.ndarray], tol: Tole
         err = errors_over(pairs)
         amax = max(float(np.abs(r).max(initial=0.0)) for r, _ in pairs)
         dtype = pair.stored_dtype(t)
-        nonfinite = sum(int((~np.isfinite(g)).sum()) for _, g in pairs)
+        nonfinite = sum(int((~np.isfinite(g) & np.isfinite(r)).sum()) for r, g in pairs)
         breaks = (nonfinite > 0 or (dtype == "float16" and amax > FP16_MAX) or err["rel_l2"] > tol.max_rel_l2
                   or err["min_cosine"] < tol.min_cosine)
         out.append(NodeFigures(name=name, op_type=pair.nodes[name].op_type, tensor=t, dtype=dtype,
@@ -226,13 +232,13 @@ def _largest_jump(nodes: list[NodeFigures]) -> NodeFigures | None:
 
 
 def analyse_outputs(fp32_model, got: list[dict[str, np.ndarray]], names: dict[str, str], inputs: list[np.ndarray],
-                    tol: Tolerance) -> Analysis:
+                    tol: Tolerance, manifest: dict[str, Any]) -> Analysis:
     """Per-block figures from block outputs another runtime computed (TensorRT: debug/trt.py).
 
     `got[i][names[block output]]` is the variant's block output for `inputs[i]`. Without the in-graph
     statistics, max_activation is the fp32 block output's and the node drill-down is left out.
     """
-    blocks = find_blocks(fp32_model)
+    blocks = find_blocks(fp32_model, manifest)
     ref_inst = instrument(fp32_model, [b.output for b in blocks], [])
     ref_runs = _run(_session(ref_inst.model), inputs, [o.name for o in ref_inst.model.graph.output])
     figures = []
@@ -242,7 +248,8 @@ def analyse_outputs(fp32_model, got: list[dict[str, np.ndarray]], names: dict[st
         err = errors_over(pairs) if pairs else {"max_abs": float("nan"), "rel_l2": float("nan"),
                                                 "min_cosine": float("nan")}
         amax = max(float(np.abs(r).max(initial=0.0)) for r, _ in pairs) if pairs else None
-        bad = sum(int((~np.isfinite(np.asarray(g, np.float64))).sum()) for _, g in pairs) if pairs else 0
+        bad = sum(int((~np.isfinite(np.asarray(g, np.float64)) & np.isfinite(r)).sum()) for r, g in pairs) \
+            if pairs else 0
         reasons = [] if pairs else [f"output {b.output} not returned by the engine"]
         if bad:
             reasons.append(f"{bad} inf/NaN values in the block output")

@@ -1,30 +1,18 @@
-"""Find the transformer blocks of an exported graph, and the tensor each block hands to the next.
+"""The transformer blocks of a bundle's graph: recorded at export (manifest `blocks`, export/block_taps.py),
+never guessed from the graph.
 
-The dynamo exporter's node names (`node_MatMul_65`) carry no module path after onnxslim, but parameter
-names do: `tower.hf.encoder.layers.3.layer_norm1.weight`, `user.blocks.2.mlp.fc1.bias`. Nodes that
-read such an initializer are anchors of the module path up to its first numeric part
-(`tower.hf.encoder.layers.3`). Node metadata (`pkg.torch.onnx.name_scopes`, kept by un-slimmed exports)
-and slash-separated node names (`/encoder/layers.3/mlp/fc1/MatMul`, the TorchScript exporter) are
-read the same way when present. The blocks are the members of the numbered family with the most
-members (so a projector's `mlp1.0` is not taken for a transformer block).
-
-A block spans from its first anchor to its last, plus the residual plumbing right after it (Add, Mul
-for LayerScale, Cast); its output is the last tensor of that span read by a later node (the residual
-stream the next block's LayerNorm reads) or by a graph output.
+The manifest names each block's module path and the tensor it hands on. A block's nodes are the nodes the
+graph needs for its output and not already for the previous block's output (block 0 also holds the
+embedding in front of it); what follows the last block (final norm, compressor, projector) is no block's.
+A bundle exported before blocks were recorded is refused with one line (re-export), never guessed.
 """
 
 from __future__ import annotations
 
-import ast
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InputError
-
-# Ops that may follow a block's last anchor and still belong to it (the residual add, LayerScale, casts).
-RESIDUAL_OPS = frozenset({"Add", "Mul", "Cast", "Identity"})
-
+from ..errors import BundleError
 
 @dataclass(frozen=True)
 class Block:
@@ -41,97 +29,50 @@ class Block:
     name: str
     nodes: tuple[str, ...]
     output: str
+    source: str | None = None  # ToMe: the patch → row map after this block
 
 
-def _numbered_prefix(path: str) -> tuple[str, int] | None:
-    """`a.b.layers.3.mlp.fc1.bias` → (`a.b.layers`, 3); None when no part after the first is a number."""
-    parts = [p for p in path.replace("/", ".").split(".") if p]
-    for i, p in enumerate(parts):
-        if i and p.isdigit():
-            return ".".join(parts[:i]), int(p)
-    return None
-
-
-def _node_paths(node, initializers: set[str]) -> list[str]:
-    # `initializers`: only those read by exactly one node. onnxslim merges equal constants (freshly
-    # initialised LayerNorm weights are all ones), so a shared one says nothing about where a node sits.
-    """Module paths a node carries: its name scopes, a slash-style name, the initializers it reads."""
-    paths = []
-    for prop in node.metadata_props:
-        if prop.key == "pkg.torch.onnx.name_scopes":
-            try:
-                scopes = ast.literal_eval(prop.value)
-            except (ValueError, SyntaxError):
-                scopes = []
-            paths.extend(s for s in scopes if isinstance(s, str))
-    if "/" in node.name:
-        paths.append(node.name)
-    paths.extend(i for i in node.input if i in initializers and "." in i)
-    return paths
-
-
-def find_blocks(model) -> list[Block]:
-    """The transformer blocks of `model` (an onnx.ModelProto, topologically sorted), in execution order.
+def find_blocks(model, manifest: dict[str, Any]) -> list[Block]:
+    """The blocks `manifest` records, with their nodes in `model` (an onnx.ModelProto of that bundle).
 
     Raises:
-        InputError: no numbered module path (`…layers.N…`, `…blocks.N…`) is found in the graph.
+        BundleError: the manifest records no blocks (an older bundle, or a module whose blocks could not
+            be recorded), or a recorded tensor is not in the graph.
     """
+    recorded = manifest.get("blocks")
+    name = manifest.get("name", "the bundle")
+    if recorded is None:
+        raise BundleError(f"{name} records no transformer blocks (exported before tokcomp recorded them)",
+                          "re-export it with `tokcomp export` (the same command) and debug the new bundle")
+    if not recorded:
+        why = manifest.get("blocks_note") or "none were found at export"
+        raise BundleError(f"{name} records no transformer blocks: {why}",
+                          "debug needs a tower whose blocks tokcomp can see (a list of repeated modules)")
     nodes = list(model.graph.node)
-    readers = Counter(i for n in nodes for i in set(n.input))
-    inits = {t.name for t in model.graph.initializer if readers[t.name] == 1}
-    anchors: dict[int, tuple[str, int]] = {}  # node position → (family prefix, number)
-    for pos, node in enumerate(nodes):
-        paths = _node_paths(node, inits)
-        found = next((f for f in map(_numbered_prefix, paths) if f), None)
-        if found:
-            anchors[pos] = found
-        elif paths:  # a module outside any numbered family (the embedding, the final norm, a projector)
-            anchors[pos] = (paths[0].rsplit(".", 1)[0], -1)
-    families = Counter()
-    for fam in {a for a in anchors.values() if a[1] >= 0}:
-        families[fam[0]] += 1
-    if not families:
-        raise InputError(f"found no transformer blocks in graph {model.graph.name!r}: no parameter or node name "
-                         "carries a numbered module path such as encoder.layers.3",
-                         "debug needs the module paths the torch exporter writes into parameter names; "
-                         "re-export the bundle with `tokcomp export`")
-    family = families.most_common(1)[0][0]
-    positions: dict[int, list[int]] = {}
-    for pos, (fam, num) in sorted(anchors.items()):
-        if fam == family and num >= 0:
-            positions.setdefault(num, []).append(pos)
-    order = sorted(positions, key=lambda n: positions[n][0])
-    all_anchors = sorted(anchors)
-    consumers: dict[str, int] = {}  # tensor → position of its last consumer
-    for pos, node in enumerate(nodes):
-        for name in node.input:
-            consumers[name] = pos
-    graph_outputs = {o.name for o in model.graph.output}
-    blocks = []
-    prev_end = None
-    for num in order:
-        first, last = positions[num][0], positions[num][-1]
-        # Blocks tile the graph: each starts right after the previous one ends (its LayerNorm may carry no
-        # anchor); the first starts after the last other anchor before it (the embedding).
-        if prev_end is not None:
-            first = prev_end + 1
-        else:
-            first = max((p for p in all_anchors if p < first and anchors[p][0] != family), default=first - 1) + 1
-        nxt = next((p for p in all_anchors if p > last and anchors[p] != (family, num)), len(nodes))
-        end = last
-        while end + 1 < nxt and nodes[end + 1].op_type in RESIDUAL_OPS:
-            end += 1
-        output = None
-        for pos in range(end, first - 1, -1):
-            out = nodes[pos].output[0] if nodes[pos].output else ""
-            if out and (consumers.get(out, -1) > end or out in graph_outputs):
-                output = out
-                break
-        if output is None:
-            continue
-        prev_end = end
-        blocks.append(Block(index=len(blocks), name=f"{family}.{num}",
-                            nodes=tuple(n.name for n in nodes[first:end + 1]), output=output))
+    producer = {o: k for k, n in enumerate(nodes) for o in n.output if o}
+
+    def ancestors(tensor: str) -> set[int]:
+        seen: set[int] = set()
+        stack = [producer[tensor]] if tensor in producer else []
+        while stack:
+            k = stack.pop()
+            if k in seen:
+                continue
+            seen.add(k)
+            stack.extend(producer[i] for i in nodes[k].input if i in producer)
+        return seen
+
+    blocks, before = [], set()
+    for rec in sorted(recorded, key=lambda r: r["index"]):
+        out = rec["output"]
+        if out not in producer:
+            raise BundleError(f"{name}: block {rec['index']} output {out!r} is not in {model.graph.name or 'the graph'}",
+                              "the ONNX file does not match its manifest; re-export the bundle")
+        mine = ancestors(out)
+        own = sorted(mine - before)
+        before |= mine
+        blocks.append(Block(index=int(rec["index"]), name=str(rec["module"]),
+                            nodes=tuple(nodes[k].name for k in own), output=out, source=rec.get("source")))
     return blocks
 
 

@@ -90,7 +90,7 @@ def fix_fp16(bundle: Bundle, cfg: DebugConfig, first: Analysis, fp32_model, inpu
             import onnx
 
             with stage(f"fix round {rnd}: per-block check of the regenerated variant", times, cfg.quiet):
-                analysis = analyse(fp32_model, onnx.load(str(tmp)), inputs, tol)
+                analysis = analyse(fp32_model, onnx.load(str(tmp)), inputs, tol, bundle.manifest)
             if analysis.culprit is not None:
                 continue
             islands = {"nodes": sorted(why), "why": dict(sorted(why.items())),

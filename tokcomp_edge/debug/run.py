@@ -48,7 +48,7 @@ def debug(cfg: DebugConfig, times: StageTimes | None = None) -> DebugResult:
     from .analyse import analyse
 
     with stage(f"per-block comparison: {cfg.variant} vs fp32 on ONNX Runtime CPU", times, cfg.quiet):
-        first = analyse(fp32, variant_model, inputs, cfg.block_tolerance())
+        first = analyse(fp32, variant_model, inputs, cfg.block_tolerance(), bundle.manifest)
     del variant_model
     result = DebugResult(bundle=str(bundle.path), variant=cfg.variant, file=file, variant_sha256=sha,
                          inputs=label, runtime=first.runtime, blocks=first.blocks, culprit=first.culprit,

@@ -58,7 +58,8 @@ def debug_engine(cfg: DebugConfig, times: StageTimes) -> DebugResult:
     with tempfile.TemporaryDirectory(prefix="tokcomp-debug-trt-") as tmp:
         marked = Path(tmp) / "marked.onnx"
         with stage("debug engine: the variant with every block output marked, same profile", times, cfg.quiet):
-            blocks_model, names = _mark_block_outputs(fp32, onnx.load(str(bundle.onnx_path(variant))))
+            blocks_model, names = _mark_block_outputs(fp32, onnx.load(str(bundle.onnx_path(variant))),
+                                                      bundle.manifest)
             onnx.save(blocks_model, str(marked))
             plan = replace(make_plan(bundle, build_profile, probe_target(), engines_dir=Path(tmp)), onnx_path=marked,
                            timing_cache_path=None)
@@ -66,14 +67,14 @@ def debug_engine(cfg: DebugConfig, times: StageTimes) -> DebugResult:
             (Path(tmp) / "debug.plan").write_bytes(built.plan_bytes)
         with TensorRTRunner(Path(tmp) / "debug.plan") as runner:
             got = [runner.infer({"pixel_values": x}) for x in inputs]
-    result = analyse_outputs(fp32, got, names, inputs, cfg.block_tolerance())
+    result = analyse_outputs(fp32, got, names, inputs, cfg.block_tolerance(), bundle.manifest)
     return DebugResult(bundle=str(bundle.path), variant=variant, file=str(engine_file), variant_sha256=None, inputs=label,
                        runtime=f"TensorRT {trt.__version__} (debug engine, profile {build_profile.name}) vs fp32 on "
                                "ONNX Runtime CPU", blocks=result.blocks, culprit=result.culprit,
                        tolerance=cfg.block_tolerance().to_dict(), seconds=time.perf_counter() - started)
 
 
-def _mark_block_outputs(fp32_model, variant_model):
+def _mark_block_outputs(fp32_model, variant_model, manifest):
     """The variant with each block's output (mapped to its name there) added as a graph output."""
     from .analyse import _Pair
     from .blocks import find_blocks
@@ -85,7 +86,7 @@ def _mark_block_outputs(fp32_model, variant_model):
     m = onnx.ModelProto()
     m.CopyFrom(variant_model)
     outputs = {o.name for o in m.graph.output}
-    for b in find_blocks(fp32_model):
+    for b in find_blocks(fp32_model, manifest):
         v = pair.vname(b.output)
         if v and v not in outputs:
             m.graph.output.append(onnx.helper.make_tensor_value_info(v, pair.stored.get(v, 1), None))

@@ -86,6 +86,10 @@ class VisionTower(nn.Module):
     """
 
     spec: EncoderSpec
+    # Set only while the exporter traces (export/block_taps.py): called with (block index, the block's
+    # output, ToMe's patch → row map or None) after every block run, so that the blocks are recorded
+    # while the module tree is known instead of being guessed from the graph afterwards.
+    block_tap = None
 
     def __init__(self, spec: EncoderSpec, layer: int = -1, final_norm_on_last: bool = True):
         super().__init__()
@@ -175,6 +179,8 @@ class VisionTower(nn.Module):
                 x, size, source = tome_block(x, size, source, keys, schedule[i], p)
                 bias = attention_bias(size)
             x = mlp_residual(parts, x)
+            if self.block_tap is not None:
+                self.block_tap(i, x, source)
         if self.apply_final_norm:
             x = self.final_norm(x)
         if size is None:
@@ -195,6 +201,8 @@ class VisionTower(nn.Module):
                 elif with_cls_attention:
                     attn = self.cls_attention(block, x)
             x = self.run_block(block, x)
+            if self.block_tap is not None:
+                self.block_tap(i, x, None)
         if self.apply_final_norm:
             x = self.final_norm(x)
         return x, attn

@@ -184,3 +184,21 @@ def check_user_output(tower: UserTower) -> None:
         gh, gw = spec.grid
         raise InputError(f"{spec.name} returned {got}, but its tokcomp_facts promise {want} "
                          f"(prefix {spec.prefix_tokens} + grid {gh}x{gw}, width {spec.hidden_size})", HINT)
+
+
+def user_blocks(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The transformer blocks of a py: module as (path inside it, module): the children of the longest
+    nn.ModuleList / nn.Sequential whose children (two or more) are all of one class that holds parameters
+    (timm's `blocks`, a hand-written `nn.ModuleList(Block() …)`); [] when it has none. The exporter checks
+    that each ran exactly once, in order (export/block_taps.py)."""
+    best: list[tuple[str, nn.Module]] = []
+    for path, mod in module.named_modules():
+        if not isinstance(mod, (nn.ModuleList, nn.Sequential)):
+            continue
+        kids = list(mod.named_children())
+        if len(kids) < 2 or len({type(k) for _, k in kids}) != 1:
+            continue
+        if not any(True for _ in kids[0][1].parameters()) or len(kids) <= len(best):
+            continue
+        best = [(f"{path}.{name}" if path else name, k) for name, k in kids]
+    return best

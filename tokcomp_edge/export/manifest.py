@@ -47,7 +47,7 @@ def io_entries(plan, spec, batch_dim: Any, vlm=None) -> tuple[list[dict], list[d
 def build_manifest(*, name: str, spec, encoder_extra: dict[str, Any], plan, opset: int, batch: tuple[int, int],
                    inputs: list[dict], outputs: list[dict], external_data: bool, cleanup: str,
                    reference: dict[str, Any], parity: dict[str, Any], files: dict[str, Any],
-                   vlm=None) -> dict[str, Any]:
+                   vlm=None, blocks: list[dict] | None = None, blocks_note: str = "") -> dict[str, Any]:
     """The manifest of a new bundle; `vlm` (a VlmPlan) adds the `vlm` section and makes the top-level token
     figures the VLM's: tokens_in = what the VLM gives its LLM per tile, tokens_out = what this bundle gives."""
     encoder = spec.to_dict()
@@ -86,4 +86,9 @@ def build_manifest(*, name: str, spec, encoder_extra: dict[str, Any], plan, opse
     }
     if vlm is not None:
         manifest["vlm"] = vlm.to_dict()
+    # The transformer blocks and the tensor each hands on, recorded at export (export/block_taps.py) for
+    # `tokcomp debug`; [] with the reason when the module's blocks could not be recorded.
+    manifest["blocks"] = list(blocks or [])
+    if not blocks and blocks_note:
+        manifest["blocks_note"] = blocks_note
     return manifest

@@ -16,8 +16,9 @@ from ..compression.plan import CompressionPlan, plan_compression
 from ..compression.spec import CompressionSpec, parse_spec
 from ..console import StageTimes, console, stage
 from ..core.bundle import MANIFEST, REFERENCE, dump_manifest, file_entry, save_reference
-from ..errors import InputError, OutputError, ParityError
+from ..errors import ExportFailed, InputError, OutputError, ParityError
 from .config import OPSET_RANGE, ExportConfig, ExportResult, default_out
+from .block_taps import tapped
 from .manifest import build_manifest, io_entries
 from .onnx_export import (
     check_onnx,
@@ -180,15 +181,19 @@ def export_bundle(cfg: ExportConfig) -> ExportResult:
     with staged_dir(out, replace=cfg.force) as tmp:
         onnx_path = tmp / "model.onnx"
         with stage(f"export ONNX (opset {cfg.opset}, batch {cfg.batch_min}–{cfg.batch_max})", times, q):
-            proto = export_to_proto(model, enc_spec.image_size, batch_min=cfg.batch_min,
-                                    batch_max=cfg.batch_max, opset=cfg.opset,
-                                    extra_outputs=plan.extra_outputs)
+            # Every block's output rides along as a temporary graph output (export/block_taps.py).
+            with tapped(model, plan.spec.method == "tome") as (traced, taps, probe):
+                probe(golden[min(golden)])
+                proto = export_to_proto(traced, enc_spec.image_size, batch_min=cfg.batch_min,
+                                        batch_max=cfg.batch_max, opset=cfg.opset,
+                                        extra_outputs=plan.extra_outputs + tuple(taps.names()))
         with stage("PyTorch reference outputs", times, q):
             expected = {b: torch_outputs(model, x, names) for b, x in golden.items()}
         cleanup = "none"
         if cfg.cleanup:
             with stage("clean-up (onnxslim), checked not to change outputs", times, q):
                 proto, cleanup = _checked_cleanup(proto, tmp, golden, cfg)
+        blocks = _recorded_blocks(proto, taps, loaded.tower)
         written = save_proto(proto, onnx_path)
         del proto
         with stage("onnx.checker + shape inference + I/O", times, q):
@@ -212,7 +217,7 @@ def export_bundle(cfg: ExportConfig) -> ExportResult:
             reference={"file": REFERENCE, "batch_sizes": batches, "seed": cfg.seed,
                        "inputs": "uniform 8-bit RGB pixels (numpy default_rng(seed).integers(0, 256)) / 255, "
                                  "normalised with mean/std"},
-            parity=parity.to_dict(), files=files)
+            parity=parity.to_dict(), files=files, blocks=blocks, blocks_note=taps.why_none)
         (tmp / MANIFEST).write_text(dump_manifest(manifest))
         if cfg.variants:
             from ..core.bundle import Bundle
@@ -248,6 +253,19 @@ def _checked_cleanup(proto, tmp: Path, golden, cfg: ExportConfig):
     import onnxslim
 
     return slim, f"onnxslim {onnxslim.__version__}"
+
+
+def _recorded_blocks(proto, taps, tower) -> list[dict]:
+    """The manifest's `blocks` (the temporary block outputs removed from `proto`), checked against the
+    blocks the tower runs (`layers_run`) where the tower's own loop runs them."""
+    from ..encoders.user_tower import UserTower
+    from .block_taps import strip_taps
+
+    blocks = strip_taps(proto, taps)
+    if taps.modules and not isinstance(tower, UserTower) and len(blocks) != tower.num_used:
+        raise ExportFailed(f"recorded {len(blocks)} transformer blocks, but the tower runs {tower.num_used} "
+                           "(layers_run)", "report this bug with the model and spec")
+    return blocks
 
 
 def _parity_message(parity) -> str:
