@@ -54,6 +54,21 @@ def test_export_parity_lint_and_equals_reference(make_bundle, model, spec, prefi
         np.testing.assert_array_equal(ref[f"merge_map.b{batch}"], mmap)
         np.testing.assert_allclose(ref[f"sizes.b{batch}"], sizes)
         np.testing.assert_allclose(ref[f"tokens.b{batch}"], want, atol=1e-4, rtol=1e-4)
+    # Parity judged the integer outputs exactly and the sizes against the merge map: planted in a copy of
+    # the real outputs, one merge-map entry off by one and every size +0.4 each fail parity's comparator.
+    from tokcomp_edge.core.tolerance import PARITY
+    from tokcomp_edge.export.reference import compare_outputs
+    from tokcomp_edge.core.target_checks import TargetLayout
+
+    target = TargetLayout.from_manifest(b.manifest)
+    want = {o["name"]: ref[f"{o['name']}.b4"] for o in b.manifest["onnx"]["outputs"]}
+    assert all(v["ok"] for v in compare_outputs(want, want, PARITY, target).values())
+    off = {**want, "merge_map": want["merge_map"].copy()}
+    j = int(np.flatnonzero(off["merge_map"][0] < comp["tokens_out"] - 1)[0])
+    off["merge_map"][0, j] += 1
+    verdict = compare_outputs(want, off, PARITY, target)
+    assert not verdict["merge_map"]["ok"] and "differ" in verdict["merge_map"]["error"]
+    assert not compare_outputs(want, {**want, "sizes": want["sizes"] + 0.4}, PARITY, target)["sizes"]["ok"]
 
 
 def test_fp16_variant_validate_and_build_plan(make_bundle, tmp_path):
@@ -102,3 +117,89 @@ def test_autocast_placeholder_shapes_are_dropped():
     model = helper.make_model(graph)
     _drop_placeholder_shapes(model)
     assert [vi.name for vi in model.graph.value_info] == ["d"]
+
+
+# --- issue 15: the target judged alone, planted in a copy of a real target output ----------------------------
+
+
+def _golden(bundle: Bundle, batch: int) -> dict[str, np.ndarray]:
+    ref = bundle.reference()
+    return {o["name"]: ref[f"{o['name']}.b{batch}"].copy() for o in bundle.manifest["onnx"]["outputs"]}
+
+
+def _judge(bundle: Bundle, got: dict, want: dict, precision: str = "fp16") -> dict:
+    from tokcomp_edge.core.comparison import OutputLayout, compare_outputs
+    from tokcomp_edge.core.tolerance import resolve_tolerances
+
+    checks = compare_outputs(got, want, source="golden", tols=resolve_tolerances(precision, list(want)),
+                             layout=OutputLayout.from_manifest(bundle.manifest))
+    return {c.output: c for c in checks}
+
+
+def _unpaired_rows(want: dict, image: int = 0) -> tuple[dict, int, int]:
+    """A copy of the outputs with one patch moved between two patch rows (sizes kept consistent): the two
+    rows hold other patches than the reference's, so no pairing compares them; the map's Jaccard stays
+    above fp16's 0.9."""
+    got = {k: v.copy() for k, v in want.items()}
+    mm, sizes = got["merge_map"][image], got["sizes"][image]
+    src = int(np.argmax(sizes))  # a row holding several patches
+    dst = int(mm[mm != src][0])
+    mm[np.flatnonzero(mm == src)[0]] = dst
+    sizes[src] -= 1
+    sizes[dst] += 1
+    return got, src, dst
+
+
+def test_planted_tome_targets_fail_although_the_pairs_agree(make_bundle):
+    """A ToMe target with NaN in one row, 1e30 in another and an inf size passed every check when those
+    rows were unpaired (issue 15): each planted case now fails, naming the cause."""
+    bundle = Bundle.load(make_bundle("tiny-clip", "tome:20", prefix="keep").path)
+    want = _golden(bundle, 4)
+    same = _judge(bundle, want, want)
+    assert all(c.passed for c in same.values())
+    assert same["tokens"].metrics["matched_tokens"] > 0 and same["sizes"].metrics["compared_rows"] > 0
+    got, r1, r2 = _unpaired_rows(want)
+    moved = _judge(bundle, got, want)
+    assert all(c.passed for c in moved.values()), [c.failures for c in moved.values()]  # a tie-like move
+    assert moved["merge_map"].metrics["jaccard_mean"] >= 0.9
+
+    def planted(change) -> dict:
+        g = {k: v.copy() for k, v in got.items()}
+        change(g)
+        return _judge(bundle, g, want)
+
+    def nan_row(g):
+        g["tokens"][0, r1] = np.nan
+
+    def huge_row(g):
+        g["tokens"][0, r2] = 1e30
+
+    def inf_size(g):
+        g["sizes"][0, r1] = np.inf
+
+    def all_sizes_off(g):
+        g["sizes"] += 0.4
+
+    for change, output, text in [(nan_row, "tokens", "non-finite"), (huge_row, "tokens", "largest |value|"),
+                                 (inf_size, "sizes", "non-finite"), (all_sizes_off, "sizes", "count_atol 0")]:
+        c = planted(change)[output]
+        assert not c.passed and any(text in f for f in c.failures), (change.__name__, c.failures)
+    empty = _judge(bundle, {**want, "tokens": np.zeros((2, 0, 4), np.float32)},
+                   {**want, "tokens": np.zeros((2, 0, 4), np.float32)})["tokens"]
+    assert not empty.passed and any("0 elements" in f for f in empty.failures)
+    # The tolerance the report shows is the one that judged sizes.
+    assert planted(all_sizes_off)["sizes"].tolerance["count_atol"] == 0.0
+
+
+def test_merge_map_off_by_one_and_patchless_rows_fail_alone(make_bundle):
+    bundle = Bundle.load(make_bundle("tiny-siglip", "tome:30,10").path)
+    want = _golden(bundle, 4)
+    got = {k: v.copy() for k, v in want.items()}
+    got["merge_map"][1, 3] = bundle.manifest["compression"]["tokens_out"]  # one past the last row
+    c = _judge(bundle, got, want)["merge_map"]
+    assert not c.passed and any("outside the patch rows" in f for f in c.failures)
+    got = {k: v.copy() for k, v in want.items()}
+    row = int(np.argmin(got["sizes"][0]))
+    got["merge_map"][0][got["merge_map"][0] == row] = (row + 1) % got["sizes"].shape[1]
+    c = _judge(bundle, got, want, "int8")["merge_map"]
+    assert not c.passed and any("hold no patch" in f for f in c.failures)

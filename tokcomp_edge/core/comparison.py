@@ -32,7 +32,9 @@ from .metrics import (
     map_jaccard,
     token_cosine,
 )
+from .check_summary import summarize_checks, worst_grid  # noqa: F401 - re-exported: callers import them here
 from .scores import ScoreEvidence, explained_swaps
+from .target_checks import TargetLayout, check_target
 from .tolerance import Tolerance
 
 
@@ -47,12 +49,15 @@ class OutputLayout:
     tokens: str = "tokens"
     indices: str | None = None
     merged_out: int = 0  # tokens after the indexed ones (VisionZip's contextual tokens)
-    merge_map: str | None = None  # output row of each patch (visionzip)
+    merge_map: str | None = None  # output row of each patch (visionzip, tome)
+    target: TargetLayout | None = None  # what the target must be alone (core.target_checks)
 
     @classmethod
-    def plain(cls, outputs: list[str]) -> "OutputLayout":
-        """Every output compared elementwise as it is (export parity: same machine, same order)."""
-        return cls(method="none", prefix_out=0, grid_in=(0, 0), grid_out=None, tokens=outputs[0] if outputs else "tokens")
+    def plain(cls, outputs: list[str], target: TargetLayout | None = None) -> "OutputLayout":
+        """Every output compared elementwise as it is (export parity: same machine, same order); the
+        target is still judged alone against `target` (the manifest-to-be) first."""
+        return cls(method="none", prefix_out=0, grid_in=(0, 0), grid_out=None,
+                   tokens=outputs[0] if outputs else "tokens", target=target)
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any]) -> "OutputLayout":
@@ -70,7 +75,8 @@ class OutputLayout:
                    grid_out=(int(grid_out[0]), int(grid_out[1])) if grid_out else None,
                    tokens=next((o for o in outs if o != idx), outs[0]), indices=idx,
                    merged_out=int(comp.get("merged_out", 0) or 0),
-                   merge_map="merge_map" if "merge_map" in outs else None)
+                   merge_map="merge_map" if "merge_map" in outs else None,
+                   target=TargetLayout.from_manifest(manifest))
 
 
 @dataclass
@@ -142,6 +148,8 @@ def _g(x: float | None) -> str:
 def judge_tokens(metrics: dict[str, Any], actual: np.ndarray, expected: np.ndarray, tol: Tolerance) -> list[str]:
     """Sentences for every threshold `metrics` violates (empty list = pass)."""
     fails = []
+    if not metrics.get("elements"):
+        fails.append("0 elements compared: nothing was judged")
     if metrics.get("nonfinite"):
         fails.append(f"{metrics['nonfinite']} non-finite values (NaN/Inf) in the output")
     if tol.atol is not None:
@@ -165,9 +173,27 @@ def judge_tokens(metrics: dict[str, Any], actual: np.ndarray, expected: np.ndarr
     return fails
 
 
+def magnitude_fails(actual: np.ndarray, expected: np.ndarray, tol: Tolerance) -> list[str]:
+    """The whole target tensor's largest magnitude against the reference's scale + the elementwise bound:
+    rows a pairing leaves out (a swapped cell, a row with other patches) are not compared, but a finite
+    1e30 there is no rounding either. Judged where the elementwise bound is (atol set)."""
+    finite = np.abs(actual[np.isfinite(actual)].astype(np.float64))
+    if tol.atol is None or not expected.size or not finite.size:
+        return []
+    scale = float(np.abs(expected.astype(np.float64)).max())
+    top = float(finite.max())
+    bound = scale + tol.bound(scale)
+    if not (top <= bound):
+        return [f"largest |value| of the whole target {top:.3g} > the reference's scale {scale:.3g} + bound "
+                f"{tol.bound(scale):.3g} (unpaired rows included)"]
+    return []
+
+
 def compare_dense(actual: np.ndarray, expected: np.ndarray, *, source: str, output: str, tol: Tolerance,
                   layout: OutputLayout) -> Check:
-    """Compare a grid-shaped (or any) output elementwise."""
+    """Compare a grid-shaped (or any) output elementwise; an integer output (indices, a merge map) exactly."""
+    if np.issubdtype(expected.dtype, np.integer) or np.issubdtype(actual.dtype, np.integer):
+        return _compare_exact(actual, expected, source=source, output=output, tol=tol)
     try:
         m, cos = compare_tensors(actual, expected)
     except ValueError as exc:
@@ -180,6 +206,26 @@ def compare_dense(actual: np.ndarray, expected: np.ndarray, *, source: str, outp
         grid = cosine_grid(cos, layout.grid_out, layout.prefix_out)
     kind = "tokens" if cos is not None else "tensor"
     return Check(source, int(actual.shape[0]), output, kind, md, tol.to_dict(), not fails, fails, grid)
+
+
+def _compare_exact(actual: np.ndarray, expected: np.ndarray, *, source: str, output: str, tol: Tolerance) -> Check:
+    """Integer outputs are positions, not measurements: an index one off is another token, however large the
+    grid, so they are never judged by atol + rtol·scale."""
+    batch = int(expected.shape[0]) if expected.ndim else 0
+    if actual.shape != expected.shape:
+        return Check(source, batch, output, "indices", {}, tol.to_dict(), False,
+                     [f"shape mismatch: {tuple(actual.shape)} vs {tuple(expected.shape)}"])
+    differ = int((actual != expected).sum())
+    m = {"elements": int(expected.size), "mismatches": differ, "compared": "exactly (integer output)",
+         "max_abs_err": float(np.abs(actual.astype(np.float64) - expected.astype(np.float64)).max(initial=0.0))}
+    fails = []
+    if not expected.size:
+        fails.append("0 elements compared: nothing was judged")
+    if differ:
+        pos = [int(i) for i in np.argwhere(actual != expected)[0]]
+        fails.append(f"{differ} of {expected.size} integer values differ (first at {pos}: "
+                     f"{actual[tuple(pos)]} vs {expected[tuple(pos)]}); integer outputs must match exactly")
+    return Check(source, batch, output, "indices", m, tol.to_dict(), not fails, fails)
 
 
 def _jaccard_fails(what: str, tol: Tolerance, mean: float, per_image: np.ndarray, detail: str) -> list[str]:
@@ -227,9 +273,7 @@ def compare_pruned(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray
                    "explained_swaps": int(explained.sum()),
                    "unexplained_swaps": int(al.swapped.sum() - explained.sum()),
                    "jaccard_mean_explained": float(judged.mean())})
-    ifails = []
-    if im["invalid_total"]:
-        ifails.append(f"{im['invalid_total']} kept indices are outside the {cells}-cell grid or repeated")
+    ifails = []  # indices off the grid or repeated: judged on the target alone (core.target_checks)
     if evidence is not None and not evidence.usable:
         ifails.append(f"the target's prune scores are not finite (score error {evidence.error}): fp16 overflow")
     ifails += _jaccard_fails("kept sets", it, float(judged.mean()), al.jaccard,
@@ -253,7 +297,7 @@ def compare_pruned(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray
         md["worst_token"] = [int(al.image_of[j]), int(al.grid_of[j])]
         md["worst_token_is"] = "(image, grid cell; −1 = prefix token, −2 = merged token)"
         grid = cosine_grid_pruned(cos, al.image_of, al.grid_of, layout.grid_in)
-    tfails = judge_tokens(md, al.actual_tokens, al.expected_tokens, tt)
+    tfails = judge_tokens(md, al.actual_tokens, al.expected_tokens, tt) + magnitude_fails(at, et, tt)
     if md["matched_tokens"] == 0 and ai.shape[1] > 0:
         tfails.append("no kept token in common, nothing to compare")
     checks.insert(0, Check(source, batch, tn, "tokens", md, tt.to_dict(), not tfails, tfails, grid))
@@ -272,11 +316,8 @@ def _check_merge_map(am: np.ndarray, em: np.ndarray, *, source: str, tol: Tolera
          "jaccard_min": float(jac.min()), "patches_moved_total": int(moved.sum()),
          "images_with_moves": int((moved > 0).sum()), "jaccard_per_image": [float(j) for j in jac],
          "compared": "(patch, output row) pairs: a/(2N−a) with a patches mapped to the same row"}
-    fails = []
-    bad = int(((am < 0) | (am >= rows)).sum())
-    if bad:
-        fails.append(f"{bad} merge-map entries point outside the {rows} output rows")
-    fails += _jaccard_fails("merge maps", tol, m["jaccard_mean"], jac,
+    # Entries outside the rows are judged on the target alone (core.target_checks).
+    fails = _jaccard_fails("merge maps", tol, m["jaccard_mean"], jac,
                             f"{m['patches_moved_total']} patches merged elsewhere in {m['images_with_moves']} of {batch} images")
     return Check(source, batch, name, "indices", m, tol.to_dict(), not fails, fails)
 
@@ -304,19 +345,43 @@ def compare_merged(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray
     md = m.to_dict()
     md["matched_tokens"] = len(pa)
     md["compared"] = "output rows both runtimes built from the same patches (prefix rows included)"
-    tfails = judge_tokens(md, rows_a, rows_e, tols[tn])
+    tfails = judge_tokens(md, rows_a, rows_e, tols[tn]) + magnitude_fails(at, et, tols[tn])
     if not pa:
         tfails.append("no output row holds the same patches in both runs, nothing to compare")
     checks.insert(0, Check(source, batch, tn, "tokens", md, tols[tn].to_dict(), not tfails, tfails))
     sn = "sizes"
     if sn in expected and sn in actual:
-        sa = np.asarray([actual[sn][b, r] for b, r in pa], np.float64)
-        se = np.asarray([expected[sn][b, r] for b, r in pa], np.float64)
-        worst = float(np.abs(sa - se).max(initial=0.0))
-        # Sizes are patch counts: rows with the same members must count the same patches (to rounding).
-        sfails = [f"sizes differ by {worst:g} on rows with the same patches"] if worst > 0.5 else []
-        checks.append(Check(source, batch, sn, "tensor", {"max_abs_err": worst, "compared_rows": len(pa)},
-                            tols[sn].to_dict(), not sfails, sfails))
+        checks.append(_check_sizes(actual[sn], expected[sn], pa, source=source, tol=tols[sn], name=sn))
+    return checks
+
+
+def _check_sizes(actual: np.ndarray, expected: np.ndarray, pairs: list[tuple[int, int]], *, source: str,
+                 tol: Tolerance, name: str) -> Check:
+    """Sizes are patch counts: rows with the same members must count the same patches, within count_atol
+    (0: exactly). NaN fails (`not (err <= bound)`); no paired row fails."""
+    sa = np.asarray([actual[b, r] for b, r in pairs], np.float64)
+    se = np.asarray([expected[b, r] for b, r in pairs], np.float64)
+    worst = float(np.abs(sa - se).max()) if pairs else float("nan")
+    m = {"elements": len(pairs), "max_abs_err": worst if np.isfinite(worst) else None, "compared_rows": len(pairs),
+         "bound": tol.count_atol, "compared": "sizes of output rows both runs built from the same patches"}
+    fails = []
+    if not pairs:
+        fails.append("0 rows compared: no row holds the same patches in both runs")
+    elif not (worst <= tol.count_atol):
+        fails.append(f"sizes differ by {worst:g} on rows with the same patches > count_atol {tol.count_atol:g}")
+    return Check(source, int(expected.shape[0]), name, "tensor", m, tol.to_dict(), not fails, fails)
+
+
+def _with_target(checks: list[Check], verdicts: dict) -> list[Check]:
+    """Each output's target-alone verdict joins its Check: failures first, figures under `target`."""
+    for c in checks:
+        v = verdicts.get(c.output)
+        if v is None:
+            continue
+        c.metrics["target"] = v.metrics
+        if v.failures:
+            c.failures = [f"target alone: {f}" for f in v.failures] + c.failures
+            c.passed = False
     return checks
 
 
@@ -335,6 +400,14 @@ def compare_outputs(actual: dict[str, np.ndarray], expected: dict[str, np.ndarra
     Returns:
         One Check per output.
     """
+    verdicts = check_target({n: np.asarray(actual[n]) for n in expected if n in actual}, layout.target, tols)
+    return _with_target(_compare_paired(actual, expected, source=source, tols=tols, layout=layout,
+                                        evidence=evidence), verdicts)
+
+
+def _compare_paired(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], *, source: str,
+                    tols: dict[str, Tolerance], layout: OutputLayout,
+                    evidence: ScoreEvidence | None = None) -> list[Check]:
     checks: list[Check] = []
     for name in expected:
         if name not in actual:
@@ -350,49 +423,3 @@ def compare_outputs(actual: dict[str, np.ndarray], expected: dict[str, np.ndarra
             checks.append(compare_dense(np.asarray(actual[name]), np.asarray(expected[name]), source=source,
                                         output=name, tol=tols[name], layout=layout))
     return checks
-
-
-def summarize_checks(checks: list[Check]) -> dict[str, dict[str, Any]]:
-    """Worst case per output over all comparisons (the report's headline numbers)."""
-    out: dict[str, dict[str, Any]] = {}
-    for c in checks:
-        s = out.setdefault(c.output, {"kind": c.kind, "checks": 0, "passed": True})
-        s["checks"] += 1
-        s["passed"] = s["passed"] and c.passed
-        m = c.metrics
-        for key, pick in (("max_abs_err", max), ("ref_max_abs", max), ("rel_l2_err", max), ("cosine_min", min),
-                          ("cosine_p1", min),
-                          ("jaccard_min", min), ("jaccard_mean", min)):
-            if m.get(key) is not None:
-                s[key] = m[key] if key not in s else pick(s[key], m[key])
-        for key in ("swapped_total", "explained_swaps", "unexplained_swaps", "patches_moved_total"):
-            if m.get(key) is not None:
-                s[key] = s.get(key, 0) + int(m[key])
-        for key in ("score_error", "elementwise_worst_ratio"):
-            if key in m:
-                s[key] = m[key] if s.get(key, 0) is None or m[key] is None else max(s.get(key, 0.0), m[key])
-        if m.get("matched_tokens") is not None:
-            s["matched_tokens_min"] = min(s.get("matched_tokens_min", m["matched_tokens"]), m["matched_tokens"])
-        if m.get("mean_abs_err") is not None:
-            s["mean_abs_err"] = max(s.get("mean_abs_err", 0.0), m["mean_abs_err"])
-        if m.get("cosine_mean") is not None:
-            s["cosine_mean"] = min(s.get("cosine_mean", 1.0), m["cosine_mean"])
-    return out
-
-
-def worst_grid(checks: list[Check], output: str) -> list[list[float | None]] | None:
-    """Cell-wise minimum of the cosine grids of all checks of `output` (None cells stay None)."""
-    grids = [c.grid for c in checks if c.output == output and c.grid]
-    if not grids:
-        return None
-    h, w = len(grids[0]), len(grids[0][0])
-    out: list[list[float | None]] = [[None] * w for _ in range(h)]
-    for g in grids:
-        if len(g) != h or len(g[0]) != w:
-            continue
-        for r in range(h):
-            for q in range(w):
-                v = g[r][q]
-                if v is not None:
-                    out[r][q] = v if out[r][q] is None else min(out[r][q], v)
-    return out

@@ -105,8 +105,8 @@ def compare_tensors(actual: np.ndarray, expected: np.ndarray) -> tuple[TensorMet
     nonfinite = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
     diff = np.abs(a - e)
     n = int(diff.size)
-    if n == 0:
-        return TensorMetrics(0, 0, 0.0, 0.0, 0.0, 0.0), None
+    if n == 0:  # nothing compared: no error figure at all (a 0 would read as a perfect match)
+        return TensorMetrics(0, 0, None, None, None, None), None
     e_norm = float(np.sqrt((e * e).sum()))
     d_norm = float(np.sqrt(((a - e) ** 2).sum()))
     rel = d_norm / e_norm if e_norm > 0 else (0.0 if d_norm == 0 else float("inf"))

@@ -12,6 +12,12 @@ sets (of the (patch, row) pairs) ≥ min_jaccard, and every image's own Jaccard 
 Where the comparison knows the scores the target ranked (the variant checks read them from the graph),
 a swap of two tokens whose scores differ by less than the measured score error counts as agreeing for
 min_jaccard, never for min_image_jaccard.
+ToMe's `sizes` are patch counts: each row's size must equal the patches its merge map puts there (+1 for a
+protected prefix row), and rows with the same patches must count alike, both within count_atol (0: exact).
+A ToMe merge-map difference is explained when, at the first merging block where the two runs decided
+differently, their match scores agree within score_atol and the flipped decisions were that close
+(core/tome_evidence.py); explained images count as agreeing for min_jaccard, never for min_image_jaccard.
+Every bound is judged as `not (err <= bound)`, so NaN fails; zero compared elements fail.
 A threshold set to None is reported but not judged. The defaults and why are in the README ("Validating a bundle or an engine").
 
 Used by: export parity (PARITY), the nhwc variant check (NHWC), the fp16 and int8 variant checks and
@@ -40,6 +46,11 @@ class Tolerance:
         min_cosine: smallest accepted per-token cosine similarity (None: not judged).
         min_jaccard: smallest accepted mean Jaccard index of kept-token sets / merge maps.
         min_image_jaccard: smallest accepted Jaccard of any single image, swaps explained or not.
+        count_atol: largest accepted |error| of a count output (ToMe's `sizes`): against the count its own
+            merge map implies, and between runs on rows holding the same patches. Counts are integers: 0.
+        score_atol: largest |target − reference| of ToMe match scores (cosines, scale-free) that counts as
+            the precision's noise, so that a merge decision flipped within it is explained (None: no
+            ToMe merge difference is explained).
     """
 
     atol: float | None = None
@@ -48,6 +59,8 @@ class Tolerance:
     min_cosine: float | None = None
     min_jaccard: float | None = None
     min_image_jaccard: float | None = None
+    count_atol: float = 0.0
+    score_atol: float | None = None
 
     def bound(self, scale: float) -> float | None:
         """The elementwise bound for an output of this scale (None: no elementwise check)."""
@@ -61,14 +74,17 @@ class Tolerance:
 DEFAULTS: dict[str, Tolerance] = {
     # fp32 runtimes differ only by summation order, fused kernels and (TensorRT on Ampere+/Orin) TF32
     # matmuls; a wrong layer, normalisation or compressor is off by far more than these.
-    "fp32": Tolerance(atol=1e-3, rtol=1e-3, max_rel_l2=1e-3, min_cosine=0.9999, min_jaccard=1.0),
+    # ToMe's match scores are cosines in [-1, 1]: fp32 runtimes agree on them to ~1e-7.
+    "fp32": Tolerance(atol=1e-3, rtol=1e-3, max_rel_l2=1e-3, min_cosine=0.9999, min_jaccard=1.0,
+                      score_atol=1e-5),
     # fp16 stores 11 significant bits (2^-11 ≈ 4.9e-4 relative per value); through a ViT's blocks the
     # errors add up to ~1e-3 of the output scale and token directions barely move (cosine ≈ 0.99999).
     # A broken conversion (overflow, a wrongly cast constant, LayerNorm sums in fp16) moves tokens by
     # O(1) of the scale. Near-ties in kept sets / merge maps may flip; an image that swapped more than a
     # quarter of its kept set (Jaccard < 0.6) is broken, not rounded.
+    # ToMe's match scores: cosines of fp16 keys, ~1e-3 apart from fp32's after a few blocks.
     "fp16": Tolerance(atol=0.0, rtol=2e-2, max_rel_l2=1e-2, min_cosine=0.999, min_jaccard=0.9,
-                      min_image_jaccard=0.6),
+                      min_image_jaccard=0.6, score_atol=5e-3),
     # INT8 error is a fraction of each tensor's quantisation step and so scales with the data: no
     # elementwise bound, only scale-free ones.
     "int8": Tolerance(atol=None, rtol=0.0, max_rel_l2=0.1, min_cosine=0.95, min_jaccard=0.7),
@@ -78,14 +94,15 @@ DEFAULTS: dict[str, Tolerance] = {
 # MatMul/Add/LayerNorm and reorders reductions, so over 12–27 blocks outputs drift by ~1e-6–1e-5 of
 # their scale (measured: README); 1e-4 of the scale leaves a 10× margin while a real export bug (a wrong
 # op, order or constant) moves outputs by O(1). Indices and merge maps must match exactly.
-PARITY = Tolerance(atol=1e-4, rtol=1e-4, min_jaccard=1.0)
+# ToMe match scores agree to ~1e-7; a merge decision within 1e-5 of flipping is a tie, not a bug.
+PARITY = Tolerance(atol=1e-4, rtol=1e-4, min_jaccard=1.0, score_atol=1e-5)
 
 # The nhwc wrapper vs the NCHW model it wraps, on the same uint8 frames: the wrapper computes exactly what
 # the NCHW path is fed ((x/255 − mean)/std in float32), so the two differ at most by float32
 # reassociation: 1e-5 of the scale is ~100× float32 epsilon; a wrong channel order, transpose or
 # mean/std moves outputs by O(1). Reassociation can flip a kept token or a merged patch only on a
 # near-exact tie, which the score evidence explains.
-NHWC = Tolerance(atol=1e-5, rtol=1e-5, min_jaccard=0.98)
+NHWC = Tolerance(atol=1e-5, rtol=1e-5, min_jaccard=0.98, score_atol=1e-5)
 
 # CLI flag name → Tolerance field. `--atol tokens=1e-3`, `--min-cosine 0.999` (no name: every output).
 OVERRIDE_FIELDS = {
@@ -95,6 +112,8 @@ OVERRIDE_FIELDS = {
     "min-cosine": "min_cosine",
     "min-jaccard": "min_jaccard",
     "min-image-jaccard": "min_image_jaccard",
+    "count-atol": "count_atol",
+    "score-atol": "score_atol",
 }
 
 
@@ -170,7 +189,7 @@ def resolve_tolerances(precision: str, outputs: list[str],
             raise InputError(f"tolerance override names output {ov.output!r}, which this target does not have",
                              f"outputs are: {', '.join(outputs)}")
         for name in ([ov.output] if ov.output else outputs):
-            value = ov.value if ov.value is not None or ov.field != "rtol" else 0.0
+            value = ov.value if ov.value is not None or ov.field not in ("rtol", "count_atol") else 0.0
             result[name] = replace(result[name], **{ov.field: value})
     return result
 

@@ -36,6 +36,7 @@ from .reference import (
     check_parity,
     compare_outputs,
     golden_inputs,
+    parity_target,
     reference_arrays,
     reference_batches,
     torch_outputs,
@@ -199,7 +200,7 @@ def export_bundle(cfg: ExportConfig) -> ExportResult:
         with stage("onnx.checker + shape inference + I/O", times, q):
             check_onnx(onnx_path, {t["name"]: t for t in inputs_io + outputs_io})
         with stage(f"parity: ONNX Runtime CPU vs PyTorch (batch {', '.join(map(str, batches))})", times, q):
-            parity = check_parity(onnx_path, golden, expected, cfg.tolerance)
+            parity = check_parity(onnx_path, golden, expected, cfg.tolerance, parity_target(plan, outputs_io))
         if not parity.passed:
             raise ParityError(_parity_message(parity), "no bundle was written; run with TOKCOMP_DEBUG=1 and "
                               "report the model and spec")

@@ -11,6 +11,7 @@ from ..core.bundle import reference_key
 from ..core.comparison import OutputLayout
 from ..core.comparison import compare_outputs as compare_outputs_core
 from ..core.ort_session import ort_session, runtime_label
+from ..core.target_checks import TargetLayout
 from ..core.tolerance import Tolerance
 from .config import ParityResult
 
@@ -48,12 +49,21 @@ def torch_outputs(model, x: np.ndarray, names: list[str]) -> dict[str, np.ndarra
     return {n: t.numpy() for n, t in zip(names, ys)}
 
 
-def compare_outputs(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], tol: Tolerance) -> dict[str, Any]:
-    """Per-output figures of one batch through the one comparator, every output elementwise as it is
-    (same machine, same order: indices and merge maps must match exactly); `ok` per output."""
+def parity_target(plan, outputs_io: list[dict[str, Any]]) -> TargetLayout:
+    """What the exported model's outputs must be alone (the manifest-to-be): the plan's token arithmetic
+    and the I/O entries' shapes."""
+    return TargetLayout.from_outputs(plan.to_dict(), outputs_io)
+
+
+def compare_outputs(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], tol: Tolerance,
+                    target: TargetLayout | None = None) -> dict[str, Any]:
+    """Per-output figures of one batch through the one comparator: the ONNX Runtime outputs judged alone
+    against `target` first (finite, shapes, indices, merge map, sizes), then every output as it is (same
+    machine, same order: float outputs within atol + rtol·scale, integer ones — indices, merge maps —
+    exactly); `ok` per output."""
     names = list(ref)
     checks = compare_outputs_core(got, ref, source="pytorch", tols={n: tol for n in names},
-                                  layout=OutputLayout.plain(names))
+                                  layout=OutputLayout.plain(names, target))
     result: dict[str, Any] = {}
     for c in checks:
         m = c.metrics
@@ -66,17 +76,19 @@ def compare_outputs(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], tol:
 
 
 def check_parity(onnx_path: Path, inputs: dict[int, np.ndarray], expected: dict[int, dict[str, np.ndarray]],
-                 tol: Tolerance) -> ParityResult:
-    """Run the ONNX model on ONNX Runtime CPU and compare with the PyTorch outputs, batch by batch."""
+                 tol: Tolerance, target: TargetLayout | None = None) -> ParityResult:
+    """Run the ONNX model on ONNX Runtime CPU and compare with the PyTorch outputs, batch by batch (each
+    batch's outputs judged alone against `target` first)."""
     sess = ort_session(onnx_path)
     names = [o.name for o in sess.get_outputs()]
     per_batch: dict[str, dict[str, Any]] = {}
     for b, x in inputs.items():
         got = dict(zip(names, sess.run(names, {"pixel_values": x})))
-        per_batch[f"b{b}"] = compare_outputs(expected[b], got, tol)
+        per_batch[f"b{b}"] = compare_outputs(expected[b], got, tol, target)
     passed = all(v["ok"] for res in per_batch.values() for v in res.values())
     return ParityResult(passed=passed, runtime=runtime_label(sess),
-                        tolerance={"atol": tol.atol, "rtol": tol.rtol, "rtol_of": "max |PyTorch| of the output"},
+                        tolerance={**tol.to_dict(), "rtol_of": "max |PyTorch| of the output",
+                                   "integer_outputs": "exact"},
                         per_batch=per_batch)
 
 
