@@ -297,7 +297,8 @@ def compare_pruned(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray
         md["worst_token"] = [int(al.image_of[j]), int(al.grid_of[j])]
         md["worst_token_is"] = "(image, grid cell; −1 = prefix token, −2 = merged token)"
         grid = cosine_grid_pruned(cos, al.image_of, al.grid_of, layout.grid_in)
-    tfails = judge_tokens(md, al.actual_tokens, al.expected_tokens, tt) + magnitude_fails(at, et, tt)
+    # No magnitude bound here: a swapped cell is another patch's token and may legitimately be larger.
+    tfails = judge_tokens(md, al.actual_tokens, al.expected_tokens, tt)
     if md["matched_tokens"] == 0 and ai.shape[1] > 0:
         tfails.append("no kept token in common, nothing to compare")
     checks.insert(0, Check(source, batch, tn, "tokens", md, tt.to_dict(), not tfails, tfails, grid))
