@@ -1,8 +1,16 @@
 """ToMe written independently of tokcomp_edge, from Bolya et al. (ICLR 2023) and the steps of
 facebookresearch/ToMe (`bipartite_soft_matching`, `merge_wavg`, `tome.patch.timm` with prop_attn=True):
 explicit softmax attention with log(size) added to the logits, keys averaged over heads as the metric,
-A = even / B = odd positions, `scatter_reduce(sum)` for the size-weighted average, unmerged A re-sorted
-when a token is protected. Membership of every token is tracked as Python sets of patch ids.
+A = even / B = odd positions, `scatter_reduce(sum)` for the size-weighted average, output cat(unmerged A,
+B). Membership of every token is tracked as Python sets of patch ids.
+
+Output order: ToMe re-sorts the unmerged A tokens into their original order only when it protects a CLS
+token; without one they stay in match-score rank order (`published_order=True` here). tokcomp always
+re-sorts them (issue 15: rank order made the output depend on near-tied scores, which ONNX Runtime and
+PyTorch rank differently), and so does this reference by default — the order decides the next block's A/B
+split, so with several merging blocks only the same order rule gives the same merges. Within one merging
+block the order is irrelevant (attention and the MLP are permutation-equivariant): the tests compare
+tokcomp against `published_order=True` as sets of (patches, token) there (tests/encoders/test_tome_tower.py).
 
 Protection (tokcomp's rule, a superset of ToMe's CLS-only one): every prefix token is neither merged nor
 absorbs a merge; after each merge the prefix tokens are moved back to the front in their original order,
@@ -24,7 +32,7 @@ def attention(q, k, v, scale, size):
     return logits.softmax(dim=-1) @ v
 
 
-def merge_step(x, size, members, keys, r, protected):
+def merge_step(x, size, members, keys, r, protected, published_order=False):
     b, t, c = x.shape
     metric = keys / keys.norm(dim=-1, keepdim=True)
     a, bb = metric[:, ::2], metric[:, 1::2]
@@ -37,7 +45,7 @@ def merge_step(x, size, members, keys, r, protected):
     node_max, node_idx = scores.max(dim=-1)
     edge_idx = torch.sort(node_max, dim=-1, descending=True, stable=True).indices
     unm_idx, src_idx = edge_idx[:, r:], edge_idx[:, :r]
-    if protected:
+    if protected or not published_order:
         unm_idx = unm_idx.sort(dim=1).values
     dst_idx = node_idx.gather(1, src_idx)
 
@@ -69,9 +77,10 @@ def merge_step(x, size, members, keys, r, protected):
     return new_x, new_size, new_members
 
 
-def tome_reference(x, blocks, schedule, protected, final=None):
+def tome_reference(x, blocks, schedule, protected, final=None, published_order=False):
     """x: embedded tokens [B, T, C]; blocks: per block (attn_fn(x, size | None) -> (Δx, keys [B, T, d]),
-    mlp_fn(x) -> Δx) as the block computes them (norms, LayerScale inside).
+    mlp_fn(x) -> Δx) as the block computes them (norms, LayerScale inside); published_order: ToMe's own
+    output order without a protected token (unmerged A in rank order; see the module docstring).
     Returns (tokens, sizes [B, T_out], merge map [B, N] int64: output row of each patch)."""
     b, t, _ = x.shape
     size = torch.ones(b, t, dtype=x.dtype)
@@ -81,7 +90,7 @@ def tome_reference(x, blocks, schedule, protected, final=None):
         dx, keys = attn_fn(x, size if merged else None)
         x = x + dx
         if r:
-            x, size, members = merge_step(x, size, members, keys, r, protected)
+            x, size, members = merge_step(x, size, members, keys, r, protected, published_order)
             merged = True
         x = x + mlp_fn(x)
     if final is not None:
@@ -155,11 +164,11 @@ def hf_block_fns(blk):
     return attn_fn, lambda x: ls2(blk.mlp(n2(x)))
 
 
-def reference_for(enc, x, schedule):
+def reference_for(enc, x, schedule, published_order=False):
     tower = enc.tower
     fns = timm_block_fns if enc.spec.source == "timm" else hf_block_fns
     blocks = [fns(tower.blocks[i]) for i in range(tower.num_used)]
     with torch.no_grad():
         emb = tower.embed(x)
         return tome_reference(emb, blocks, schedule, enc.spec.prefix_tokens,
-                              tower.final_norm if tower.apply_final_norm else None)
+                              tower.final_norm if tower.apply_final_norm else None, published_order)

@@ -7,9 +7,15 @@ Definition (facebookresearch/ToMe, `tome.merge.bipartite_soft_matching` + `merge
      similar B token (cosine);
   3. the r A tokens with the best matches are merged into their B match: x ← Σ size·x / Σ size and
      size ← Σ size (a size-weighted average, sizes starting at 1);
-  4. output order: the unmerged A tokens, then all B tokens. The unmerged A tokens are in descending
-     match order, or — when there are protected tokens — re-sorted into their original order (ToMe does
-     this for its CLS token so that it stays first).
+  4. output order: the unmerged A tokens, then all B tokens (merged destinations in place), each part in
+     its original order. ToMe re-sorts the unmerged A tokens into their original order only when it
+     protects a CLS token; without one it keeps them in descending match order. Here they are always in
+     original order, so the output order depends on which tokens merged, never on how their scores rank:
+     in rank order, scores 2–3e-7 apart ranked differently in ONNX Runtime and PyTorch, the next block's
+     A/B alternation differed and hundreds of patches went to other rows (SigLIP at 448: parity failed).
+     For a tower with a CLS token this is exactly ToMe's order; without one it is ToMe's order with the
+     unmerged tokens re-sorted (the same tokens and merges in the block, which attention does not see
+     the order of; the next block's A/B split follows the sorted order).
 
 Protected tokens: ToMe protects only a CLS token (its score row is −inf: never merged away; being in A it
 is never a destination). Here every prefix token (CLS and registers) is protected both ways — its row
@@ -23,8 +29,10 @@ one-hot [r, r] "same destination" matrix (the scatter-add without ScatterElement
 those r rows only; the position bookkeeping is a ScatterElements without reduction (unmerged and merged A
 tokens partition A, so each slot is written once).
 
-Tie rule: match ties (equal cosines) go to the first B token (ArgMax, first maximum); ranking ties keep the
-lower A index first (stable sort in PyTorch, ONNX TopK's specified order in the graph). ToMe's own
+Tie rule: match ties (equal cosines) go to the first B token (ArgMax, first maximum); ranking ties at the
+r-th place keep the lower A index (stable sort in PyTorch, ONNX TopK's specified order in the graph). Only
+those two choices depend on scores: a near-tie there can change the merged set between runtimes (the
+comparison judges that by the score evidence); a near-tie anywhere else changes nothing. ToMe's own
 `argsort` is not stable, so on exact ties the reference may pick differently; TensorRT documents neither.
 """
 
@@ -102,11 +110,17 @@ def tome_merge(x: torch.Tensor, size: torch.Tensor | None, keys: torch.Tensor, r
         scores = scores + torch.tensor(rows, dtype=scores.dtype, device=dev)
     node_max, node_idx = scores.max(dim=-1)  # best B of each A; first maximum on ties
     order = _rank(node_max)
-    dst = torch.gather(node_idx, 1, order[:, :r])  # [B, r]: the B slot each merged A token goes into
-    tok = 2 * order  # input token of each A slot, in rank order (A slot a is token 2a, B slot j is 2j + 1)
-    unm_tok = torch.sort(tok[:, r:], dim=1).values if protected else tok[:, r:]  # sorted: the prefix stays in front
+    # The ranks decide only WHICH A tokens merge (the best r); everything after depends on that set alone:
+    # the merged and the unmerged A slots are each put back in their original order. In rank order,
+    # neighbouring scores 2–3e-7 apart ranked differently in ONNX Runtime and PyTorch, which reordered the
+    # unmerged tokens, changed the next block's A/B alternation and sent hundreds of patches elsewhere.
+    # (Two small integer sorts, [B, r] and [B, |A| − r]; no token-sized tensor.)
+    src_slot = torch.sort(order[:, :r], dim=1).values
+    unm_slot = torch.sort(order[:, r:], dim=1).values
+    dst = torch.gather(node_idx, 1, src_slot)  # [B, r]: the B slot each merged A token goes into
+    src_tok, unm_tok = 2 * src_slot, 2 * unm_slot  # A slot a is input token 2a, B slot j is token 2j + 1
     offset = torch.arange(b, device=dev).unsqueeze(1) * t  # flat row of token 0 of each image
-    src_flat, unm_flat, dst_flat = tok[:, :r] + offset, unm_tok + offset, 2 * dst + 1 + offset
+    src_flat, unm_flat, dst_flat = src_tok + offset, unm_tok + offset, 2 * dst + 1 + offset
     # The merged rows, one per merged A token: Σ size·x / Σ size over its destination and every A token
     # that goes there (`same`, one-hot, sums them; tokens sharing a destination get identical rows).
     xf = x.reshape(b * t, c)
@@ -119,7 +133,8 @@ def tome_merge(x: torch.Tensor, size: torch.Tensor | None, keys: torch.Tensor, r
         sf = size.reshape(b * t, 1)
         s_src, s_dst = _rows(sf, src_flat), _rows(sf, dst_flat)
         num, den = s_dst * x_dst + same @ (s_src * x_src), s_dst + same @ s_src
-    # Output row of B slot j: its merged row when some A token goes there (the first such one), else itself.
+    # Output row of B slot j: its merged row when some A token goes there (the one of the lowest such A
+    # token: merged rows follow src_slot's position order, so this too depends on the set only), else itself.
     hit = (torch.arange(tb, device=dev).view(1, tb, 1) == dst.unsqueeze(1)).to(x.dtype)  # [B, |B|, r]
     merged_row = b * t + torch.arange(b, device=dev).unsqueeze(1) * r + hit.argmax(dim=-1)
     b_rows = torch.where(hit.amax(dim=-1) > 0, merged_row, odd + offset)
@@ -129,21 +144,21 @@ def tome_merge(x: torch.Tensor, size: torch.Tensor | None, keys: torch.Tensor, r
         taken = taken.index_select(1, torch.tensor(perm, device=dev))
     new_x = _rows(torch.cat([xf, (num / den).reshape(b * r, c)]), taken)
     new_s = _rows(torch.cat([sf, den.reshape(b * r, 1)]), taken)
-    return new_x, new_s, _new_positions(tok, unm_tok, dst, t, r, protected, perm)
+    return new_x, new_s, _new_positions(src_tok, unm_tok, dst, t, perm)
 
 
-def _new_positions(tok, unm_tok, dst, t, r, protected, perm) -> torch.Tensor:
+def _new_positions(src_tok, unm_tok, dst, t, perm) -> torch.Tensor:
     """[B, T] int64: the output row each input token went to. One ScatterElements (no reduction) over a
     constant holding the B tokens' rows; unmerged and merged A tokens partition A, so each A position is
     written exactly once.
 
     Args:
-        tok: [B, |A|] input token of each A slot in rank order (merged first); unm_tok: the unmerged ones in
-            output order; dst: [B, r] B slot of each merged token; perm: the prefix permutation (or None).
+        src_tok: [B, r] input token of each merged A token; unm_tok: [B, |A| − r] the unmerged ones in output
+            order; dst: [B, r] B slot of each merged token; perm: the prefix permutation (or None).
     """
-    (b, ta), dev = tok.shape, tok.device
+    (b, r), dev = src_tok.shape, src_tok.device
+    u = unm_tok.shape[1]
     tb = t // 2
-    u = ta - r
     slot_row = list(range(u + tb))  # merge slot (unmerged A first, then B) → final row (prefix moved first)
     for k, j in enumerate(perm or ()):
         slot_row[j] = k
@@ -154,12 +169,8 @@ def _new_positions(tok, unm_tok, dst, t, r, protected, perm) -> torch.Tensor:
     for j in range(tb):
         base[2 * j + 1] = slot_row[u + j]
     base_t = torch.tensor(base, dtype=torch.int64, device=dev).expand(b, -1)
-    if protected:
-        a_tok = torch.cat([unm_tok, tok[:, :r]], dim=1)
-        a_row = torch.cat([torch.tensor(slot_row[:u], dtype=torch.int64, device=dev).expand(b, -1), dst_row], 1)
-    else:  # the unmerged A tokens keep their rank order: order slot r + k goes to row k
-        a_tok = tok
-        a_row = torch.cat([dst_row, torch.arange(u, device=dev).expand(b, -1)], dim=1)
+    a_tok = torch.cat([unm_tok, src_tok], dim=1)
+    a_row = torch.cat([torch.tensor(slot_row[:u], dtype=torch.int64, device=dev).expand(b, -1), dst_row], 1)
     return base_t.scatter(1, a_tok, a_row)
 
 
