@@ -125,10 +125,11 @@ def test_tome_refused_before_pixel_shuffle(capsys, tmp_path):
     assert code == 2 and "scattered tokens, but tiny-internvl applies a pixel shuffle" in err
 
 
-@pytest.mark.parametrize("family", ["paligemma", "llava_onevision"])
+@pytest.mark.parametrize("family", ["paligemma"])
 def test_tome_through_siglip_vlm_paths(vlm_folder, vlm_bundle, family):
     """SigLIP VLM towers without a grid transform take tome (no prefix, projector after the merge): parity,
-    a clean lint, and sizes that count exactly the patches the map sends to each row."""
+    a clean lint, and sizes that count exactly the patches the map sends to each row. (LLaVA-OneVision packs
+    its crops as grids: test_scattered_compression_refused_by_onevision.)"""
     res = vlm_bundle(family, "tome:4")
     assert res.parity.passed and res.lint_warnings == []
     comp = res.manifest["compression"]
@@ -139,6 +140,16 @@ def test_tome_through_siglip_vlm_paths(vlm_folder, vlm_bundle, family):
     assert names == ["tokens", "sizes", "merge_map"] and got["tokens"].shape[1] == comp["tokens_out"]
     counts = np.stack([np.bincount(m, minlength=comp["tokens_out"]) for m in got["merge_map"]])
     np.testing.assert_array_equal(counts, got["sizes"])
+
+
+@pytest.mark.parametrize("compress", ["tome:4", "prune:16", "visionzip:8:4"])
+def test_scattered_compression_refused_by_onevision(capsys, tmp_path, vlm_folder, compress):
+    """pack_image_features unpads each crop's features as a grid and appends a newline token per row, so a
+    compression that keeps scattered tokens has no grid to give it: one line, exit 2, nothing written."""
+    folder, _ = vlm_folder("llava_onevision")
+    code, _, err = run_main(capsys, "export", f"hf:{folder}", "--compress", compress, "--out", tmp_path / "b")
+    assert code == 2 and "packs each crop's features as a grid" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()
 
 
 @pytest.mark.parametrize("family,needle", [
