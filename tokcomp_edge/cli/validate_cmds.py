@@ -88,7 +88,7 @@ def validate(
         first = result.failures[0] if result.failures else "see the report"
         more = f" (+{len(result.failures) - 1} more)" if len(result.failures) > 1 else ""
         raise ParityError(f"validation FAILED: {first}{more}; report: {result.report_paths['html']}",
-                          f"read {result.report_paths['md']}, or loosen a tolerance with e.g. --max-rel-l2 tokens=…")
+                          result.hint)
 
 
 def print_result(result) -> None:
@@ -101,6 +101,9 @@ def print_result(result) -> None:
     c = console()
     for w in result.warnings:
         c.print(f"[bold yellow]warning:[/] {w}", soft_wrap=True)
+    pt = rep["reference"]["pytorch"]
+    if not pt["used"]:  # golden reference only: say why, so a fallback is never silent
+        c.print(f"[bold yellow]note:[/] PyTorch reference not used: {pt['reason']}", soft_wrap=True)
     colour = "green" if result.passed else "red"
     c.print(f"[bold {colour}]{T.verdict(rep)}[/] {rep['target']['label']} · {T.ran_on(rep)}")
     head, rows = T.accuracy_table(rep)

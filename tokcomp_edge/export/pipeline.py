@@ -19,6 +19,7 @@ from ..core.bundle import MANIFEST, REFERENCE, dump_manifest, file_entry, save_r
 from ..errors import ExportFailed, InputError, OutputError, ParityError
 from .config import OPSET_RANGE, ExportConfig, ExportResult, default_out
 from .block_taps import tapped
+from .rebuild import portable_model_id, portable_weights
 from .manifest import build_manifest, io_entries
 from .onnx_export import (
     check_onnx,
@@ -209,8 +210,10 @@ def export_bundle(cfg: ExportConfig) -> ExportResult:
         files = {n: file_entry(tmp / n) for n in [*written, REFERENCE]}
         manifest = build_manifest(
             name=out.name, spec=enc_spec,
-            encoder_extra={"layer": vplan.vlm.tower_layer if vplan else tower_layer(cfg),
-                           "layers_run": loaded.tower.num_used, "weights": loaded.weights.to_dict(),
+            encoder_extra={"name": portable_model_id(enc_spec.name),
+                           "layer": vplan.vlm.tower_layer if vplan else tower_layer(cfg),
+                           "layers_run": loaded.tower.num_used,
+                           "weights": portable_weights(loaded.weights.to_dict()),
                            "seed": cfg.seed},
             vlm=vplan,
             plan=plan, opset=cfg.opset, batch=(cfg.batch_min, cfg.batch_max), inputs=inputs_io,

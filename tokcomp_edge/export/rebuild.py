@@ -40,6 +40,34 @@ def model_from_manifest(manifest: dict[str, Any]):
     return CompressedEncoder(loaded.tower, plan).eval()
 
 
+def rebuild_blocker(manifest: dict[str, Any]) -> str | None:
+    """Why the PyTorch module of `manifest` cannot be rebuilt on this machine, or None when it can.
+
+    Cheap (no module is built): the recorded weights file and the hf: folder must be there. `validate
+    --torch auto` uses it to fall back to the golden reference alone, saying why, instead of failing.
+    """
+    enc = manifest.get("encoder") or {}
+    weights = enc.get("weights") or {"kind": "random"}
+    if weights.get("kind") == "file" and not Path(str(weights.get("path"))).is_file():
+        return f"the bundle's weights file {weights.get('path')} is not there"
+    name = str(enc.get("name", ""))
+    if name.startswith("hf:") and not Path(name[3:]).is_dir():
+        return f"the bundle's model folder {name[3:]} is not there"
+    return None
+
+
+def portable_model_id(model: str) -> str:
+    """An hf:<folder> id with the folder made absolute, so a bundle rebuilds from any current directory."""
+    return f"hf:{Path(model[3:]).resolve()}" if model.startswith("hf:") else model
+
+
+def portable_weights(weights: dict[str, Any]) -> dict[str, Any]:
+    """A weights record whose file path is absolute (the manifest is read from anywhere)."""
+    if weights.get("kind") == "file" and weights.get("path"):
+        return {**weights, "path": str(Path(weights["path"]).resolve())}
+    return weights
+
+
 def _weights_path(weights: dict[str, Any]) -> Path | None:
     """The recorded weights file of a file-weights bundle (None for random init); BundleError when gone."""
     if weights.get("kind") != "file":

@@ -41,6 +41,7 @@ from .memory import track_host_peak
 from .progress import Steps
 from .report_json import REPORT_SCHEMA, REPORT_VERSION, write_report
 from .target import Target, resolve_target, stored_debug
+from .next_step import check_cause, next_step
 from .timed_runs import time_target, time_target_and_pytorch
 
 MAX_IMAGE_PANELS = 8  # prune masks drawn over at most this many --images in the HTML
@@ -56,6 +57,7 @@ class ValidationResult:
         warnings: things the user must know that are not failures (ONNX Runtime fell back to CPU).
         report: the full report (the JSON's content).
         report_paths: {"json"|"md"|"html": path}.
+        hint: the next step for the first failure's cause ("" when passed).
     """
 
     passed: bool
@@ -63,6 +65,7 @@ class ValidationResult:
     warnings: list[str]
     report: dict[str, Any]
     report_paths: dict[str, Path] = field(default_factory=dict)
+    hint: str = ""  # the next step for the first failure's cause (validation/next_step.py)
 
     def __bool__(self) -> bool:
         return self.passed
@@ -94,7 +97,7 @@ def _make_target_runner(target: Target, cfg: ValidateConfig):
     return OnnxRuntimeRunner(target.path, device=cfg.device, threads=cfg.threads, emulate_fp16=not cfg.native_fp16)
 
 
-def _torch_decision(cfg: ValidateConfig) -> tuple[bool, str | None]:
+def _torch_decision(cfg: ValidateConfig, manifest: dict) -> tuple[bool, str | None]:
     if cfg.torch == "off":
         return False, "disabled (--torch off)"
     from .runners.pytorch import torch_available
@@ -102,6 +105,14 @@ def _torch_decision(cfg: ValidateConfig) -> tuple[bool, str | None]:
     ok, reason = torch_available()
     if not ok and cfg.torch == "require":
         raise RuntimeMissing(f"--torch require, but {reason}", "pip install 'tokcomp-edge[export]', or use --torch auto")
+    if ok and cfg.torch == "auto":
+        # --torch auto falls back to the golden reference alone when the module cannot be rebuilt here
+        # (--torch require still fails, at the rebuild, with the same reason).
+        from ..export.rebuild import rebuild_blocker
+
+        blocker = rebuild_blocker(manifest)
+        if blocker:
+            return False, f"{blocker} (golden reference only; --torch require to insist)"
     return ok, reason
 
 
@@ -150,7 +161,7 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
     pre = Preprocess.from_manifest(manifest)
     llms = economics_llms(cfg, manifest)
     images = load_images(cfg.images, pre, cfg.max_images) if cfg.images else None
-    use_torch, torch_reason = _torch_decision(cfg)
+    use_torch, torch_reason = _torch_decision(cfg, manifest)
     out_dir = Path(cfg.out_dir) if cfg.out_dir else bundle.path / "reports"
     from ..atomic import ensure_writable_parent
 
@@ -263,14 +274,17 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
 
     # -- 4. verdict and report ----------------------------------------------------------------------
     failures = [f"{c.where}: {f}" for c in checks for f in c.failures]
+    causes = [check_cause(f) for c in checks for f in c.failures]  # one per failure: the CLI's hint
     if not checks:
         failures.append("nothing was compared: no golden batch could be fed and PyTorch was not available")
+        causes.append("uncompared")
     # The target's own outputs must each have been compared at least once; the rebuild check (PyTorch vs
     # golden) says nothing about the target, so it does not count.
     compared = {c.output for c in checks if c.source != "pytorch-rebuild"}
     for o in target.outputs:
         if checks and o not in compared:
             failures.append(f"output {o} of the target was never compared with the golden reference or PyTorch")
+            causes.append("uncompared")
     if any(c.source == "pytorch-rebuild" and not c.passed for c in checks):
         notes.insert(0, "the PyTorch module rebuilt from the manifest does not reproduce the bundle's golden outputs "
                         "(tokcomp, torch or the weights file changed since export), so the pytorch-* comparisons "
@@ -287,6 +301,7 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
         else:
             # A report that says "cuda" for a CPU run is the silent failure users fear most: fail it.
             failures.append(said + "; pass --allow-fallback to accept it")
+            causes.append("fallback")
     passed = not failures
     latency = {
         "warmup": cfg.warmup, "iterations": cfg.iterations, "batches": list(batches),
@@ -365,7 +380,10 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
         "host": platform.node(),
     }
     paths = write_report(report, out_dir, created, target.label)
-    return ValidationResult(passed=passed, failures=failures, warnings=warnings, report=report, report_paths=paths)
+    hint = next_step(causes, md=str(paths.get("md", "the report")), bundle=str(bundle.path),
+                     variant=target.variant or "fp32") if failures else ""
+    return ValidationResult(passed=passed, failures=failures, warnings=warnings, report=report, report_paths=paths,
+                            hint=hint)
 
 
 def _torch_cuda() -> bool:
