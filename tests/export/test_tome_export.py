@@ -203,3 +203,50 @@ def test_merge_map_off_by_one_and_patchless_rows_fail_alone(make_bundle):
     got["merge_map"][0][got["merge_map"][0] == row] = (row + 1) % got["sizes"].shape[1]
     c = _judge(bundle, got, want, "int8")["merge_map"]
     assert not c.passed and any("hold no patch" in f for f in c.failures)
+
+
+def test_prune_target_with_a_swapped_token_set_to_nan_fails(make_bundle):
+    """A prune target that swapped one kept cell (a tie-like swap fp16's Jaccard 0.9 accepts) and put NaN
+    in the swapped cell's token: the pairing compares only cells both kept, so the NaN row was never looked
+    at and the check passed (issue 15). Judged alone first, it fails; the swap without the NaN passes."""
+    bundle = Bundle.load(make_bundle("tiny-clip", "prune:32:norm").path)
+    want = _golden(bundle, 4)
+    got = {k: v.copy() for k, v in want.items()}
+    idx = got["indices"][0]
+    cells = bundle.manifest["compression"]["grid_in"][0] * bundle.manifest["compression"]["grid_in"][1]
+    new = int(next(c for c in range(cells) if c not in set(idx.tolist())))
+    slot = int(np.argmax(idx))
+    idx[slot] = new  # one cell swapped for one the reference did not keep
+    row = bundle.manifest["compression"]["prefix_out"] + slot
+    swapped = _judge(bundle, got, want)
+    assert all(c.passed for c in swapped.values()), [c.failures for c in swapped.values()]
+    assert swapped["indices"].metrics["swapped_total"] == 1 and swapped["indices"].metrics["jaccard_mean"] >= 0.9
+    got["tokens"][0, row] = np.nan
+    c = _judge(bundle, got, want)["tokens"]
+    assert not c.passed and any(f.startswith("target alone:") and "non-finite" in f for f in c.failures), c.failures
+    assert c.metrics["target"]["nonfinite"] == got["tokens"].shape[-1]
+
+
+@pytest.mark.filterwarnings("ignore:# The axis name")
+def test_off_by_one_indices_fail_export_parity_on_a_large_grid(make_bundle):
+    """Export parity compares integer outputs exactly: at 24×24 (indices up to 575) one index one off
+    fails, also under a tolerance whose atol + rtol·scale (≥ 1 here) would have hidden it."""
+    from tokcomp_edge.core.target_checks import TargetLayout
+    from tokcomp_edge.core.tolerance import PARITY, Tolerance
+    from tokcomp_edge.export.reference import compare_outputs
+
+    res = make_bundle("tiny-clip", "prune:64:norm", image_size=384, lint=False)
+    bundle = Bundle.load(res.path)
+    assert res.parity.passed and tuple(bundle.manifest["compression"]["grid_in"]) == (24, 24)
+    target = TargetLayout.from_manifest(bundle.manifest)
+    want = _golden(bundle, 4)
+    got = {k: v.copy() for k, v in want.items()}
+    idx = got["indices"][2]
+    slot = next(s for s in range(idx.size) if idx[s] + 1 not in set(idx.tolist()) and idx[s] + 1 < 576)
+    idx[slot] += 1  # still on the grid and unique: only the comparison can catch it
+    loose = Tolerance(atol=1e-4, rtol=1e-2)
+    assert loose.bound(float(want["indices"].max())) >= 1.0  # the old elementwise judgement would pass it
+    for tol in (PARITY, loose):
+        assert all(v["ok"] for v in compare_outputs(want, want, tol, target).values())
+        verdict = compare_outputs(want, got, tol, target)
+        assert not verdict["indices"]["ok"] and "must match exactly" in verdict["indices"]["error"], verdict
