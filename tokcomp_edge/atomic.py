@@ -6,6 +6,7 @@ An interrupted or failed run leaves nothing half-written and never damages an ol
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -15,16 +16,44 @@ from pathlib import Path
 from .errors import OutputError
 
 
+# A write that fails for one of these is the destination's fault (full, read-only, over quota), never the
+# input's: it becomes one OutputError line (exit 2) instead of a traceback.
+_DEST_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM}
+
+
 def ensure_writable_parent(dest: Path) -> None:
-    """Create dest's parent folder and check we can write there, before any expensive work."""
-    parent = dest.parent
+    """Create dest's parent folder and check we can write there, before any expensive work.
+
+    The check creates (and removes) a temporary folder there, as the real write will: os.access alone says
+    yes for root on /proc or a read-only mount.
+    """
+    parent = Path(dest).parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=f".{Path(dest).name}.probe-", dir=parent))
     except OSError as exc:
-        raise OutputError(f"cannot create output folder {parent}: {exc.strerror}",
+        raise OutputError(f"cannot write in output folder {parent}: {exc.strerror or exc}",
                           "choose a writable --out") from exc
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder {parent} is not writable", "choose a writable --out")
+
+
+def user_mode(path: Path) -> None:
+    """Give a temp file or folder the mode the user's umask gives a new one (mkstemp/mkdtemp make them
+    0600/0700, which `rsync -a` or a container copy would carry to the device)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~mask)
+
+
+@contextlib.contextmanager
+def destination_errors(dest: Path) -> Iterator[None]:
+    """OSErrors of the destination (disk full, read-only, no permission) as one OutputError line."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _DEST_ERRNOS:
+            raise
+        raise OutputError(f"writing {dest} failed: {exc.strerror} (nothing was left behind)",
+                          "free space or choose another --out, then run the command again") from exc
 
 
 @contextlib.contextmanager
@@ -41,7 +70,9 @@ def staged_dir(dest: Path, *, replace: bool) -> Iterator[Path]:
     ensure_writable_parent(dest)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     try:
-        yield tmp
+        user_mode(tmp)
+        with destination_errors(dest):
+            yield tmp
         if dest.exists():
             if not replace:
                 raise OutputError(f"{dest} appeared while exporting", "pass --force to replace it")
@@ -67,10 +98,11 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     ensure_writable_parent(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with destination_errors(path), os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        user_mode(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

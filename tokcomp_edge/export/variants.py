@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..atomic import destination_errors, user_mode
 from ..console import StageTimes, stage
 from ..core.bundle import Bundle, sha256_file
 from ..core.comparison import OutputLayout
@@ -258,7 +259,9 @@ def staged_variant_file(bundle: Bundle, key: str) -> Iterator[Path]:
     os.close(fd)
     path = Path(name)
     try:
-        yield path
+        user_mode(path)  # the umask's mode, not mkstemp's 0600
+        with destination_errors(bundle.path):
+            yield path
     finally:
         path.unlink(missing_ok=True)
 
