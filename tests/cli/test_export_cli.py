@@ -66,12 +66,14 @@ def test_export_inspect_from_checkout(tmp_path):
     res = subprocess.run([sys.executable, str(ROOT / "cli.py"), "inspect", str(out), "--json"],
                          capture_output=True, text=True, timeout=300)
     assert json.loads(res.stdout)["compression"]["spec"] == "prune:32:cls-attn"
-    # a changed file shows up in inspect (exit 0: inspect reports, validate refuses)
-    with open(out / "reference.npz", "ab") as fh:
+    # a changed file: inspect still shows the bundle, then exits 2 with one error line, as validate/build do
+    with open(out / "model.onnx", "ab") as fh:
         fh.write(b"\0")
     res = subprocess.run([sys.executable, str(ROOT / "cli.py"), "inspect", str(out)], capture_output=True,
                          text=True, timeout=300)
-    assert "reference.npz changed since export" in " ".join(res.stdout.split())
+    assert res.returncode == 2 and "model.onnx changed since export" in " ".join(res.stdout.split())
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "model.onnx changed since export" in lines[0]
 
 
 def test_methods_and_models(capsys):

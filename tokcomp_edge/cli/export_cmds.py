@@ -24,7 +24,8 @@ def export(
                                                  "[default: -1; a VLM's own feature layer].")] = None,
     prefix: Annotated[Optional[str], typer.Option(help="keep | drop the CLS/register tokens [default: per family].")] = None,
     batch_min: Annotated[int, typer.Option(help="Smallest batch of the dynamic batch axis.")] = 1,
-    batch_max: Annotated[int, typer.Option(help="Largest batch of the dynamic batch axis.")] = 8,
+    batch_max: Annotated[Optional[int], typer.Option(help="Largest batch of the dynamic batch axis [default: "
+                                                     "a tiled VLM's tiles per request, else 8].")] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset, 17–23.")] = 20,
     variants: Annotated[str, typer.Option(help="Extra variants to add, comma-separated: fp16, nhwc, fp16-nhwc.")] = "",
     no_cleanup: Annotated[bool, typer.Option("--no-cleanup", help="Skip the onnxslim clean-up pass.")] = False,
@@ -77,6 +78,7 @@ def print_summary(manifest: dict, parity=None) -> None:
         t.add_row("vlm", f"{vlm['family']} ({vlm['transformers_class']}), feature layer {vlm['feature_layer']}, "
                          f"select {vlm['select']}, projector {'included' if vlm['projector'] else 'excluded'}")
         t.add_row("tokens", f"{vlm['arithmetic']}  (the VLM itself: {vlm['native_tokens_per_tile']} per tile)")
+        t.add_row("preprocess", manifest["preprocess"].get("policy_source", ""))
         llm = vlm["llm"]
         t.add_row("llm", f"{llm['model_type']}: d {llm['hidden']}, {llm['layers']} layers, {llm['heads']} heads "
                          f"({llm['kv_heads']} kv), mlp {llm['mlp']}{' gated' if llm['gated'] else ''}")
@@ -98,7 +100,7 @@ def _weights_text(w: dict) -> str:
 
 def inspect(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],
             json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False):
-    """Show a bundle: tokens in/out, I/O, files and their checks, weights origin.
+    """Show a bundle: tokens in/out, I/O, files and their checks, weights origin (exit 2 if a file changed).
 
     [bold]Example[/]
 
@@ -112,14 +114,19 @@ def inspect(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],
     from ..errors import BundleError
 
     b = Bundle.load(bundle, verify=False)
-    if json_out:
-        typer.echo(json.dumps(b.manifest, indent=2))
-        return
+    # What is recorded is shown either way; a file that changed since export is exit 2, as validate and
+    # build refuse it, and its one error line comes last.
+    changed: BundleError | None = None
     try:
         b.verify()
         integrity = "[green]all files match their sha256[/]"
     except BundleError as exc:
-        integrity = f"[red]{exc.message}[/]"
+        changed, integrity = exc, f"[red]{exc.message}[/]"
+    if json_out:
+        typer.echo(json.dumps(b.manifest, indent=2))
+        if changed is not None:
+            raise changed
+        return
     print_summary(b.manifest)
     m = b.manifest
     from ..image_policy import PreprocessPolicy
@@ -143,6 +150,8 @@ def inspect(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],
     console().print(f"opset {m['onnx']['opset']}, batch {m['onnx']['batch']['min']}–{m['onnx']['batch']['max']}, "
                     f"clean-up {m['onnx']['cleanup']}; export parity "
                     f"{'passed' if parity.get('passed') else 'FAILED'} ({parity.get('runtime')}); {integrity}")
+    if changed is not None:
+        raise changed
 
 
 def methods():
