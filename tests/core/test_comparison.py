@@ -75,13 +75,54 @@ def test_rtol_is_relative_to_the_output_scale_in_every_stage():
     assert not c.passed and "rtol 0.0001·scale 100" in c.failures[0]
 
 
-def test_every_stage_uses_the_one_tolerance_model():
-    from tokcomp_edge.calibration.int8 import CalibrateConfig  # noqa: F401 - imports cleanly
-    from tokcomp_edge.export.config import ExportConfig
-    from tokcomp_edge.export.variants import VariantOptions
+@pytest.fixture(scope="module")
+def clip_bundle(tmp_path_factory):
+    from tokcomp_edge.export import ExportConfig, export_bundle
 
-    assert isinstance(ExportConfig(model="tiny-clip").tolerance, Tolerance)
-    assert ExportConfig(model="tiny-clip").tolerance == PARITY
-    opts = VariantOptions()
-    # A variant the export accepts passes `validate --variant fp16` on the same inputs: same numbers.
-    assert opts.fp16_tolerance == DEFAULTS["fp16"] and opts.nhwc_tolerance == NHWC
+    out = tmp_path_factory.mktemp("one_tolerance") / "b"
+    return export_bundle(ExportConfig(model="tiny-clip", out=out, batch_max=4, lint=False, quiet=True))
+
+
+# Far below any runtime difference (ORT vs PyTorch fp32 differ by ~1e-6): a stage judged by it must fail,
+# and its failure must quote it. Each stage below is called with it; none reads a config default.
+TIGHT = Tolerance(atol=1e-12, rtol=0.0)
+
+
+def test_every_stage_uses_the_one_tolerance_model(clip_bundle, tmp_path):
+    """Export parity, the fp16 variant check, the int8 check and validate each judge by the Tolerance they
+    are given: with their defaults the same run passes, with TIGHT each fails quoting its bound."""
+    import shutil
+
+    from tokcomp_edge.calibration.int8_check import check_int8
+    from tokcomp_edge.core.bundle import Bundle
+    from tokcomp_edge.core.tolerance import parse_override, resolve_tolerances
+    from tokcomp_edge.errors import ParityError
+    from tokcomp_edge.export import ExportConfig, export_bundle
+    from tokcomp_edge.export.variants import VariantOptions, ensure_variant
+    from tokcomp_edge.validation import ValidateConfig, validate
+
+    assert clip_bundle.parity.passed and clip_bundle.parity.tolerance["atol"] == PARITY.atol
+    quoted = "1e-12"
+    # export parity
+    with pytest.raises(ParityError, match=f"bound {quoted}"):
+        export_bundle(ExportConfig(model="tiny-clip", out=tmp_path / "tight", batch_max=4, lint=False, quiet=True,
+                                   tolerance=TIGHT))
+    dst = tmp_path / "b"
+    shutil.copytree(clip_bundle.path, dst)
+    bundle = Bundle.load(dst)
+    # the fp16 variant check
+    with pytest.raises(ParityError, match=f"atol {quoted}"):
+        ensure_variant(bundle, "fp16", options=VariantOptions(quiet=True, fp16_tolerance=TIGHT))
+    assert "fp16" not in Bundle.load(dst).variants()
+    # the int8 check (its judging; run on the fp32 file, as an int8 variant needs a calibration)
+    outputs, batches, ref = bundle.output_names, bundle.reference_batches(), bundle.reference()
+    ok = check_int8(dst / "model.onnx", bundle.manifest, ref, batches, resolve_tolerances("int8", outputs))
+    assert ok.passed, ok.failures
+    tight = (parse_override("atol", quoted), parse_override("rtol", "0"))
+    bad = check_int8(dst / "model.onnx", bundle.manifest, ref, batches, resolve_tolerances("int8", outputs, tight))
+    assert not bad.passed and quoted in bad.failures[0] and bad.metrics["tolerance"]["tokens"]["atol"] == 1e-12
+    # validate
+    fast = dict(target=dst, iterations=0, warmup=0, extra_inputs=0, quiet=True, batches=(1,), torch="off")
+    assert validate(ValidateConfig(**fast, out_dir=tmp_path / "r0")).passed
+    res = validate(ValidateConfig(**fast, out_dir=tmp_path / "r1", tolerance_overrides=tight))
+    assert not res.passed and any(quoted in f for f in res.failures), res.failures
