@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +12,6 @@ from tokcomp_edge.errors import BundleError
 from tokcomp_edge.export import ExportConfig, export_bundle
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +20,7 @@ def timm_bundles(tmp_path_factory):
     root = tmp_path_factory.mktemp("timm_blocks")
     sys.path.insert(0, str(HERE))
     try:
-        for name in ("healthy", "mid", "last"):
+        for name in ("healthy", "mid", "last", "constant_bias"):
             export_bundle(ExportConfig(model=f"py:timm_user_tower:{name}", compress="none", out=root / name,
                                        batch_max=2, quiet=True))
     finally:
@@ -30,9 +28,18 @@ def timm_bundles(tmp_path_factory):
     return root
 
 
+class _Ran:
+    def __init__(self, res):
+        self.returncode, self.stdout, self.stderr = res.exit_code, res.stdout, repr(res.exception or "")
+
+
 def _cli(folder: Path):
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), "debug", str(folder), "--variant", "fp16",
-                           "--json"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    """`tokcomp debug FOLDER --variant fp16 --json`, the app in-process (a child would re-import torch)."""
+    from typer.testing import CliRunner
+
+    from tokcomp_edge.cli.app import app
+
+    return _Ran(CliRunner().invoke(app, ["debug", str(folder), "--variant", "fp16", "--json"]))
 
 
 def test_timm_module_records_its_four_blocks_and_is_healthy(timm_bundles):
@@ -42,6 +49,31 @@ def test_timm_module_records_its_four_blocks_and_is_healthy(timm_bundles):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr
     d = json.loads(r.stdout)
     assert [b["index"] for b in d["blocks"]] == [0, 1, 2, 3] and d["culprit"] is None
+
+
+@pytest.mark.parametrize("name,depth", [("mid", 4), ("last", 3)])
+def test_planted_mlp_overflow_names_its_block(timm_bundles, name, depth):
+    """Block 2's MLP writes 3e5 on one token of the batch-1 image (timm_user_tower: calibration never sees
+    it, so the fp16 variant overflows): debug exits 1 and names block 2 — also when block 2 is the last
+    block, whose MLP an after-the-fact guess counted in no block."""
+    r = _cli(timm_bundles / name)
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr
+    d = json.loads(r.stdout)
+    assert [b["index"] for b in d["blocks"]] == list(range(depth))
+    assert d["culprit"]["index"] == 2 and d["culprit"]["name"] == "tower.user.vit.blocks.2", d["culprit"]
+    assert [b["breaks"] for b in d["blocks"][:2]] == [False, False]
+    assert d["blocks"][2]["first_nonfinite"] is not None
+
+
+def test_constant_bias_plant_is_kept_in_fp32_by_autocast(timm_bundles):
+    """The issue's literal plant (fc2 bias 3e5, on every token): AutoCast's data_max guard sees it on its
+    calibration batch and keeps those nodes in fp32, so the variant is right and debug says so (exit 0),
+    with no fp16-stored activation beyond fp16's range."""
+    from tokcomp_edge.debug import DebugConfig, debug
+
+    res = debug(DebugConfig(target=timm_bundles / "constant_bias", variant="fp16", write=False, quiet=True))
+    assert res.culprit is None and len(res.blocks) == 4
+    assert all(b.overflow_margin is not None and b.overflow_margin > 1 for b in res.blocks)
 
 
 def test_block_output_is_the_block_output_not_norm2(tower_bundles):
