@@ -69,6 +69,13 @@ def test_export_parity_lint_and_equals_reference(make_bundle, model, spec, prefi
     verdict = compare_outputs(want, off, PARITY, target)
     assert not verdict["merge_map"]["ok"] and "differ" in verdict["merge_map"]["error"]
     assert not compare_outputs(want, {**want, "sizes": want["sizes"] + 0.4}, PARITY, target)["sizes"]["ok"]
+    # Sizes that contradict the merge map in both runs (a compressor bug both runtimes share): every pair
+    # agrees, only the target judged alone (sizes == the map's patch counts) catches it.
+    both = {**want, "sizes": want["sizes"].copy()}
+    both["sizes"][0, p_out] += 1
+    both["sizes"][0, p_out + 1] -= 1
+    shared = compare_outputs(both, both, PARITY, target)["sizes"]
+    assert not shared["ok"] and "count_atol 0" in shared["error"], shared
 
 
 def test_fp16_variant_validate_and_build_plan(make_bundle, tmp_path):
@@ -94,6 +101,12 @@ def test_fp16_variant_validate_and_build_plan(make_bundle, tmp_path):
         assert "merge map, first golden image" in html and "merged into token" in html
         kinds = {c["output"]: c["kind"] for c in res.report["accuracy"]["checks"]}
         assert kinds == {"tokens": "tokens", "sizes": "tensor", "merge_map": "indices"}
+        # The ToMe verdicts judged every golden check (without them it passed too): each size equals its
+        # row's patches in the merge map, and rows with the same patches were compared.
+        for c in res.report["accuracy"]["checks"]:
+            if c["output"] == "sizes":
+                assert c["metrics"]["target"]["sizes_vs_merge_map_max_err"] == 0.0, c
+                assert c["metrics"]["compared_rows"] > 0 and c["metrics"]["bound"] == 0.0, c
     golden = [c for c in res.report["accuracy"]["checks"] if c["source"] == "golden" and c["output"] == "merge_map"]
     assert golden and golden[0]["metrics"]["jaccard_mean"] >= 0.9
     plan = make_plan(Bundle.load(dst), load_profile("fp16"), BuildTarget(gpu=GpuInfo("Orin", (8, 7)),
