@@ -3,6 +3,7 @@ cached; failures register nothing."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -176,13 +177,13 @@ def test_nhwc_check_catches_a_wrong_normalisation(bundle_copy, monkeypatch):
 
     real = variants_module.wrap_nhwc
     monkeypatch.setattr(variants_module, "wrap_nhwc", lambda m, mean, std: real(m, mean=std, std=mean))
-    with pytest.raises(ParityError, match="nhwc variant differs from model.onnx"):
+    with pytest.raises(ParityError, match="nhwc variant differs from the fp32 variant"):
         ensure_variant(bundle, "nhwc", options=QUIET)
     assert "nhwc" not in bundle.variants() and not (bundle.path / "model.nhwc.onnx").exists()
     assert leftovers(bundle) == []
 
 
-def test_fp16_nhwc_makes_its_base_and_follows_it(bundle_copy):
+def test_fp16_nhwc_makes_its_base_and_follows_it(bundle_copy, monkeypatch):
     bundle = bundle_copy()
     path = ensure_variant(bundle, "fp16-nhwc", options=QUIET)
     assert set(bundle.variants()) == {"fp32", "fp16", "fp16-nhwc"}
@@ -190,14 +191,40 @@ def test_fp16_nhwc_makes_its_base_and_follows_it(bundle_copy):
     assert entry["precision"] == "fp16" and entry["base"]["variant"] == "fp16"
     assert entry["base"]["sha256"] == bundle.manifest["files"]["model.fp16.onnx"]["sha256"]
     first = path.read_bytes()
-    # Remaking fp16 (AutoCast is deterministic, so change its options) makes the wrapper stale.
+    # Remaking fp16 (AutoCast is deterministic, so change its options) re-derives the wrapper in the same
+    # step: one manifest write registers both (issue 16 §4), so no moment holds a stale fp16-nhwc.
+    saves = []
+    real_save = Bundle.save_manifest
+    monkeypatch.setattr(Bundle, "save_manifest", lambda self: (saves.append(1), real_save(self))[1])
     ensure_variant(bundle, "fp16", force=True,
                    options=VariantOptions(quiet=True, fp16=Fp16Options(fp32_op_types=("Softmax",))))
-    assert ensure_variant(bundle, "fp16-nhwc", options=QUIET).read_bytes() != first
+    assert len(saves) == 1
+    nhwc = bundle.variants()["fp16-nhwc"]
+    assert (bundle.path / nhwc["file"]).read_bytes() != first
+    assert nhwc["base"]["file"] == bundle.variants()["fp16"]["file"]
+    assert ensure_variant(bundle, "fp16-nhwc", options=QUIET) == bundle.path / nhwc["file"]  # current: reused
     # The remade fp16 sits under a new name (the old file is removed only once the manifest points past it).
     fp16_file = bundle.variants()["fp16"]["file"]
     assert fp16_file != "model.fp16.onnx" and not (bundle.path / "model.fp16.onnx").exists()
     assert bundle.variants()["fp16-nhwc"]["base"]["sha256"] == bundle.manifest["files"][fp16_file]["sha256"]
+
+
+def test_fp16_refresh_whose_nhwc_fails_changes_nothing(bundle_copy, monkeypatch):
+    """fp16 and the fp16-nhwc wrapping it are one unit: when the re-derived wrapper fails its check, the new
+    fp16 is not registered either; the bundle verifies as before and no temp file is left."""
+    import tokcomp_edge.export.variants as V
+    from tokcomp_edge.core.comparison import CheckResult
+
+    bundle = bundle_copy()
+    ensure_variant(bundle, "fp16-nhwc", options=QUIET)
+    before = json.loads((bundle.path / "manifest.json").read_text())
+    monkeypatch.setattr(V, "check_nhwc", lambda *a, **k: CheckResult(False, {}, ["planted nhwc failure"]))
+    with pytest.raises(ParityError, match="planted nhwc failure"):
+        ensure_variant(bundle, "fp16", force=True,
+                       options=VariantOptions(quiet=True, fp16=Fp16Options(fp32_op_types=("Softmax",))))
+    assert json.loads((bundle.path / "manifest.json").read_text()) == before
+    Bundle.load(bundle.path)  # verifies
+    assert leftovers(bundle) == []
 
 
 # --- create_variants and int8 ------------------------------------------------------------------------

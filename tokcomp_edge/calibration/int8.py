@@ -6,9 +6,10 @@
 
 Steps: load the bundle (sha256-verified) → preprocess the calibration images exactly as the manifest
 says (calibration/images.py) → ModelOpt INT8 quantization of the fp32 model.onnx on CPU (qdq.py) →
-the int8 check against the golden reference (int8_check.py) → `Bundle.add_variant("int8", …)`.
+the int8 check against the golden reference (int8_check.py) → `Bundle.add_variants` (int8 with its int8-nhwc).
 A failure at any step raises and leaves the bundle byte-identical: ModelOpt works in a temp folder
-inside the bundle, removed on every exit, and the manifest is only rewritten by add_variant.
+inside the bundle, removed on every exit, and the manifest is only rewritten by add_variants (the int8
+variant and the int8-nhwc wrapping it in one write).
 
 Calibration images must look like what the encoder will see: the activation ranges (and so every
 int8 scale) are measured on them. Without `images`, `synthetic=True` must be asked for explicitly —
@@ -181,6 +182,7 @@ def calibrate(cfg: CalibrateConfig) -> CalibrationResult:
     from ..core.bundle import Bundle, sha256_file
     from ..core.tolerance import resolve_tolerances
     from ..export.fp16 import modelopt_version
+    from ..export.variants import VariantOptions, register_with_wrappers
     from .int8_check import check_int8
     from .qdq import quantize_int8
 
@@ -233,10 +235,12 @@ def calibrate(cfg: CalibrateConfig) -> CalibrationResult:
                        "method": cfg.method, "batch": batch,
                        **({"seed": cfg.seed} if cfg.images is None else {"preprocess": pre.describe()})}
         meta = _meta(qdq_path, src, facts, calibration, check, modelopt_version(), cfg.method, sha256_file(src))
-        path = bundle.add_variant(VARIANT, qdq_path, meta)
+        # The variants wrapping the previous int8 model (int8-nhwc) are re-derived from the new one and
+        # registered with it in one manifest write (a stale wrapper would be picked up by `build` as it is).
+        refreshed = [k for k, v in bundle.variants().items() if (v.get("base") or {}).get("variant") == VARIANT]
+        path = register_with_wrappers(bundle, VARIANT, qdq_path, meta, VariantOptions(quiet=q), times)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    refreshed = _refresh_dependants(bundle, times, q)
     return CalibrationResult(path=path, calibration=calibration, quantization=facts, check=check,
                              refreshed=refreshed, times=times)
 
@@ -259,20 +263,3 @@ def _meta(path: Path, src: Path, facts: dict[str, Any], calibration: dict[str, A
     }
 
 
-def _refresh_dependants(bundle, times: StageTimes, quiet: bool) -> list[str]:
-    """Remake variants that wrap the int8 model (int8-nhwc) when recalibration changed it.
-
-    They record the sha256 of the model they wrap; after a recalibration that no longer matches, and
-    a stale wrapper left in the manifest would be picked up by `build` as it is.
-    """
-    from ..export.variants import VariantOptions, ensure_variant
-
-    current = bundle.manifest["files"][bundle.variants()[VARIANT]["file"]]["sha256"]
-    stale = [k for k, v in bundle.variants().items()
-             if v.get("base", {}).get("variant") == VARIANT and v["base"].get("sha256") != current]
-    for key in stale:
-        ensure_variant(bundle, key, options=VariantOptions(quiet=quiet), times=times)
-    return stale
-
-
-__all__ = ["CalibrateConfig", "CalibrationResult", "calibrate"]

@@ -25,7 +25,7 @@ app = typer.Typer(
 )
 
 # Order is the order of `tokcomp --help`.
-COMMAND_MODULES = ["export_cmds", "validate_cmds", "build_cmds", "calibrate_cmds", "debug_cmds", "preprocess_cmds",
+COMMAND_MODULES = ["export_cmds", "variant_cmds", "validate_cmds", "build_cmds", "calibrate_cmds", "debug_cmds", "preprocess_cmds",
                    "lint_cmds"]
 
 for _name in COMMAND_MODULES:

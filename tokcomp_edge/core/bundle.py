@@ -195,7 +195,7 @@ class Bundle:
         if key not in v:
             how = (f"int8 needs a calibrated Q/DQ graph: run `tokcomp calibrate {self.path} --images DIR` on "
                    "representative images (it adds the int8 variant)" if key.startswith("int8")
-                   else f"create it with `tokcomp export … --variants {key}` or `tokcomp build`")
+                   else f"add it with `tokcomp variant {self.path} {key}`")
             raise BundleError(f"bundle {self.path} has no {key!r} variant (it has: {', '.join(v)})", how)
         return v[key]
 
@@ -214,31 +214,47 @@ class Bundle:
 
     # -- amending ------------------------------------------------------------------------------------
     def add_variant(self, key: str, src: Path, meta: dict[str, Any]) -> Path:
-        """Move a finished ONNX file into the bundle as variant `key` and record it (with checksum).
+        """Move a finished ONNX file into the bundle as variant `key` and record it (see add_variants)."""
+        return self.add_variants([(key, src, meta)])[key]
 
-        `src` must already be complete and checked; create it inside the bundle folder under a temp name
-        (same filesystem). The steps keep the bundle verifiable at every point of an interrupt: the new file
-        is renamed in under a name no recorded file uses (`model.<key>.onnx`, or `model.<key>.<sha8>.onnx`
-        when a previous `<key>` variant holds that name), then the manifest is rewritten atomically to point
-        at it, and only then is the previous file removed. `meta` describes the variant.
+    def add_variants(self, items: list[tuple[str, Path, dict[str, Any]]]) -> dict[str, Path]:
+        """Move finished ONNX files into the bundle as variants and record them in ONE manifest write.
+
+        Each `src` must already be complete and checked; create it inside the bundle folder under a temp
+        name (same filesystem). The steps keep the bundle verifiable at every point of an interrupt: each
+        new file is renamed in under a name no recorded file uses (`model.<key>.onnx`, or
+        `model.<key>.<sha8>.onnx` when a previous `<key>` variant holds that name), then the manifest is
+        rewritten atomically to point at all of them, and only then are the previous files removed. So a
+        variant and the ones derived from it (fp16 and the fp16-nhwc wrapping it) change together or not
+        at all. A `meta["base"]` naming a variant of the same call gets that variant's final file name.
         """
-        entry_new = file_entry(Path(src))
-        old = self.variants().get(key, {}).get("file")
-        filename = f"model.{key}.onnx"
-        if (self.path / filename).exists() or filename in self.manifest.get("files", {}):
-            filename = f"model.{key}.{entry_new['sha256'][:8]}.onnx"
-        dest = self.path / filename
-        Path(src).replace(dest)
-        entry = dict(meta)
-        entry["file"] = filename
-        self.manifest.setdefault("variants", {})[key] = entry
-        self.manifest["files"][filename] = entry_new
-        if old and old != filename:
-            self.manifest["files"].pop(old, None)
+        placed: dict[str, tuple[str, dict[str, Any]]] = {}
+        for key, src, _ in items:
+            entry_new = file_entry(Path(src))
+            filename = f"model.{key}.onnx"
+            taken = {f for f, _ in placed.values()}
+            if (self.path / filename).exists() or filename in self.manifest.get("files", {}) or filename in taken:
+                filename = f"model.{key}.{entry_new['sha256'][:8]}.onnx"
+            Path(src).replace(self.path / filename)
+            placed[key] = (filename, entry_new)
+        stale = []
+        for key, _, meta in items:
+            filename, entry_new = placed[key]
+            old = self.variants().get(key, {}).get("file")
+            entry = dict(meta)
+            base = entry.get("base")
+            if isinstance(base, dict) and base.get("variant") in placed:
+                entry["base"] = {**base, "file": placed[base["variant"]][0]}
+            entry["file"] = filename
+            self.manifest.setdefault("variants", {})[key] = entry
+            self.manifest["files"][filename] = entry_new
+            if old and old != filename:
+                self.manifest["files"].pop(old, None)
+                stale.append(old)
         self.save_manifest()
-        if old and old != filename:
+        for old in stale:
             (self.path / old).unlink(missing_ok=True)
-        return dest
+        return {key: self.path / placed[key][0] for key, _, _ in items}
 
     def save_manifest(self) -> None:
         write_text_atomic(self.path / MANIFEST, dump_manifest(self.manifest))

@@ -61,7 +61,6 @@ def fix_fp16(bundle: Bundle, cfg: DebugConfig, first: Analysis, fp32_model, inpu
     from ..export.fp16 import Fp16Options, convert_fp16
     from ..export.variants import (
         VariantOptions,
-        ensure_variant,
         register_fp16,
         save_variant_model,
         staged_variant_file,
@@ -97,13 +96,10 @@ def fix_fp16(bundle: Bundle, cfg: DebugConfig, first: Analysis, fp32_model, inpu
                        "blocks": [b.name for b in first.blocks if b.breaks], "rounds": rnd,
                        "inputs": inputs_label, "made_by": "tokcomp debug --fix"
                        + (" --fix-norms" if cfg.fix_norms else "")}
+            # register_fp16 re-derives the wrappers of the old fp16 (fp16-nhwc) in the same manifest write.
+            refreshed = [k for k, v in bundle.variants().items() if (v.get("base") or {}).get("variant") == "fp16"]
             path = register_fp16(bundle, tmp, VariantOptions(fp16=options, quiet=cfg.quiet), facts, times,
                                  extra={"fp32_islands": islands})
-        refreshed = []
-        if "fp16-nhwc" in bundle.variants():  # it wraps the old fp16 file: remake it around the new one
-            ensure_variant(bundle, "fp16-nhwc", force=True, options=VariantOptions(fp16=options, quiet=cfg.quiet),
-                           times=times)
-            refreshed.append("fp16-nhwc")
         return {"registered": path.name, "islands": islands, "refreshed": refreshed,
                 "check": bundle.variants()["fp16"]["check"]}, analysis
     culprit = analysis.culprit or {}

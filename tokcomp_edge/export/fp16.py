@@ -99,7 +99,7 @@ def convert_fp16(src: Path, calibration: np.ndarray, options: Fp16Options):
 
     # A Jetson core install has no ModelOpt: `build --profile fp16` on a bundle without the variant lands here.
     require_extra("export", "making the fp16 variant", ("modelopt", "onnxruntime"),
-                  instead="make it on the workstation (`tokcomp export … --variants fp16`) and copy the bundle over")
+                  instead="make it on the workstation (`tokcomp variant BUNDLE fp16`) and copy the bundle over")
     # Import first, then quieten: AutoCast configures its logger (INFO) when its modules are imported.
     from modelopt.onnx.autocast import convert_to_mixed_precision
 

@@ -8,7 +8,7 @@
     int8        int8       float NCHW                    calibration (Q/DQ ONNX), not made here
     int8-nhwc   int8       uint8 NHWC frames             the nhwc wrapper around int8
 
-Every variant passes its check on ONNX Runtime CPU (variant_check.py) before `Bundle.add_variant`
+Every variant passes its check on ONNX Runtime CPU (variant_check.py) before `Bundle.add_variants`
 records it with its checksum; a failing variant raises ParityError and leaves the bundle as it was.
 A cached nhwc variant is reused only while the model it wraps is unchanged (sha256 recorded).
 """
@@ -213,11 +213,38 @@ def register_fp16(bundle: Bundle, tmp: Path, options: VariantOptions, facts: dic
         "check": result.to_dict(),
         **(extra or {}),
     }
-    return bundle.add_variant("fp16", tmp, meta)
+    return register_with_wrappers(bundle, "fp16", tmp, meta, options, times)
+
+
+def register_with_wrappers(bundle: Bundle, key: str, tmp: Path, meta: dict[str, Any],
+                           options: VariantOptions | None = None, times: StageTimes | None = None) -> Path:
+    """Register the checked variant file `tmp` as `key`, with the nhwc variants that wrap `key` re-derived
+    from it, in one manifest write: fp16 and fp16-nhwc (int8 and int8-nhwc) change together or not at all.
+
+    Raises:
+        ParityError: a re-derived wrapper failed its check; nothing was registered.
+    """
+    options = options or VariantOptions()
+    wrappers = [k for k, v in bundle.variants().items() if (v.get("base") or {}).get("variant") == key]
+    with contextlib.ExitStack() as stack:
+        items = [(key, tmp, meta)]
+        for wkey in wrappers:
+            staged = stack.enter_context(staged_variant_file(bundle, wkey))
+            items.append((wkey, staged, _stage_nhwc(bundle, wkey, key, tmp, staged, options, times)))
+        return bundle.add_variants(items)[key]
 
 
 def _make_nhwc(bundle: Bundle, key: str, base_key: str, base: Path, options: VariantOptions,
                times: StageTimes | None) -> Path:
+    with staged_variant_file(bundle, key) as tmp:
+        meta = _stage_nhwc(bundle, key, base_key, base, tmp, options, times)
+        return bundle.add_variant(key, tmp, meta)
+
+
+def _stage_nhwc(bundle: Bundle, key: str, base_key: str, base: Path, tmp: Path, options: VariantOptions,
+                times: StageTimes | None) -> dict[str, Any]:
+    """Wrap `base` (the file of variant `base_key`) for uint8 NHWC input into `tmp`, check it against `base`
+    on the same frames, and return its manifest entry. Raises ParityError (nothing registered)."""
     import onnx
 
     enc = bundle.encoder
@@ -227,28 +254,26 @@ def _make_nhwc(bundle: Bundle, key: str, base_key: str, base: Path, options: Var
     q = options.quiet
     with stage(f"{key} variant: uint8 NHWC input, normalised in the graph", times, q):
         model = wrap_nhwc(onnx.load(str(base)), mean=mean, std=std)
-    with staged_variant_file(bundle, key) as tmp:
-        save_variant_model(model, tmp, key)
-        del model
-        with stage(f"{key} check: ONNX Runtime CPU vs {base.name} on the same frames", times, q):
-            result = check_nhwc(tmp, base, mean=mean, std=std, image_size=image_size, batches=batches,
-                                seed=options.image_seed, tol=options.nhwc_tolerance,
-                                layout=OutputLayout.from_manifest(bundle.manifest))
-        if not result:
-            raise ParityError(f"{key} variant differs from {base.name} on the same frames: {result.failure_text()}",
-                              "nothing was registered; check the bundle's encoder mean/std and image size")
-        precision = parse_variant_key(key)[0]
-        meta = {
-            "precision": precision, "input_layout": "nhwc-uint8",
-            **variant_io(tmp),
-            "source": f"tokcomp-edge {__version__} nhwc wrapper around {base_key}",
-            "preprocess": {"input": "uint8 RGB [B,H,W,3]", "ops": "Cast → Transpose → (x/255 − mean)/std",
-                           "mean": list(mean), "std": list(std)},
-            "base": {"variant": base_key, "file": base.name, "sha256": sha256_file(base)},
-            "lint": lint_counts(tmp),
-            "check": result.to_dict(),
-        }
-        return bundle.add_variant(key, tmp, meta)
+    save_variant_model(model, tmp, key)
+    del model
+    with stage(f"{key} check: ONNX Runtime CPU vs {base_key} on the same frames", times, q):
+        result = check_nhwc(tmp, base, mean=mean, std=std, image_size=image_size, batches=batches,
+                            seed=options.image_seed, tol=options.nhwc_tolerance,
+                            layout=OutputLayout.from_manifest(bundle.manifest))
+    if not result:
+        raise ParityError(f"{key} variant differs from the {base_key} variant on the same frames: {result.failure_text()}",
+                          "nothing was registered; check the bundle's encoder mean/std and image size")
+    precision = parse_variant_key(key)[0]
+    return {
+        "precision": precision, "input_layout": "nhwc-uint8",
+        **variant_io(tmp),
+        "source": f"tokcomp-edge {__version__} nhwc wrapper around {base_key}",
+        "preprocess": {"input": "uint8 RGB [B,H,W,3]", "ops": "Cast → Transpose → (x/255 − mean)/std",
+                       "mean": list(mean), "std": list(std)},
+        "base": {"variant": base_key, "file": base.name, "sha256": sha256_file(base)},
+        "lint": lint_counts(tmp),
+        "check": result.to_dict(),
+    }
 
 
 @contextlib.contextmanager
