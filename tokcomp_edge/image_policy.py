@@ -22,9 +22,8 @@ calibration/images.py `frame`).
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +174,8 @@ def _three(values) -> tuple[float, float, float]:
 
 
 def policy_for(family: str, image_size: tuple[int, int], mean, std,
-               processor_config: dict[str, Any] | None = None, *, timm_name: str | None = None) -> PreprocessPolicy:
+               processor_config: dict[str, Any] | None = None, *, timm_name: str | None = None,
+               config_file: str = "preprocessor_config.json") -> PreprocessPolicy:
     """Derive the policy of an encoder.
 
     Args:
@@ -185,6 +185,7 @@ def policy_for(family: str, image_size: tuple[int, int], mean, std,
         processor_config: an hf: folder's preprocessor_config.json; its size, resample, crop and rescale
             factor override the family's defaults (scaled when the export size differs from its size).
         timm_name: for family `timm`, the timm model name (its pretrained cfg gives crop_pct/interpolation).
+        config_file: the file `processor_config` came from, as the policy's source names it.
     Returns:
         The policy; the legacy one, saying why, for families without a known processor (py: modules).
     Raises:
@@ -197,7 +198,7 @@ def policy_for(family: str, image_size: tuple[int, int], mean, std,
     if processor_config is not None and family in TILE_FAMILIES:
         processor_config = {k: processor_config[k] for k in _TILE_KEYS if k in processor_config}
     if processor_config is not None and rule is not None:
-        return _from_processor_config(rule, base, processor_config)
+        return _from_processor_config(rule, base, processor_config, config_file)
     if rule is not None:
         return _from_rule(rule, base, f"{family} family default ({rule.processor})")
     if family == "timm" and timm_name:
@@ -255,7 +256,8 @@ def _hf_size(value: Any, square_default: bool, field: str) -> tuple[str, Any]:
                      "use {\"shortest_edge\": N} or {\"height\": H, \"width\": W}")
 
 
-def _from_processor_config(rule: FamilyRule, base: dict[str, Any], pc: dict[str, Any]) -> PreprocessPolicy:
+def _from_processor_config(rule: FamilyRule, base: dict[str, Any], pc: dict[str, Any],
+                           config_file: str = "preprocessor_config.json") -> PreprocessPolicy:
     h, w = base["image_size"]
     resize, resize_size = rule.resize, None
     if pc.get("size") is not None:
@@ -273,7 +275,7 @@ def _from_processor_config(rule: FamilyRule, base: dict[str, Any], pc: dict[str,
             raise InputError(f"preprocessor_config.json crop_size {pc.get('crop_size')!r} has no height/width",
                              "fix preprocessor_config.json")
     rescale = float(pc.get("rescale_factor", RESCALE)) if pc.get("do_rescale", True) else 1.0
-    source = "preprocessor_config.json"
+    source = config_file
     if resize_size is None:  # no size field: the family default at the export size
         resize_size = _from_rule(rule, base, "").resize_size
     out = crop if crop else (resize_size if resize == "square" else None)
@@ -295,21 +297,33 @@ def _from_processor_config(rule: FamilyRule, base: dict[str, Any], pc: dict[str,
 
 
 def policy_for_spec(spec, vlm_type: str | None = None) -> PreprocessPolicy:
-    """The policy of an EncoderSpec: its hf: folder's preprocessor_config.json, else its family's rule.
+    """The policy of an EncoderSpec: its hf: folder's image-processor settings (processor_config.json's
+    `image_processor` entry, else preprocessor_config.json, as transformers reads them), else its family's rule.
 
     Args:
         spec: the (tower's) EncoderSpec.
         vlm_type: the VLM's model_type when the tower is part of one; a VLM_RULES type frames with its own
             processor's rule instead of the tower family's.
+    Returns:
+        The policy; its `source` names the file, or says that the family default was used for an hf:
+        folder that records no image processor (its mean/std are then the family's too).
     """
-    config = None
+    from .encoders.hf_config import read_image_processor_config
+
+    config, config_file = None, ""
+    folder = None
     if spec.source == "hf-local" and spec.name.startswith("hf:"):
-        path = Path(spec.name[3:]).expanduser() / "preprocessor_config.json"
-        if path.is_file():
-            try:
-                config = json.loads(path.read_text())
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise InputError(f"{path} cannot be read as JSON ({exc})", "fix or replace the file") from exc
+        folder = Path(spec.name[3:]).expanduser()
+        config, config_file = read_image_processor_config(folder)
     timm_name = spec.name[5:] if spec.name.startswith("timm:") else None
     family = vlm_type if vlm_type in VLM_RULES else spec.family
-    return policy_for(family, spec.image_size, spec.mean, spec.std, config, timm_name=timm_name)
+    policy = policy_for(family, spec.image_size, spec.mean, spec.std, config, timm_name=timm_name,
+                        config_file=config_file or "preprocessor_config.json")
+    if folder is not None and config is None:
+        # Said out loud: a checkpoint trained with other mean/std would get wrong pixels (and an nhwc
+        # variant bakes these values into its graph).
+        policy = replace(policy, source=f"family default: {folder} has no processor_config.json "
+                                        f"image_processor entry and no preprocessor_config.json, so mean/std, "
+                                        f"size and resampling are the {vlm_type or spec.family} family's "
+                                        f"({policy.source})")
+    return policy

@@ -79,6 +79,10 @@ def print_summary(manifest: dict, parity=None) -> None:
                          f"select {vlm['select']}, projector {'included' if vlm['projector'] else 'excluded'}")
         t.add_row("tokens", f"{vlm['arithmetic']}  (the VLM itself: {vlm['native_tokens_per_tile']} per tile)")
         t.add_row("preprocess", manifest["preprocess"].get("policy_source", ""))
+        tile, batch = vlm.get("tile", {}), manifest["onnx"]["batch"]
+        if "tiles_per_request" in tile:
+            t.add_row("batch", f"{batch['min']}–{batch['max']}; one image request: up to {tile['tiles_per_request']} "
+                               f"tile(s) ({tile['tiles_rule']})")
         llm = vlm["llm"]
         t.add_row("llm", f"{llm['model_type']}: d {llm['hidden']}, {llm['layers']} layers, {llm['heads']} heads "
                          f"({llm['kv_heads']} kv), mlp {llm['mlp']}{' gated' if llm['gated'] else ''}")

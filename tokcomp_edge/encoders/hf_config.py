@@ -145,6 +145,38 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def supported_model_types() -> str:
+    """The hint for an unsupported hf: folder: the VLM families (whole checkpoints) and the tower types."""
+    from ..vlm.families import FAMILIES  # imported here: the vlm package imports this module
+
+    towers = sorted(set(MODEL_TYPE_FAMILY) | set(FULL_MODEL_VISION))
+    return (f"supported model_type values: VLMs {', '.join(FAMILIES)}; vision towers {', '.join(towers)} "
+            "(docs/vlm.md, 'Next families', lists what is planned); or wrap it as py:module:factory")
+
+
+def read_image_processor_config(folder: Path) -> tuple[dict[str, Any] | None, str]:
+    """A folder's image-processor settings, found where transformers' own loader looks for them.
+
+    transformers 5's `ProcessorMixin.save_pretrained` writes the image processor nested in
+    processor_config.json (key `image_processor`) and no preprocessor_config.json; an image processor saved
+    alone writes preprocessor_config.json. `ImageProcessingMixin.get_image_processor_dict`
+    (transformers/image_processing_base.py) reads the nested entry first, then preprocessor_config.json: so
+    does this.
+
+    Returns:
+        (settings, file they came from), or (None, "") when the folder records neither.
+    """
+    nested = folder / "processor_config.json"
+    if nested.is_file():
+        entry = read_json(nested).get("image_processor")
+        if isinstance(entry, dict):
+            return entry, "processor_config.json (image_processor)"
+    flat = folder / "preprocessor_config.json"
+    if flat.is_file():
+        return read_json(flat), "preprocessor_config.json"
+    return None, ""
+
+
 def read_local_checkpoint(folder: Path) -> LocalCheckpoint:
     """Parse an HF checkpoint folder (config.json, optional preprocessor_config.json and weights).
 
@@ -168,22 +200,20 @@ def read_local_checkpoint(folder: Path) -> LocalCheckpoint:
     else:
         hf = dict(cfg)
     if model_type not in MODEL_TYPE_FAMILY:
-        known = sorted(set(MODEL_TYPE_FAMILY) | set(FULL_MODEL_VISION))
         raise InputError(f"{cfg_path} has model_type {cfg.get('model_type')!r}, which tokcomp does not adapt",
-                         f"supported model_type values: {', '.join(known)}; or wrap it as py:module:factory")
+                         supported_model_types())
     hf = {k: v for k, v in hf.items() if k not in META_KEYS and k != "model_type"}
     hf = with_hf_defaults(model_type, hf, str(cfg_path))
     if model_type == "siglip_vision_model":
         hf["vision_use_head"] = False
     family = MODEL_TYPE_FAMILY[model_type]
     mean, std = FAMILY_MEAN_STD[family]
-    pre_path = folder / "preprocessor_config.json"
-    if pre_path.is_file():
-        pre = read_json(pre_path)
+    pre, pre_file = read_image_processor_config(folder)
+    if pre is not None:
         mean = tuple(pre.get("image_mean", mean))
         std = tuple(pre.get("image_std", std))
         if len(mean) != 3 or len(std) != 3:
-            raise InputError(f"{pre_path} image_mean/image_std {mean}/{std} are not 3 values each",
-                             "fix preprocessor_config.json (RGB mean and std on the 0-1 scale)")
+            raise InputError(f"{folder / pre_file.split()[0]} image_mean/image_std {mean}/{std} are not 3 values "
+                             "each", f"fix {pre_file} (RGB mean and std on the 0-1 scale)")
     weights = next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
     return LocalCheckpoint(model_type=model_type, hf=hf, mean=mean, std=std, weights=weights, full_model=full)

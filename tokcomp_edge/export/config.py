@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from ..core.tolerance import PARITY, Tolerance
 DEFAULT_OPSET = 20
 OPSET_RANGE = (17, 23)
 DEFAULT_EXPORT_ROOT = Path("export")
+DEFAULT_BATCH_MAX = 8
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,8 @@ class ExportConfig:
         layer: hidden layer to read (-1 last, -2 penultimate …); None = -1 for a tower, the VLM's own
             vision_feature_layer for a VLM (any other value is refused there).
         prefix: keep | drop prefix tokens; None → the family default.
-        batch_min, batch_max: bounds of the dynamic batch axis.
+        batch_min, batch_max: bounds of the dynamic batch axis; batch_max None → the VLM's tiles per
+            request when its processor cuts more than one tile per image (vlm/tiles.py), else 8.
         opset: ONNX opset (17–23).
         force: replace an existing bundle (only after the new one passed its checks).
         cleanup: run onnxslim on the exported graph (checked not to change outputs).
@@ -50,7 +52,7 @@ class ExportConfig:
     layer: int | None = None
     prefix: str | None = None
     batch_min: int = 1
-    batch_max: int = 8
+    batch_max: int | None = None
     opset: int = DEFAULT_OPSET
     force: bool = False
     cleanup: bool = True
@@ -60,6 +62,24 @@ class ExportConfig:
     quiet: bool = False
     projector: bool = True
     video: bool = False
+
+
+def with_batch_default(cfg: ExportConfig) -> ExportConfig:
+    """`cfg` with batch_max resolved: the user's value wins; a tiled VLM gets its tiles per request (one
+    image's worth of rows), everything else DEFAULT_BATCH_MAX (the export summary shows the batch and the
+    tiles per request beside it; the manifest records both)."""
+    if cfg.batch_max is not None:
+        return cfg
+    from ..vlm import is_vlm
+
+    if is_vlm(cfg.model) and not cfg.video:  # video rows are frames: the processor's tiling says nothing
+        from ..vlm import resolve_vlm
+        from ..vlm.tiles import tiles_per_request
+
+        tiles = tiles_per_request(resolve_vlm(cfg.model))
+        if tiles.count > 1:
+            return replace(cfg, batch_max=tiles.count)
+    return replace(cfg, batch_max=DEFAULT_BATCH_MAX)
 
 
 def model_slug(model: str) -> str:

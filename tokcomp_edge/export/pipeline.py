@@ -17,7 +17,7 @@ from ..compression.spec import CompressionSpec, parse_spec
 from ..console import StageTimes, console, stage
 from ..core.bundle import MANIFEST, REFERENCE, dump_manifest, file_entry, save_reference
 from ..errors import ExportFailed, InputError, OutputError, ParityError
-from .config import OPSET_RANGE, ExportConfig, ExportResult, default_out
+from .config import OPSET_RANGE, ExportConfig, ExportResult, default_out, with_batch_default
 from .block_taps import tapped
 from .rebuild import portable_model_id, portable_weights
 from .manifest import build_manifest, io_entries
@@ -157,6 +157,7 @@ def export_bundle(cfg: ExportConfig) -> ExportResult:
     from ..encoders import EncoderConfig, build_encoder
 
     times = StageTimes()
+    cfg = with_batch_default(cfg)  # --batch-max unset: a tiled VLM's tiles per request, else 8
     checked = validate_config(cfg)
     enc_spec, plan, out, vplan = checked.enc, checked.plan, checked.out, checked.vlm
     names = output_names(plan.extra_outputs)

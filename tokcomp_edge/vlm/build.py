@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..encoders.spec import WeightsOrigin
 from ..errors import InputError, WeightsError
-from ..encoders.hf_config import read_json
+from ..encoders.hf_config import read_image_processor_config, read_json
 from .checkpoint import ReadLog, WeightSource, find_weights, folder_model_type, read_tensors, weight_source
 from .families import FAMILIES
 from .presets import VLM_PRESETS
@@ -44,9 +44,8 @@ def resolve_vlm(model: str) -> VlmSpec:
     folder = Path(model[3:]).expanduser()
     cfg_path = folder / "config.json"
     cfg = read_json(cfg_path)
-    pre_path = folder / "preprocessor_config.json"
-    pre = read_json(pre_path) if pre_path.is_file() else None
-    return vlm_spec(model, cfg["model_type"], cfg, pre, "hf-local", str(cfg_path))
+    pre, pre_file = read_image_processor_config(folder)
+    return vlm_spec(model, cfg["model_type"], cfg, pre, "hf-local", str(cfg_path), pre_file)
 
 
 @dataclass
@@ -179,6 +178,7 @@ def _load_checkpoint(spec: VlmSpec, src: WeightSource, tower, projector, log: Re
     digest = tensor_digest(tensors)
     vision = {mapping[k][1]: v for k, v in tensors.items() if mapping[k][0] == "vision"}
     proj = {mapping[k][1]: v for k, v in tensors.items() if mapping[k][0] == "projector"}
+    _check_position_table(spec, src, tower, vision)
     vision = tower.adapt_state_dict(vision)
     target = tower.core.state_dict()
     # Non-persistent buffers that older checkpoints stored (position_ids) are ignored, as from_pretrained does.
@@ -186,6 +186,31 @@ def _load_checkpoint(spec: VlmSpec, src: WeightSource, tower, projector, log: Re
     strict_load(tower.core, vision, src.path, f"{spec.name} vision tower")
     strict_load(projector, proj, src.path, f"{spec.name} {spec.family.projector_class}")
     return digest
+
+
+def _check_position_table(spec: VlmSpec, src: WeightSource, tower, vision: dict[str, Any]) -> None:
+    """A VLM's tile size is its config's: a position table for another grid is refused, not resampled.
+
+    A bare tower's adapt_state_dict resamples the table bicubically (what --image-size asks for); a VLM's
+    projector and transform were trained at one tile, --image-size is refused for it, and a table of another
+    size means config.json and the weights belong to different checkpoints.
+    """
+    from ..encoders.hf_towers import POS_EMBED
+
+    key, prefix, _ = POS_EMBED[tower.model_type]
+    target = tower.core.state_dict().get(key)
+    stored = next((n for n in (key, f"vision_model.{key}") if n in vision), None)
+    if target is None or stored is None or tuple(vision[stored].shape) == tuple(target.shape):
+        return
+    got, want = tuple(vision[stored].shape), tuple(target.shape)
+    side = round(max(got[-2] - prefix, 0) ** 0.5)
+    patch, (h, w) = spec.tower.patch_size, spec.tower.grid
+    raise WeightsError(
+        f"{src.path}: the vision tower's position table ({stored}) is {list(got)} — a {side}x{side} patch grid, "
+        f"a {side * patch} px tile — but {spec.name}'s config.json implies {list(want)} ({h}x{w} patches at "
+        f"{spec.tower.image_size[0]} px); a VLM's tile size is not resampled",
+        f"use the config.json that came with these weights (vision_config.image_size {side * patch}), or the "
+        "weights of this config")
 
 
 def tensor_digest(tensors: dict[str, Any]) -> str:

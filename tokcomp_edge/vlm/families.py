@@ -1,16 +1,24 @@
 """The VLM families tokcomp exports, as data: which transformers classes hold the vision path and how
-`get_image_features` turns the tower's hidden states into what the LLM reads.
+`get_image_features` turns the tower's hidden states into what the LLM reads (docs/vlm.md, "The families").
 
-Every family is described by the same five facts (see README, "Deploying a VLM's vision path"):
+Each family is described by these facts; the arithmetic built on them is in plan.py, the module in path.py:
 
 - feature: which hidden state feeds the projector — `hidden_states` (hidden_states[vision_feature_layer],
-  raw: no final norm), `last` (last_hidden_state, with the tower's final norm), or `internvl`
-  (last_hidden_state when vision_feature_layer is −1, else hidden_states[layer], as InternVL's code does);
-- select: whether CLS is dropped (`vision_feature_select_strategy`: `default` drops it, `full` keeps it);
+  raw: no final norm), `last` (last_hidden_state, with the tower's final norm; these families never select),
+  or `internvl` (last_hidden_state when vision_feature_layer is −1, else hidden_states[layer], as InternVL's
+  code does);
+- select (read from the config, not stored here: spec.py): `vision_feature_select_strategy` `default` slices
+  `[:, 1:]` off the selected features whatever row 0 is — a CLS, or SigLIP's first patch — and `full` keeps
+  every row; when config.json has no key, the config class's own default applies (LlavaConfig: `default`);
 - transform: the VLM's own token reduction — none, a pixel shuffle, or a window average;
 - where the transform runs: in `get_image_features` before the projector module (InternVL) or inside the
   projector module (Idefics3/SmolVLM's connector, Gemma 3's projector);
-- projector: the transformers module that maps vision features to LLM embeddings.
+- projector: the transformers module that maps vision features to LLM embeddings;
+- mean_std: the pixel normalisation used when the folder records no image processor (neither
+  processor_config.json's `image_processor` nor preprocessor_config.json); the manifest then says so.
+
+What else a family refuses (LLaVA-OneVision's scattered-token methods, InternVL with `full`) is checked in
+plan.py; how many tiles one request can produce (the default `--batch-max`) is computed in tiles.py.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ class VlmFamily:
         feature: `hidden_states` | `last` | `internvl` (see module docstring).
         transform: `none` | `pixel_shuffle` | `avg_pool`.
         transform_in_projector: True when the reduction is part of the projector module itself.
-        mean_std: pixel normalisation when the folder has no preprocessor_config.json.
+        mean_std: pixel normalisation when the folder records no image processor (see the module docstring).
         what: one line for `tokcomp models` and the manifest.
     """
 

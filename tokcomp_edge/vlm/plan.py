@@ -79,8 +79,11 @@ _TILE_KEYS = ("image_processor_type", "size", "crop_size", "max_image_size", "do
 
 
 def _tile(vlm: VlmSpec) -> dict[str, Any]:
+    from .tiles import tiles_per_request
+
     pre = {k: vlm.preprocessor[k] for k in _TILE_KEYS if k in vlm.preprocessor}
-    return {"image_size": list(vlm.tower.image_size), "preprocessor": pre}
+    return {"image_size": list(vlm.tower.image_size), "preprocessor": pre,
+            "preprocessor_source": vlm.preprocessor_source, **tiles_per_request(vlm).to_dict()}
 
 
 def _transform_label(vlm: VlmSpec) -> str:
@@ -177,6 +180,15 @@ def plan_vlm(vlm: VlmSpec, spec: CompressionSpec, prefix: str | None, projector:
                             f"(factor {factor}) does not divide",
                             f"pick a compression whose grid is a multiple of {factor} (e.g. bilinear:"
                             f"{max(factor, grid[0] // factor * factor)}x{max(factor, grid[1] // factor * factor)})")
+        if comp.prefix_out and prefix is None:
+            # Nothing the user passed keeps the CLS: the config's own select strategy does, and transformers'
+            # get_image_features cannot run it either (its reshape to a square grid before the shuffle).
+            raise SpecError(f"{vlm.name}'s vision_feature_select_strategy '{vlm.select}' keeps "
+                            f"{comp.prefix_out} CLS token(s) beside the {grid[0]}x{grid[1]} patch grid, which its "
+                            f"{what} cannot take (transformers' get_image_features fails on "
+                            f"{comp.tokens_out} tokens too)",
+                            "set vision_feature_select_strategy \"default\" in config.json (drops the CLS, as "
+                            "published InternVL checkpoints do)")
         if comp.prefix_out:
             raise SpecError(f"{vlm.name}'s {what} cannot take the {comp.prefix_out} prefix token(s) "
                             f"--prefix keep leaves", "leave --prefix unset")

@@ -14,6 +14,9 @@ from ..encoders.spec import EncoderSpec
 from ..errors import InputError
 from .families import FAMILIES, UNGATED_TEXT, VlmFamily
 
+# What the manifest and the export output say when no image-processor file gave mean/std/size.
+FAMILY_DEFAULT = "family default"
+
 @dataclass(frozen=True)
 class LlmFacts:
     """The LLM that reads the visual tokens, from the VLM's text_config (for token economics)."""
@@ -45,7 +48,9 @@ class VlmSpec:
         projector_out: channels of each token the LLM reads.
         llm: the text model's shape.
         config: the completed VLM config (`to_dict()`), from which the projector is rebuilt.
-        preprocessor: the folder's preprocessor_config.json (empty for presets that publish none here).
+        preprocessor: the folder's image-processor settings (empty for presets and folders without them).
+        preprocessor_source: the file they came from (`processor_config.json (image_processor)` or
+            `preprocessor_config.json`), or `family default` when there was none.
     """
 
     name: str
@@ -59,6 +64,7 @@ class VlmSpec:
     llm: LlmFacts
     config: dict[str, Any] = field(repr=False)
     preprocessor: dict[str, Any] = field(default_factory=dict, repr=False)
+    preprocessor_source: str = FAMILY_DEFAULT
 
     @property
     def drops_row0(self) -> bool:
@@ -128,16 +134,17 @@ def _llm(text) -> LlmFacts:
 
 
 def vlm_spec(name: str, model_type: str, cfg: dict[str, Any], preprocessor: dict[str, Any] | None,
-             source: str, where: str) -> VlmSpec:
+             source: str, where: str, preprocessor_file: str = "") -> VlmSpec:
     """Resolve a VLM config dict into a VlmSpec.
 
     Args:
         name: the model id (preset name or `hf:<dir>`).
         model_type: the VLM `model_type` (a key of FAMILIES).
         cfg: config.json contents (or a preset's equivalent).
-        preprocessor: preprocessor_config.json contents, if any (mean/std override the family's).
+        preprocessor: the image processor's settings, if any (mean/std override the family's).
         source: `transformers` (preset) or `hf-local`.
         where: what to name in error messages.
+        preprocessor_file: the file `preprocessor` came from (read_image_processor_config).
     """
     fam = FAMILIES[model_type]
     conf = hf_config_object(model_type, cfg, where)
@@ -153,8 +160,8 @@ def vlm_spec(name: str, model_type: str, cfg: dict[str, Any], preprocessor: dict
         mean = tuple(pre.get("image_mean", mean))
         std = tuple(pre.get("image_std", std))
         if len(mean) != 3 or len(std) != 3:
-            raise InputError(f"image_mean/image_std {mean}/{std} in {where} are not 3 values each",
-                             "fix preprocessor_config.json (RGB mean and std on the 0-1 scale)")
+            raise InputError(f"image_mean/image_std {mean}/{std} in {preprocessor_file or where} are not 3 "
+                             "values each", "fix that file (RGB mean and std on the 0-1 scale)")
     tower = hf_spec(name, source, vision_type, vhf, mean, std)
     feature_layer = _int_layer(getattr(conf, "vision_feature_layer", -1), where)
     # The config class's own default when config.json has no key (LlavaConfig: "default", even for a SigLIP
@@ -181,4 +188,4 @@ def vlm_spec(name: str, model_type: str, cfg: dict[str, Any], preprocessor: dict
         out = int(text.hidden_size)
     return VlmSpec(name=name, family=fam, tower=tower, feature_layer=feature_layer, select=select,
                    shuffle=shuffle, pool=pool, projector_out=out, llm=_llm(text), config=conf.to_dict(),
-                   preprocessor=pre)
+                   preprocessor=pre, preprocessor_source=preprocessor_file if pre else FAMILY_DEFAULT)
