@@ -38,6 +38,8 @@ class ImageBatch:
         paths: source files (empty for synthetic images).
         skipped: (file, reason) of files that could not be used.
         notes: (file, note) of files used with a caveat (a 16-bit image converted as transformers does).
+        unread: image files not opened because `limit` usable ones were already loaded.
+        limit: the limit load_images was given (None: all files).
     """
 
     uint8_nhwc: np.ndarray
@@ -45,6 +47,8 @@ class ImageBatch:
     paths: list[Path]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     notes: list[tuple[Path, str]] = field(default_factory=list)
+    unread: int = 0
+    limit: int | None = None
 
     def __len__(self) -> int:
         return int(self.uint8_nhwc.shape[0])
@@ -54,7 +58,11 @@ class ImageBatch:
 
     def warnings(self) -> list[str]:
         """One line per skipped file or caveat, for the CLI and the report."""
-        return ([f"skipped {p}: {why}" for p, why in self.skipped]
+        # Never silently fewer images than the folder holds: a limit that left files out says so.
+        unread = ([f"used the first {len(self)} usable of {len(self) + len(self.skipped) + self.unread} image "
+                   f"files (--max-images {self.limit}); {self.unread} not read — raise --max-images to use them"]
+                  if self.unread else [])
+        return (unread + [f"skipped {p}: {why}" for p, why in self.skipped]
                 + [f"{p}: {note}" for p, note in self.notes])
 
 
@@ -264,8 +272,11 @@ def load_images(sources, pre: Preprocess, limit: int | None = None) -> ImageBatc
         InputError: a missing folder or file, a folder without images, or no usable image at all.
     """
     frames, used, skipped, notes = [], [], [], []
-    for path in expand_sources(sources):
+    files = expand_sources(sources)
+    unread = 0
+    for k, path in enumerate(files):
         if limit and len(used) >= limit:
+            unread = len(files) - k
             break
         try:
             rgb, mode = decode(path)
@@ -282,7 +293,7 @@ def load_images(sources, pre: Preprocess, limit: int | None = None) -> ImageBatc
         more = f" (+{len(skipped) - 3} more)" if len(skipped) > 3 else ""
         raise InputError(f"no usable image: {what}{more}", "give JPEG or PNG files that open in an image viewer")
     batch = batch_from_uint8(np.stack(frames), pre, used)
-    batch.skipped, batch.notes = skipped, notes
+    batch.skipped, batch.notes, batch.unread, batch.limit = skipped, notes, unread, limit
     return batch
 
 
