@@ -68,6 +68,7 @@ def validate_config(cfg: ExportConfig) -> Checked:
     from ..encoders import resolve_spec
     from ..vlm import is_vlm
 
+    cfg = with_batch_default(cfg)  # callers may pass an unresolved config (export_bundle resolves it first)
     if not OPSET_RANGE[0] <= cfg.opset <= OPSET_RANGE[1]:
         raise InputError(f"--opset {cfg.opset} is outside the supported {OPSET_RANGE[0]}–{OPSET_RANGE[1]}",
                          "use the default 20 unless your TensorRT needs otherwise")
