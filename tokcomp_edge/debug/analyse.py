@@ -17,6 +17,7 @@ from ..core.ort_session import tensor_types
 from ..core.tolerance import Tolerance
 from .blocks import Block, find_blocks
 from .instrument import ABSMAX, NONFINITE, instrument, map_tensor, node_outputs
+from .membership import pair_by_membership
 from .metrics import FP16_MAX, errors_over, overflow_margin
 from .result import BlockFigures, NodeFigures
 
@@ -107,14 +108,15 @@ def analyse(fp32_model, variant_model, inputs: list[np.ndarray], tol: Tolerance,
     blocks = find_blocks(fp32_model, manifest)
     activations = [o for n in fp32_model.graph.node if n.op_type not in _PLUMBING for o in n.output if o]
     graph_inputs = [i.name for i in fp32_model.graph.input]
-    ref_inst = instrument(fp32_model, [b.output for b in blocks], activations + graph_inputs)
+    sources = [b.source for b in blocks if b.source]
+    ref_inst = instrument(fp32_model, [b.output for b in blocks] + sources, activations + graph_inputs)
     ref_runs = _run(_session(ref_inst.model), inputs, [o.name for o in ref_inst.model.graph.output])
     # ToMe's protection mask holds −inf in fp32 as well: only values non-finite in the variant but finite
     # in fp32 count against it.
     ref_absmax, ref_nonfinite = _stats(ref_runs, ref_inst.stats)
 
     mapped = {t: pair.vname(t) for t in activations}
-    var_tensors = [pair.vname(b.output) for b in blocks]
+    var_tensors = [pair.vname(t) for t in [b.output for b in blocks] + sources]
     var_inst = instrument(pair.variant, [v for v in var_tensors if v], [v for v in mapped.values() if v])
     var_runs = _run(_session(var_inst.model), inputs, [o.name for o in var_inst.model.graph.output])
     _, var_nonfinite = _stats(var_runs, var_inst.stats)
@@ -154,17 +156,42 @@ def _runtime_label(pair: _Pair) -> str:
     return f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider ({CPU.describe()}); variant: {how}"
 
 
+_NO_ERR = {"max_abs": float("nan"), "rel_l2": float("nan"), "min_cosine": float("nan")}
+
+
+def output_errors(b: Block, ref_runs, var_runs, vout: str | None, vsource: str | None, tol: Tolerance):
+    """(errors, reasons, membership) of a block output, variant vs fp32.
+
+    A ToMe block (one with a recorded patch → row map) is compared by merge membership
+    (debug/membership.py): rows holding the same patches are paired; patches whose merged set differs
+    are a membership difference, judged by the share of patches that agree against min_jaccard, and are
+    not numeric error. Other blocks are compared row by row.
+    """
+    if vout is None or vout not in var_runs[0]:
+        return dict(_NO_ERR), [f"output {b.output} not found in the variant"], None
+    if b.source:
+        if vsource is None or vsource not in var_runs[0] or b.source not in ref_runs[0]:
+            return dict(_NO_ERR), [f"merge map {b.source} of a ToMe block not found in the variant"], None
+        paired = pair_by_membership([(r[b.output], r[b.source]) for r in ref_runs],
+                                    [(v[vout], v[vsource]) for v in var_runs])
+        if paired is None:
+            return dict(_NO_ERR), [f"output {b.output} has another shape in the variant"], None
+        membership = {"patches": paired.patches, "moved": paired.moved, "agreement": paired.agreement}
+        reasons = []
+        if not (paired.agreement >= tol.min_jaccard):
+            reasons.append(f"merge membership: {paired.moved} of {paired.patches} patches in rows merged "
+                           f"otherwise (agreement {paired.agreement:.3f} < {tol.min_jaccard:g})")
+        return errors_over(paired.pairs), reasons, membership
+    pairs = _pairs(ref_runs, var_runs, b.output, vout)
+    if not pairs:
+        return dict(_NO_ERR), [f"output {b.output} has another shape in the variant"], None
+    return errors_over(pairs), [], None
+
+
 def _block_figures(b: Block, pair: _Pair, ref_runs, var_runs, ref_absmax, var_nonfinite, mapped,
                    tol: Tolerance, ref_nonfinite: dict[str, int]) -> BlockFigures:
-    vout = pair.vname(b.output)
-    if vout is None or vout not in var_runs[0]:
-        err = {"max_abs": float("nan"), "rel_l2": float("nan"), "min_cosine": float("nan")}
-        reasons = [f"output {b.output} not found in the variant"]
-    else:
-        pairs = _pairs(ref_runs, var_runs, b.output, vout)
-        err = errors_over(pairs) if pairs else {"max_abs": float("nan"), "rel_l2": float("nan"),
-                                                "min_cosine": float("nan")}
-        reasons = [] if pairs else [f"output {b.output} has another shape in the variant"]
+    err, reasons, membership = output_errors(b, ref_runs, var_runs, pair.vname(b.output),
+                                              pair.vname(b.source) if b.source else None, tol)
     best, best_node = None, None
     first_bad = None
     for name in b.nodes:
@@ -187,7 +214,8 @@ def _block_figures(b: Block, pair: _Pair, ref_runs, var_runs, ref_absmax, var_no
         reasons.append(f"min token cosine {err['min_cosine']:.5f} < {tol.min_cosine:g}")
     return BlockFigures(index=b.index, name=b.name, output=b.output, max_abs=err["max_abs"], rel_l2=err["rel_l2"],
                         min_cosine=err["min_cosine"], max_activation=best, max_activation_node=best_node,
-                        overflow_margin=margin, first_nonfinite=first_bad, breaks=bool(reasons), reasons=reasons)
+                        overflow_margin=margin, first_nonfinite=first_bad, breaks=bool(reasons), reasons=reasons,
+                        membership=membership)
 
 
 def _node_figures(block: Block, pair: _Pair, inputs: list[np.ndarray], tol: Tolerance) -> list[NodeFigures]:
@@ -239,29 +267,28 @@ def analyse_outputs(fp32_model, got: list[dict[str, np.ndarray]], names: dict[st
     statistics, max_activation is the fp32 block output's and the node drill-down is left out.
     """
     blocks = find_blocks(fp32_model, manifest)
-    ref_inst = instrument(fp32_model, [b.output for b in blocks], [])
+    ref_inst = instrument(fp32_model, [b.output for b in blocks] + [b.source for b in blocks if b.source], [])
     ref_runs = _run(_session(ref_inst.model), inputs, [o.name for o in ref_inst.model.graph.output])
     figures = []
     for b in blocks:
         v = names.get(b.output)
-        pairs = _pairs(ref_runs, got, b.output, v) if v and v in got[0] else None
-        err = errors_over(pairs) if pairs else {"max_abs": float("nan"), "rel_l2": float("nan"),
-                                                "min_cosine": float("nan")}
-        amax = max(float(np.abs(r).max(initial=0.0)) for r, _ in pairs) if pairs else None
-        bad = sum(int((~np.isfinite(np.asarray(g, np.float64)) & np.isfinite(r)).sum()) for r, g in pairs) \
-            if pairs else 0
-        reasons = [] if pairs else [f"output {b.output} not returned by the engine"]
+        vsrc = names.get(b.source) if b.source else None
+        err, reasons, membership = output_errors(b, ref_runs, got, v, vsrc, tol)
+        amax = max(float(np.abs(r[b.output]).max(initial=0.0)) for r in ref_runs)
+        # Counted over the whole output: block outputs are finite in fp32 (ToMe's -inf mask is no block output).
+        bad = sum(int((~np.isfinite(np.asarray(g[v], np.float64))).sum()) for g in got) if v and v in got[0] else 0
         if bad:
             reasons.append(f"{bad} inf/NaN values in the block output")
-        elif err["rel_l2"] > tol.max_rel_l2:
+        elif not (err["rel_l2"] <= tol.max_rel_l2) and np.isfinite(err["rel_l2"]):
             reasons.append(f"rel L2 {err['rel_l2']:.3g} > {tol.max_rel_l2:g}")
-        elif err["min_cosine"] < tol.min_cosine:
+        elif not (err["min_cosine"] >= tol.min_cosine) and np.isfinite(err["min_cosine"]):
             reasons.append(f"min token cosine {err['min_cosine']:.5f} < {tol.min_cosine:g}")
         figures.append(BlockFigures(index=b.index, name=b.name, output=b.output, max_abs=err["max_abs"],
                                     rel_l2=err["rel_l2"], min_cosine=err["min_cosine"], max_activation=amax,
                                     max_activation_node=None, overflow_margin=overflow_margin(amax),
                                     first_nonfinite=({"node": b.nodes[-1], "tensor": b.output, "count": bad}
-                                                     if bad else None), breaks=bool(reasons), reasons=reasons))
+                                                     if bad else None), breaks=bool(reasons), reasons=reasons,
+                                    membership=membership))
     first = next((f for f in figures if f.breaks), None)
     culprit = None if first is None else {"index": first.index, "name": first.name, "node": None, "op_type": None,
                                           "reasons": list(first.reasons)}

@@ -59,7 +59,8 @@ def instrument(model, tensors: list[str], stats: list[str]) -> Instrumented:
     """A copy of `model` that also outputs `tensors` whole and the two reductions of each of `stats`.
 
     Only float32 tensors are instrumented (run the fp16 emulation first: it makes every activation an
-    fp32 tensor holding the fp16-rounded value); others are silently left out of the lists returned.
+    fp32 tensor holding the fp16-rounded value), and int64 ones returned whole; others are silently left
+    out of the lists returned.
     """
     import onnx
     from onnx import TensorProto, helper
@@ -69,11 +70,12 @@ def instrument(model, tensors: list[str], stats: list[str]) -> Instrumented:
     types = tensor_types(m)
     g = m.graph
     existing = {o.name for o in g.output}
-    keep_t = [t for t in dict.fromkeys(tensors) if types.get(t) == TensorProto.FLOAT]
+    # int64 whole tensors too: ToMe's patch → row maps, which pair the rows of its block outputs.
+    keep_t = [t for t in dict.fromkeys(tensors) if types.get(t) in (TensorProto.FLOAT, TensorProto.INT64)]
     keep_s = [t for t in dict.fromkeys(stats) if types.get(t) == TensorProto.FLOAT]
     for t in keep_t:
         if t not in existing:
-            g.output.append(helper.make_tensor_value_info(t, TensorProto.FLOAT, None))
+            g.output.append(helper.make_tensor_value_info(t, types[t], None))
     for i, t in enumerate(keep_s):
         p = f"tokdbg{i}"
         g.node.extend([

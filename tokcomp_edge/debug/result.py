@@ -54,6 +54,9 @@ class BlockFigures:
         breaks: the block fails its tolerance (max_rel_l2, min_cosine), overflows, or holds a non-finite value.
         reasons: why it breaks, in words.
         nodes: per-node figures (only for the first breaking block).
+        membership: ToMe blocks only: {patches, moved, agreement} — rows are compared by the set of
+            patches merged into them (debug/membership.py); `moved` patches sit in rows whose set the
+            other run has nowhere (a merge decision that went the other way), left out of the figures.
     """
 
     index: int
@@ -69,6 +72,7 @@ class BlockFigures:
     breaks: bool
     reasons: list[str] = field(default_factory=list)
     nodes: list[NodeFigures] = field(default_factory=list)
+    membership: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = {"index": self.index, "name": self.name, "output": self.output, "max_abs": _num(self.max_abs),
@@ -76,6 +80,8 @@ class BlockFigures:
              "max_activation": _num(self.max_activation), "max_activation_node": self.max_activation_node,
              "overflow_margin": _num(self.overflow_margin), "first_nonfinite": self.first_nonfinite,
              "breaks": self.breaks, "reasons": list(self.reasons)}
+        if self.membership is not None:
+            d["membership"] = {k: _num(v) if isinstance(v, float) else v for k, v in self.membership.items()}
         if self.nodes:
             d["nodes"] = [n.to_dict() for n in self.nodes]
         return d

@@ -75,7 +75,8 @@ def debug_engine(cfg: DebugConfig, times: StageTimes) -> DebugResult:
 
 
 def _mark_block_outputs(fp32_model, variant_model, manifest):
-    """The variant with each block's output (mapped to its name there) added as a graph output."""
+    """The variant with each block's output (mapped to its name there) added as a graph output, and the
+    fp32 → variant name of each."""
     from .analyse import _Pair
     from .blocks import find_blocks
 
@@ -87,10 +88,14 @@ def _mark_block_outputs(fp32_model, variant_model, manifest):
     m.CopyFrom(variant_model)
     outputs = {o.name for o in m.graph.output}
     for b in find_blocks(fp32_model, manifest):
-        v = pair.vname(b.output)
-        if v and v not in outputs:
-            m.graph.output.append(onnx.helper.make_tensor_value_info(v, pair.stored.get(v, 1), None))
-            names[b.output] = v
+        # ToMe blocks: also their patch → row map (int64), so that rows are paired by merge membership.
+        for t in (b.output, b.source):
+            v = pair.vname(t) if t else None
+            if v and v not in outputs:
+                m.graph.output.append(onnx.helper.make_tensor_value_info(v, pair.stored.get(v, 1), None))
+                outputs.add(v)
+            if v:
+                names[t] = v
     return m, names
 
 
