@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.bundle import MANIFEST, Bundle, debug_record_paths, sha256_file
+from ..core.bundle import MANIFEST, Bundle, sha256_file
 from ..errors import BundleError, InputError
 from .inputs import InputSpec, input_specs, output_names
 
@@ -211,14 +211,15 @@ def resolve_target(target: Path, bundle: Path | None = None, variant: str | None
 
 def stored_debug(bundle: Bundle, variant: str | None) -> dict[str, Any] | None:
     """The `tokcomp debug` result stored in the bundle (`debug/<variant>.json`), for the report's "Precision
-    debug" section — only while it still describes the variant file the manifest holds now (same sha256)."""
-    import json
+    debug" section — only while it still describes the variant file the manifest holds now (same sha256),
+    and only a committed one (debug/store.py: its JSON and HTML written together)."""
+    from ..debug.store import read_result
 
     if not variant:
         return None
     key = variant[: -len("-nhwc")] if variant.endswith("-nhwc") else variant
+    d = read_result(bundle.path, key)
     try:
-        d = json.loads(debug_record_paths(bundle.path, key)[0].read_text())
         entry = bundle.manifest["variants"][key]
         current = bundle.manifest["files"][entry["file"]]["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
