@@ -14,11 +14,11 @@ a swap of two tokens whose scores differ by less than the measured score error c
 min_jaccard, never for min_image_jaccard.
 ToMe's `sizes` are patch counts: each row's size must equal the patches its merge map puts there (+1 for a
 protected prefix row), and rows with the same patches must count alike, both within count_atol (0: exact).
-A ToMe merge-map difference is explained when, at the first merging block where the two runs decided
-differently, their match scores agree within score_atol and the flipped decisions were that close
-(core/tome_evidence.py); explained images count as agreeing for min_jaccard, never for min_image_jaccard.
+score_atol is reserved for judging a ToMe merge-map difference by the match scores, as prune swaps are
+judged (issue 15 part 2b, not built yet): no comparison reads it, so today a ToMe merge map must agree
+within min_jaccard as it is (fp32 and export parity: exactly).
 Every bound is judged as `not (err <= bound)`, so NaN fails; zero compared elements fail.
-A threshold set to None is reported but not judged. The defaults and why are in the README ("Validating a bundle or an engine").
+A threshold set to None is reported but not judged. The defaults and why: docs/validate-and-report.md, "Default tolerances, and why".
 
 Used by: export parity (PARITY), the nhwc variant check (NHWC), the fp16 and int8 variant checks and
 `validate` (DEFAULTS per precision: a variant the export or calibrate accepts passes `validate` on the
@@ -48,9 +48,9 @@ class Tolerance:
         min_image_jaccard: smallest accepted Jaccard of any single image, swaps explained or not.
         count_atol: largest accepted |error| of a count output (ToMe's `sizes`): against the count its own
             merge map implies, and between runs on rows holding the same patches. Counts are integers: 0.
-        score_atol: largest |target − reference| of ToMe match scores (cosines, scale-free) that counts as
-            the precision's noise, so that a merge decision flipped within it is explained (None: no
-            ToMe merge difference is explained).
+        score_atol: largest |target − reference| of ToMe match scores (cosines, scale-free) that is to count
+            as the precision's noise, so that a merge decision flipped within it is explained. Reserved:
+            not judged yet (see the module docstring); reported with the other thresholds.
     """
 
     atol: float | None = None
@@ -70,7 +70,7 @@ class Tolerance:
         return asdict(self)
 
 
-# Why these numbers: the README, "Default tolerances, and why".
+# Why these numbers: docs/validate-and-report.md, "Default tolerances, and why" (tests/docs pins the table).
 DEFAULTS: dict[str, Tolerance] = {
     # fp32 runtimes differ only by summation order, fused kernels and (TensorRT on Ampere+/Orin) TF32
     # matmuls; a wrong layer, normalisation or compressor is off by far more than these.
@@ -92,7 +92,7 @@ DEFAULTS: dict[str, Tolerance] = {
 
 # Export parity: ONNX Runtime CPU vs PyTorch on the same machine, in fp32. ONNX Runtime fuses
 # MatMul/Add/LayerNorm and reorders reductions, so over 12–27 blocks outputs drift by ~1e-6–1e-5 of
-# their scale (measured: README); 1e-4 of the scale leaves a 10× margin while a real export bug (a wrong
+# their scale (measured: docs/validate-and-report.md); 1e-4 of the scale leaves a 10× margin while a real export bug (a wrong
 # op, order or constant) moves outputs by O(1). Indices and merge maps must match exactly.
 # ToMe match scores agree to ~1e-7; a merge decision within 1e-5 of flipping is a tie, not a bug.
 PARITY = Tolerance(atol=1e-4, rtol=1e-4, min_jaccard=1.0, score_atol=1e-5)
