@@ -9,12 +9,8 @@ TINY = ["tiny-clip", "tiny-siglip", "tiny-dinov2", "tiny-vit"]
 
 
 @pytest.fixture(autouse=True)
-def _few_threads():
-    # The test machines are shared; tiny models gain nothing from more threads.
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+def _few_threads(one_torch_thread):
+    """Every test here on one PyTorch thread (tests/conftest.py says why)."""
 
 
 @pytest.fixture

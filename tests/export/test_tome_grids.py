@@ -46,12 +46,7 @@ SLOW_PREFIXED = [pytest.param(m, g, s, id=f"{m}-{g}-seed{s}", marks=pytest.mark.
                  if (m, g, s) not in {tuple(p.values) for p in FAST_PREFIXED}]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _exact(name: str, got: np.ndarray, want: np.ndarray) -> None:

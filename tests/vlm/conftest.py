@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 # The suite runs with --import-mode=importlib (no test dir on sys.path): make the helper importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -15,11 +14,8 @@ from vlm_helpers import build_vlm, save_vlm  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _few_threads():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+def _few_threads(one_torch_thread):
+    """Every test here on one PyTorch thread (tests/conftest.py says why)."""
 
 
 @pytest.fixture(scope="session")
