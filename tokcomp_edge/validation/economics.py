@@ -9,8 +9,9 @@ embeddings, softmax and the LM head are left out — the head runs on the last p
                + 2·g·n·d·m ]             MLP: g = 3 matrices when gated (SwiGLU), 2 otherwise
     d_kv = d · kv_heads / heads
 
-Saved per image = F(t + tokens_in) − F(t + tokens_out), t = text tokens in the same prompt.
-KV cache saved per image = 2 · L · (tokens_in − tokens_out) · d_kv · bytes per value.
+Saved per image (per tile for a VLM path, whose processor may cut one image into several tiles)
+    = F(t + tokens_in) − F(t + tokens_out), t = text tokens in the same prompt.
+KV cache saved per image or tile = 2 · L · (tokens_in − tokens_out) · d_kv · bytes per value.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass
 from ..errors import InputError
 
 FORMULA = ("F(n) = L·[4·n·d·(d + d_kv) + 4·n²·d + 2·g·n·d·m], d_kv = d·kv_heads/heads, "
-           "g = 3 (gated MLP) or 2; saved per image = F(t + tokens_in) − F(t + tokens_out); "
+           "g = 3 (gated MLP) or 2; saved = F(t + tokens_in) − F(t + tokens_out); "
            "KV cache saved = 2·L·(tokens_in − tokens_out)·d_kv·bytes")
 
 

@@ -30,7 +30,7 @@ from ..core.comparison import (
 )
 from ..core.metrics import keep_frequency
 from ..core.tolerance import default_tolerance, resolve_tolerances
-from ..errors import BundleError, InputError, RuntimeMissing
+from ..errors import BundleError, InputError
 from . import environment
 from .config import ValidateConfig
 from .economics import economics_llms, token_economics
@@ -42,6 +42,7 @@ from .progress import Steps
 from .report_json import REPORT_SCHEMA, REPORT_VERSION, write_report
 from .target import Target, resolve_target, stored_debug
 from .next_step import check_cause, next_step
+from .pytorch_choice import torch_cuda, torch_decision
 from .timed_runs import time_target, time_target_and_pytorch
 
 MAX_IMAGE_PANELS = 8  # prune masks drawn over at most this many --images in the HTML
@@ -97,25 +98,6 @@ def _make_target_runner(target: Target, cfg: ValidateConfig):
     return OnnxRuntimeRunner(target.path, device=cfg.device, threads=cfg.threads, emulate_fp16=not cfg.native_fp16)
 
 
-def _torch_decision(cfg: ValidateConfig, manifest: dict) -> tuple[bool, str | None]:
-    if cfg.torch == "off":
-        return False, "disabled (--torch off)"
-    from .runners.pytorch import torch_available
-
-    ok, reason = torch_available()
-    if not ok and cfg.torch == "require":
-        raise RuntimeMissing(f"--torch require, but {reason}", "pip install 'tokcomp-edge[export]', or use --torch auto")
-    if ok and cfg.torch == "auto":
-        # --torch auto falls back to the golden reference alone when the module cannot be rebuilt here
-        # (--torch require still fails, at the rebuild, with the same reason).
-        from ..export.rebuild import rebuild_blocker
-
-        blocker = rebuild_blocker(manifest)
-        if blocker:
-            return False, f"{blocker} (golden reference only; --torch require to insist)"
-    return ok, reason
-
-
 def _expected(ref: dict[str, np.ndarray], outputs: list[str], batch: int) -> dict[str, np.ndarray]:
     return {o: ref[f"{o}.b{batch}"] for o in outputs if f"{o}.b{batch}" in ref}
 
@@ -161,11 +143,12 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
     pre = Preprocess.from_manifest(manifest)
     llms = economics_llms(cfg, manifest)
     images = load_images(cfg.images, pre, cfg.max_images) if cfg.images else None
-    use_torch, torch_reason = _torch_decision(cfg, manifest)
+    use_torch, torch_reason = torch_decision(cfg, manifest)
     out_dir = Path(cfg.out_dir) if cfg.out_dir else bundle.path / "reports"
     from ..atomic import ensure_writable_parent
 
-    ensure_writable_parent(out_dir / "report.json")  # fail before the long work, not after
+    # Fail before the long work, not after; a refusal in between leaves no empty reports folder behind.
+    ensure_writable_parent(out_dir / "report.json", probe_only=True)
     ref = bundle.reference()
     unmatched = [o for o in target.outputs if not any(k.startswith(f"{o}.b") for k in ref)]
     if unmatched:
@@ -231,7 +214,7 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
             on_gpu = runner_info.get("ran_on") not in (None, "cpu", "CPUExecutionProvider")
             tdev = cfg.torch_device
             if tdev == "auto":
-                tdev = "cuda" if on_gpu and _torch_cuda() else "cpu"
+                tdev = "cuda" if on_gpu and torch_cuda() else "cpu"
             tspecs = [InputSpec(bundle.input_names[0], "float32", "NCHW")]
             tr = TorchRunner(manifest, device=tdev, threads=cfg.threads)
             with track_host_peak() as torch_mem:
@@ -357,7 +340,7 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
         "bundle": {
             "path": str(bundle.path), "name": bundle.name, "manifest_sha256": bundle.manifest_sha256(),
             "encoder": manifest.get("encoder"), "compression": comp, "vlm": manifest.get("vlm"),
-            "batch_range": list(bundle.batch_range),
+            "batch_range": list(bundle.batch_range), "tokens_shape": _tokens_shape(manifest),
             "reference_batches": bundle.reference_batches(), "files_verified": sorted(manifest.get("files", {})),
         },
         "reference": {"pytorch": {"used": use_torch, "reason": torch_reason, "runtime": torch_info}},
@@ -386,10 +369,9 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
                             hint=hint)
 
 
-def _torch_cuda() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except ImportError:
-        return False
+def _tokens_shape(manifest: dict) -> list | None:
+    """[tokens, dim] of the `tokens` output per image or tile: what the LLM (or the host) gets."""
+    for o in (manifest.get("onnx") or {}).get("outputs") or []:
+        if o.get("name") == "tokens" and len(o.get("shape") or []) == 3:
+            return list(o["shape"][1:])
+    return None

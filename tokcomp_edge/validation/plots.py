@@ -165,11 +165,22 @@ def cosine_heatmap(grid: list[list[float | None]], title: str, min_cosine: float
     return "".join(parts)
 
 
-def _plain_grid_open(kind: str, h: int, w: int, title: str, cell: int | None) -> tuple[int, int, int, list[str]]:
-    """Layout of an h×w cell grid with a caption line under it (no colour bar): (cell, top, left, opening tags)."""
+def _plain_grid_open(kind: str, h: int, w: int, title: str, cell: int | None,
+                     legend: tuple[str, ...] = ()) -> tuple[int, int, int, list[str]]:
+    """Layout of an h×w cell grid with caption lines under it (no colour bar): (cell, top, left, opening tags).
+
+    With `legend`, the lines are drawn under the grid and the plot is made wide enough for them (a legend
+    cut off at the grid's edge explains nothing).
+    """
     cell = cell or max(6, min(40, 300 // max(1, max(h, w))))
     top, left = 26, 10
-    return cell, top, left, _grid_svg_open(kind, left + cell * w + 10, top + cell * h + 22, title, left)
+    width = max(left + cell * w + 10, left + 6 * max((len(t) for t in legend), default=0) + 10)
+    height = top + cell * h + 22 + 14 * max(0, len(legend) - 1)
+    parts = _grid_svg_open(kind, width, height, title, left)
+    for k, text in enumerate(legend):
+        parts_y = top + cell * h + 16 + 14 * k
+        parts.append(f"<text x='{left}' y='{parts_y}' {FONT} fill='#555'>{escape(text)}</text>")
+    return cell, top, left, parts
 
 
 def _grid_svg_open(kind: str, width: int, height: int, title: str, left: int) -> list[str]:
@@ -204,36 +215,48 @@ def mask_grid(freq: list[list[float]], title: str, cell: int | None = None) -> s
     return "".join(parts)
 
 
+MERGE_LEGENDS = {
+    "visionzip": ("green = kept (dominant) token, one patch each;",
+                  "other colours = the contextual token each remaining patch merged into"),
+    "tome": ("colour = the output token each patch was merged into;",
+             "ToMe keeps no patch alone: every token is a merge of one or more patches"),
+}
+
+
 def merge_map_grid(rows: list[list[int]], first_merged: int, merged: int, title: str,
-                   cell: int | None = None) -> str:
-    """Where each patch went (VisionZip's `merge_map` of one image) over the input grid.
+                   cell: int | None = None, method: str = "visionzip") -> str:
+    """Where each patch went (`merge_map` of one image) over the input grid.
 
     Args:
         rows: h rows of w output-row numbers (the map reshaped to the grid).
-        first_merged: the first output row that is a merged (contextual) token; rows below it are kept tokens.
+        first_merged: the first output row that is a merged token; rows below it are kept tokens (VisionZip's
+            dominant ones; ToMe has none: first_merged is its prefix rows).
         merged: number of merged tokens (colours are spread over them).
         title: caption.
+        method: `visionzip` or `tome`, for the legend (MERGE_LEGENDS).
     Returns:
         An <svg> element: kept cells in the kept colour, merged cells coloured by the token they joined.
     """
     h, w = len(rows), len(rows[0]) if rows else 0
-    cell, top, left, parts = _plain_grid_open("merge-map", h, w, title, cell)
+    cell, top, left, parts = _plain_grid_open("merge-map", h, w, title, cell,
+                                              MERGE_LEGENDS.get(method, MERGE_LEGENDS["visionzip"]))
     for r, row in enumerate(rows):
         for q, t in enumerate(row):
             x0, y0 = left + q * cell, top + r * cell
             c = int(t) - first_merged
             fill = KEPT_COLOUR if c < 0 else viridis(c / max(1, merged - 1))
-            what = f"kept as token {int(t)}" if c < 0 else f"merged into token {int(t)} (contextual {c})"
+            what = f"kept as token {int(t)}" if c < 0 else f"merged into token {int(t)}" + (
+                f" (contextual {c})" if method == "visionzip" else "")
             parts.append(f"<rect x='{x0}' y='{y0}' width='{cell}' height='{cell}' fill='{fill}' stroke='#fff'>"
                          f"<title>row {r}, col {q}: {what}</title></rect>")
-    parts.append(f"<text x='{left}' y='{top + cell * h + 16}' {FONT} fill='#555'>green = kept; other colours = "
-                 "the merged token each patch joined</text></svg>")
+    parts.append("</svg>")
     return "".join(parts)
 
 
 def mask_over_image(png_base64: str, kept: list[int], grid: tuple[int, int], image_size: tuple[int, int],
                     title: str, width: int = 224) -> str:
-    """An input image (embedded PNG) with the dropped grid cells darkened and the kept ones outlined.
+    """An input image (embedded PNG) with the dropped grid cells darkened and the kept ones outlined; the
+    kept cells show the image itself (its colours, not a code), which the legend under it says.
 
     Args:
         png_base64: the preprocessed image as base64 PNG.
@@ -250,9 +273,11 @@ def mask_over_image(png_base64: str, kept: list[int], grid: tuple[int, int], ima
     top = 18
     cw, ch = width / gw, height / gh
     keep = set(int(k) for k in kept)
-    parts = [f"<svg class='plot mask-image' width='{width}' height='{height + top}' "
-             f"viewBox='0 0 {width} {height + top}' role='img'>", f"<title>{escape(title)}</title>",
+    legend = "green outline: kept token; darkened: not kept on its own"
+    parts = [f"<svg class='plot mask-image' width='{width}' height='{height + top + 16}' "
+             f"viewBox='0 0 {width} {height + top + 16}' role='img'>", f"<title>{escape(title)}</title>",
              f"<text x='0' y='12' {FONT}>{escape(title)}</text>",
+             f"<text x='0' y='{top + height + 12}' {FONT} fill='#555'>{escape(legend)}</text>",
              f"<image x='0' y='{top}' width='{width}' height='{height}' preserveAspectRatio='none' "
              f"href='data:image/png;base64,{png_base64}'/>"]
     for g in range(gh * gw):

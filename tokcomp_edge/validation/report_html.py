@@ -61,7 +61,7 @@ def accuracy_plots(report: dict[str, Any]) -> list[str]:
     if prune and prune.get("merge_map_golden"):
         first = int(prune.get("kept", 0)) + int(lay.get("prefix_out", 0))
         out.append(plots.merge_map_grid(prune["merge_map_golden"], first, int(prune.get("merged", 0)),
-                                        "merge map, first golden image (target)"))
+                                        "merge map, first golden image (target)", method=lay.get("method", "visionzip")))
     imgs = report.get("images") or {}
     enc = report["bundle"].get("encoder") or {}
     if prune and imgs.get("panels"):
@@ -103,7 +103,7 @@ def render_html(report: dict[str, Any]) -> str:
         parts.append(_table(*T.latency_table(report)))
     parts.append("<h2>Memory</h2>" + _kv(T.memory_rows(report)))
     e = report["economics"]
-    parts.append(f"<h2>Token economics</h2><p>{e['tokens_in']} → {e['tokens_out']} visual tokens per image "
+    parts.append(f"<h2>Token economics</h2><p>{e['tokens_in']} → {e['tokens_out']} visual tokens per {T.token_unit(report)} "
                  f"({e['ratio']:.3f}× of the input)"
                  f"{', with ' + str(e['text_tokens']) + ' text tokens' if e['text_tokens'] else ''}.</p>")
     if e["llms"]:

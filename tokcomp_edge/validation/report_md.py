@@ -38,7 +38,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     out += ["## Memory", "", md_table(["", ""], T.memory_rows(report)), ""]
     e = report["economics"]
     out += ["## Token economics", "",
-            f"{e['tokens_in']} → {e['tokens_out']} visual tokens per image "
+            f"{e['tokens_in']} → {e['tokens_out']} visual tokens per {T.token_unit(report)} "
             f"({e['ratio']:.3f}× of the input){', with ' + str(e['text_tokens']) + ' text tokens' if e['text_tokens'] else ''}.", ""]
     if e["llms"]:
         out += [md_table(*T.economics_table(report)), "", f"Formula: `{e['formula']}`", ""]

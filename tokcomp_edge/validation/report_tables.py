@@ -69,8 +69,7 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
                    f"{len(b.get('files_verified', []))} files verified"],
         ["encoder", f"{enc.get('name')} ({enc.get('family')}), {enc.get('image_size')} px, patch {enc.get('patch_size')}, "
                     f"layer {enc.get('layer')}, weights {wdesc}"],
-        ["compression", f"{comp.get('spec')}: {comp.get('tokens_in')} → {comp.get('tokens_out')} tokens "
-                        f"(dim {comp.get('dim_in')} → {comp.get('dim_out')})"],
+        ["compression", compression_text(b)],
         *([["vlm", f"{vlm.get('family')} ({vlm.get('transformers_class')}), feature layer {vlm.get('feature_layer')}: "
                    f"{vlm.get('arithmetic')} (the VLM itself: {vlm.get('native_tokens_per_tile')} per tile)"]]
           if (vlm := b.get("vlm")) else []),
@@ -151,9 +150,28 @@ def memory_rows(report: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def token_unit(report: dict[str, Any]) -> str:
+    """What one row of the batch is: a VLM's processor cuts an image into tiles (InternVL up to 13), so its
+    token figures are per tile; a bare tower's are per image."""
+    return "tile" if report["bundle"].get("vlm") else "image"
+
+
+def compression_text(bundle: dict[str, Any]) -> str:
+    """The compression row: spec, tokens in → the `tokens` output as the LLM gets it (tokens × dim), per
+    image or tile; a VLM path's tower-side step is in its own row (`vlm`)."""
+    comp = bundle.get("compression") or {}
+    unit = "tile" if bundle.get("vlm") else "image"
+    shape = bundle.get("tokens_shape")
+    if shape:
+        out = f"{shape[0]} tokens × {shape[1]} per {unit}" + (" (what the LLM gets)" if bundle.get("vlm") else "")
+    else:
+        out = f"{comp.get('tokens_out')} tokens × {comp.get('dim_out')} per {unit}"
+    return f"{comp.get('spec')}: {comp.get('tokens_in')} tokens × {comp.get('dim_in')} → {out}"
+
+
 def economics_table(report: dict[str, Any]) -> Table:
     e = report["economics"]
-    head = ["LLM", "d / L / m / heads (kv)", "prefill uncompressed", "prefill compressed", "saved per image",
+    head = ["LLM", "d / L / m / heads (kv)", "prefill uncompressed", "prefill compressed", f"saved per {token_unit(report)}",
             "KV cache saved (fp16)"]
     rows = []
     for s in e["llms"]:
