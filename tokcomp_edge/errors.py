@@ -41,6 +41,11 @@ class UnknownModelError(InputError):
     """A model id that names no preset and no timm:/hf:/py: source."""
 
 
+class UnsupportedModelType(InputError):
+    """An hf: folder whose config.json model_type tokcomp does not adapt (the VLM layer names its families
+    in the hint; the tower layer knows only the tower types)."""
+
+
 class SpecError(InputError):
     """A compression spec string that does not parse, or cannot apply to this encoder."""
 

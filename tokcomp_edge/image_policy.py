@@ -308,7 +308,7 @@ def policy_for_spec(spec, vlm_type: str | None = None) -> PreprocessPolicy:
         The policy; its `source` names the file, or says that the family default was used for an hf:
         folder that records no image processor (its mean/std are then the family's too).
     """
-    from .encoders.hf_config import read_image_processor_config
+    from .core.hf_files import read_image_processor_config
 
     config, config_file = None, ""
     folder = None

@@ -17,11 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 from ..atomic import write_text_atomic
 from ..core.bundle import debug_record_paths
+from ..core.debug_record import read_result
 from .result import DebugResult
+
+__all__ = ["read_result", "write_result"]  # the reader lives in core (validate, below debug, uses it)
 
 
 def write_result(bundle_path: Path, result: DebugResult) -> tuple[Path, Path]:
@@ -38,16 +40,3 @@ def write_result(bundle_path: Path, result: DebugResult) -> tuple[Path, Path]:
     data["html_sha256"] = hashlib.sha256(html.encode("utf-8")).hexdigest()
     write_text_atomic(jpath, json.dumps(data, indent=2) + "\n")
     return jpath, hpath
-
-
-def read_result(bundle_path: Path, variant: str) -> dict[str, Any] | None:
-    """The committed result for `variant` (its JSON, whose HTML beside it is the one it names), or None."""
-    jpath, hpath = debug_record_paths(bundle_path, variant)
-    try:
-        data = json.loads(jpath.read_text())
-        html = hpath.read_bytes()
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("html_sha256") != hashlib.sha256(html).hexdigest():
-        return None
-    return data

@@ -7,12 +7,12 @@ torch nor transformers. An hf: folder's config.json is completed with transforme
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, UnsupportedModelType
+from ..core.hf_files import read_image_processor_config, read_json
 from .presets import DEFAULT_PREFIX, FAMILY_MEAN_STD, MODEL_TYPE_FAMILY
 from .spec import EncoderSpec
 
@@ -135,46 +135,13 @@ def with_hf_defaults(model_type: str, hf: dict[str, Any], where: str) -> dict[st
     return out
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path} cannot be read as JSON ({exc})", "fix or replace the file") from exc
-    if not isinstance(data, dict):
-        raise InputError(f"{path} holds {type(data).__name__}, expected a JSON object", "fix the file")
-    return data
-
-
-def supported_model_types() -> str:
-    """The hint for an unsupported hf: folder: the VLM families (whole checkpoints) and the tower types."""
-    from ..vlm.families import FAMILIES  # imported here: the vlm package imports this module
-
+def supported_model_types(vlm_families: tuple[str, ...] = ()) -> str:
+    """The hint for an unsupported hf: folder: the VLM families (whole checkpoints, named by the vlm layer
+    above, which re-raises with them) and the tower types."""
     towers = sorted(set(MODEL_TYPE_FAMILY) | set(FULL_MODEL_VISION))
-    return (f"supported model_type values: VLMs {', '.join(FAMILIES)}; vision towers {', '.join(towers)} "
+    vlms = f"VLMs {', '.join(vlm_families)}; " if vlm_families else "whole VLM checkpoints (docs/vlm.md); "
+    return (f"supported model_type values: {vlms}vision towers {', '.join(towers)} "
             "(docs/vlm.md, 'Next families', lists what is planned); or wrap it as py:module:factory")
-
-
-def read_image_processor_config(folder: Path) -> tuple[dict[str, Any] | None, str]:
-    """A folder's image-processor settings, found where transformers' own loader looks for them.
-
-    transformers 5's `ProcessorMixin.save_pretrained` writes the image processor nested in
-    processor_config.json (key `image_processor`) and no preprocessor_config.json; an image processor saved
-    alone writes preprocessor_config.json. `ImageProcessingMixin.get_image_processor_dict`
-    (transformers/image_processing_base.py) reads the nested entry first, then preprocessor_config.json: so
-    does this.
-
-    Returns:
-        (settings, file they came from), or (None, "") when the folder records neither.
-    """
-    nested = folder / "processor_config.json"
-    if nested.is_file():
-        entry = read_json(nested).get("image_processor")
-        if isinstance(entry, dict):
-            return entry, "processor_config.json (image_processor)"
-    flat = folder / "preprocessor_config.json"
-    if flat.is_file():
-        return read_json(flat), "preprocessor_config.json"
-    return None, ""
 
 
 def read_local_checkpoint(folder: Path) -> LocalCheckpoint:
@@ -200,8 +167,8 @@ def read_local_checkpoint(folder: Path) -> LocalCheckpoint:
     else:
         hf = dict(cfg)
     if model_type not in MODEL_TYPE_FAMILY:
-        raise InputError(f"{cfg_path} has model_type {cfg.get('model_type')!r}, which tokcomp does not adapt",
-                         supported_model_types())
+        raise UnsupportedModelType(f"{cfg_path} has model_type {cfg.get('model_type')!r}, which tokcomp does "
+                                   "not adapt", supported_model_types())
     hf = {k: v for k, v in hf.items() if k not in META_KEYS and k != "model_type"}
     hf = with_hf_defaults(model_type, hf, str(cfg_path))
     if model_type == "siglip_vision_model":

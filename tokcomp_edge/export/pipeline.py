@@ -16,7 +16,7 @@ from ..compression.plan import CompressionPlan, plan_compression
 from ..compression.spec import CompressionSpec, parse_spec
 from ..console import StageTimes, console, stage
 from ..core.bundle import MANIFEST, REFERENCE, dump_manifest, file_entry, save_reference
-from ..errors import ExportFailed, InputError, OutputError, ParityError
+from ..errors import ExportFailed, InputError, OutputError, ParityError, UnsupportedModelType
 from .config import OPSET_RANGE, ExportConfig, ExportResult, default_out, with_batch_default
 from .block_taps import tapped
 from .rebuild import portable_model_id, portable_weights
@@ -67,6 +67,7 @@ def validate_config(cfg: ExportConfig) -> Checked:
     """Cheap checks before any model is built (JSON and arithmetic only)."""
     from ..encoders import resolve_spec
     from ..vlm import is_vlm
+    from ..vlm.build import naming_vlm_families
 
     cfg = with_batch_default(cfg)  # callers may pass an unresolved config (export_bundle resolves it first)
     if not OPSET_RANGE[0] <= cfg.opset <= OPSET_RANGE[1]:
@@ -86,7 +87,10 @@ def validate_config(cfg: ExportConfig) -> Checked:
             flag = "--no-projector" if not cfg.projector else "--video"
             raise InputError(f"{flag} applies to VLMs; {cfg.model} is a bare vision tower",
                              f"drop {flag} (a tower has no projector)")
-        enc = resolve_spec(cfg.model, cfg.image_size, cfg.seed)
+        try:
+            enc = resolve_spec(cfg.model, cfg.image_size, cfg.seed)
+        except UnsupportedModelType as exc:
+            raise naming_vlm_families(exc) from exc
         prefix = cfg.prefix or enc.default_prefix
         plan = plan_compression(spec, grid=enc.grid, prefix_tokens=enc.prefix_tokens, has_cls=enc.has_cls,
                                 hidden_size=enc.hidden_size, prefix=prefix, layers=_layers_run(cfg, enc))

@@ -213,7 +213,7 @@ def stored_debug(bundle: Bundle, variant: str | None) -> dict[str, Any] | None:
     """The `tokcomp debug` result stored in the bundle (`debug/<variant>.json`), for the report's "Precision
     debug" section — only while it still describes the variant file the manifest holds now (same sha256),
     and only a committed one (debug/store.py: its JSON and HTML written together)."""
-    from ..debug.store import read_result
+    from ..core.debug_record import read_result
 
     if not variant:
         return None

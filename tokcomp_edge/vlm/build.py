@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..encoders.spec import WeightsOrigin
-from ..errors import InputError, WeightsError
-from ..encoders.hf_config import read_image_processor_config, read_json
+from ..errors import InputError, UnsupportedModelType, WeightsError
+from ..core.hf_files import read_image_processor_config, read_json
 from .checkpoint import ReadLog, WeightSource, find_weights, folder_model_type, read_tensors, weight_source
 from .families import FAMILIES
 from .presets import VLM_PRESETS
@@ -34,6 +34,14 @@ def is_vlm(model: str) -> bool:
     if model.startswith("hf:") and model[3:]:
         return folder_model_type(Path(model[3:]).expanduser()) in FAMILIES
     return False
+
+
+def naming_vlm_families(exc: UnsupportedModelType) -> UnsupportedModelType:
+    """The tower layer's unsupported-model_type error with the VLM families in its hint: a user with an
+    unsupported VLM folder (qwen2_vl, llava_next) must not read that only vision towers are supported."""
+    from ..encoders.hf_config import supported_model_types
+
+    return UnsupportedModelType(exc.message, supported_model_types(tuple(FAMILIES)))
 
 
 def resolve_vlm(model: str) -> VlmSpec:

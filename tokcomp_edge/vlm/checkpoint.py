@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..encoders.hf_config import read_json
+from ..core.hf_files import read_json
 from ..errors import WeightsError
 
 SAFETENSORS = "model.safetensors"
