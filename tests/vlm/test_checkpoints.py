@@ -223,3 +223,34 @@ def test_smolvlm_processor_config_frames_one_tile(tmp_path, vlm_folder):
     pre = m["preprocess"]
     assert pre["resize"] == "square" and pre["interpolation"] == "lanczos" and pre["processor"] == "Idefics3ImageProcessor"
     assert m["vlm"]["tile"]["preprocessor"]["do_image_splitting"] is True
+
+
+def test_custom_named_safetensors_index_reads_safetensors(tmp_path, monkeypatch):
+    """Issue 16 §4: an index not called model.safetensors.index.json (given with --weights) was read as torch
+    shards (whole files through torch.load); its shards' suffix says safetensors."""
+    import tokcomp_edge.vlm.checkpoint as ckpt
+
+    model = build_vlm("llava", seed=5)
+    folder = save_vlm(model, tmp_path / "custom", max_shard_size="200KB")
+    (folder / "model.safetensors.index.json").rename(folder / "vision.safetensors.index.json")
+    src = ckpt.weight_source(folder / "vision.safetensors.index.json")
+    assert src.form == "safetensors"
+    monkeypatch.setattr(ckpt, "_torch_load", lambda p: pytest.fail(f"torch.load on a safetensors shard {p}"))
+    res = _export(folder, tmp_path / "b", weights=folder / "vision.safetensors.index.json")
+    _check(res, model, "llava")
+
+
+def test_mmap_torch_load_unwraps_like_the_full_load(tmp_path):
+    """Issue 16 §4: a .bin saved as {"state_dict": {"module.<name>": …}} (a DDP checkpoint) loads through the
+    memory-mapped path with the same unwrapping as load_state_dict (it returned the wrapper as names)."""
+    from safetensors.torch import load_file
+
+    from tokcomp_edge.vlm.checkpoint import _torch_load
+
+    model = build_vlm("paligemma", seed=6)
+    folder = save_vlm(model, tmp_path / "ddp")
+    sd = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}, "epoch": 3}, folder / "pytorch_model.bin")
+    assert set(_torch_load(folder / "pytorch_model.bin")) == set(sd)
+    _check(_export(folder, tmp_path / "b"), model, "paligemma")

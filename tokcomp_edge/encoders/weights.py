@@ -74,7 +74,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, zipfile/pickle errors
             raise WeightsError(f"weights file {path} cannot be read by torch.load ({_first_line(exc)})",
                                "check the file is complete, or convert it to .safetensors") from exc
-    return _unwrap(obj, path)
+    return unwrap_tensors(obj, path)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -82,7 +82,8 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
 
 
-def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+def unwrap_tensors(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The flat {name: tensor} dict inside a loaded checkpoint object (wrapper keys and `module.` removed)."""
     import torch
 
     for _ in range(2):  # e.g. {"model": {"state_dict": …}} is not worth deeper guessing

@@ -76,7 +76,13 @@ def weight_source(path: Path) -> WeightSource:
             raise WeightsError(f"{path} has no weight_map", "re-save the checkpoint with save_pretrained")
         files = {str(k): path.parent / str(v) for k, v in wmap.items()}
         missing = sorted({f.name for f in files.values() if not f.is_file()})
-        form = "safetensors" if path.name.startswith("model.safetensors") else "torch"
+        # The shards' own suffix says how to read them, whatever the index is called (a custom-named
+        # `vision.safetensors.index.json` was read as torch shards: whole files).
+        kinds = {f.suffix == ".safetensors" for f in files.values()}
+        if len(kinds) > 1:
+            raise WeightsError(f"{path} mixes .safetensors shards with other files",
+                               "re-save the checkpoint with save_pretrained (one format per index)")
+        form = "safetensors" if kinds == {True} else "torch"
         if missing:
             raise WeightsError(f"{path} names shards that are not in the folder: {', '.join(missing[:5])}",
                                "copy every shard the index lists")
@@ -102,7 +108,7 @@ def _safetensors_names(path: Path) -> list[str]:
 def _torch_load(path: Path) -> dict[str, Any]:
     import torch
 
-    from ..encoders.weights import load_state_dict
+    from ..encoders.weights import load_state_dict, unwrap_tensors
 
     try:
         # mmap: tensors stay on disk until touched; weights_only: no code from the file runs.
@@ -111,9 +117,9 @@ def _torch_load(path: Path) -> dict[str, Any]:
         return load_state_dict(path)  # a legacy (non-zip) file cannot be mapped: the safe full load
     except Exception:  # noqa: BLE001 - let the safe loader produce the one-line error
         return load_state_dict(path)
-    if not isinstance(obj, dict):
-        return load_state_dict(path)
-    return obj
+    # The same unwrapping as the full load ("state_dict"/"model"/"module" keys, `module.` prefixes), so
+    # names match whichever path read the file.
+    return unwrap_tensors(obj, path)
 
 
 def _torch_names(path: Path) -> list[str]:
