@@ -21,19 +21,26 @@ from .errors import OutputError
 _DEST_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM}
 
 
-def ensure_writable_parent(dest: Path) -> None:
+def ensure_writable_parent(dest: Path, *, probe_only: bool = False) -> None:
     """Create dest's parent folder and check we can write there, before any expensive work.
 
     The check creates (and removes) a temporary folder there, as the real write will: os.access alone says
-    yes for root on /proc or a read-only mount.
+    yes for root on /proc or a read-only mount. With `probe_only` (an early check, long before the write)
+    the folders it had to create are removed again, so a command that fails in between leaves nothing.
     """
     parent = Path(dest).parent
+    created = [p for p in (parent, *parent.parents) if not p.exists()]  # deepest first
     try:
         parent.mkdir(parents=True, exist_ok=True)
         os.rmdir(tempfile.mkdtemp(prefix=f".{Path(dest).name}.probe-", dir=parent))
     except OSError as exc:
         raise OutputError(f"cannot write in output folder {parent}: {exc.strerror or exc}",
                           "choose a writable --out") from exc
+    finally:
+        if probe_only:
+            for folder in created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
 
 def user_mode(path: Path) -> None:
