@@ -18,7 +18,7 @@ endif
 
 PYTEST_ARGS ?=
 
-.PHONY: venv browser demo test test-fast bench clean-artifacts
+.PHONY: venv browser demo test test-fast fuzz bench clean-artifacts
 
 venv: $(STAMP)
 
@@ -47,6 +47,11 @@ test: $(STAMP) browser
 
 test-fast: $(STAMP) browser
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The fuzz tests (tests/fuzz, Hypothesis) with the `fuzz` profile: random, not derandomized, 25x the cases
+# `make test` runs. A failure prints the case and a @reproduce_failure line to replay it.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/fuzz $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

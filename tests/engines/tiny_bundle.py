@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from tokcomp_edge.core.bundle import (
     MANIFEST,
+    REFERENCE,
     SCHEMA,
     SCHEMA_VERSION,
     dump_manifest,
     file_entry,
+    reference_key,
+    save_reference,
 )
 
 H = W = 8
@@ -65,13 +70,33 @@ def write_bundle(folder: Path, name: str = "tiny_pool2", batch: tuple[int, int] 
                          "input_layout": "nhwc-uint8" if layout == "NHWC" else "nchw-float",
                          "inputs": v_in, "outputs": v_out}
         files[fname] = file_entry(folder / fname)
+    # The golden reference the graph really gives (tokens = pixels reshaped and transposed), so the
+    # manifest passes the schema (core/manifest_schema.py) like an exported one.
+    batches = sorted({batch[0], batch[1]})
+    ref = {}
+    for b in batches:
+        x = np.random.default_rng(b).random((b, 3, H, W), dtype=np.float32)
+        ref[reference_key("pixel_values", b)] = x
+        ref[reference_key("tokens", b)] = np.ascontiguousarray(x.reshape(b, 3, H * W).transpose(0, 2, 1))
+    save_reference(folder / REFERENCE, ref)
+    files[REFERENCE] = file_entry(folder / REFERENCE)
+    n = H * W
     manifest = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": name,
-        "encoder": {"name": "tiny", "image_size": [H, W], "mean": [0.5] * 3, "std": [0.5] * 3},
-        "compression": {"spec": "pool:2"},
+        # A "tower" of 1-pixel patches with 3 channels, and no compression: tokens [B, 64, 3].
+        "encoder": {"name": "tiny", "family": "user", "image_size": [H, W], "patch_size": 1, "prefix_tokens": 0,
+                    "hidden_size": 3, "mean": [0.5] * 3, "std": [0.5] * 3, "layer": -1,
+                    "weights": {"kind": "none", "seed": None, "path": None, "sha256": None}},
+        "compression": {"spec": "none", "method": "none", "params": {}, "prefix": "drop", "prefix_in": 0,
+                        "prefix_out": 0, "tokens_in": n, "tokens_out": n, "patch_tokens_in": n,
+                        "patch_tokens_out": n, "grid_in": [H, W], "grid_out": [H, W], "dim_in": 3, "dim_out": 3,
+                        "indexed_out": 0, "merged_out": 0, "formula": f"{H}·{W} = {n}"},
+        "tokens_in": n, "tokens_out": n, "dim_out": 3,
+        "preprocess": {"image_size": [H, W], "mean": [0.5] * 3, "std": [0.5] * 3},
         "onnx": {"file": "model.onnx", "opset": 17, "batch": {"min": batch[0], "max": batch[1]},
-                 "inputs": inputs, "outputs": outputs},
+                 "inputs": inputs, "outputs": outputs, "cleanup": "none"},
         "variants": variants,
+        "reference": {"file": REFERENCE, "batch_sizes": batches},
         "files": files,
     }
     (folder / MANIFEST).write_text(dump_manifest(manifest))

@@ -103,7 +103,18 @@ class Bundle:
     # -- loading -------------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path, verify: bool = True) -> "Bundle":
-        """Read `path/manifest.json`; with `verify`, check every file's sha256 (BundleError if changed)."""
+        """Read `path/manifest.json` and check it against the schema (core/manifest_schema.py), once.
+
+        Order: the manifest's own content digest (with `verify`) → the schema (always: every consumer indexes
+        the manifest directly) → every file's sha256 (with `verify`). So an edited manifest is named as
+        edited, a re-signed one with a dropped key or a wrong type is one BundleError naming the key, and a
+        changed file is refused — never a KeyError / TypeError in a consumer.
+
+        Raises:
+            BundleError (exit 2): not a bundle, another schema version, edited, malformed, or a changed file.
+        """
+        from .manifest_schema import check_manifest
+
         path = Path(path)
         if path.is_file() and path.name == MANIFEST:
             path = path.parent
@@ -118,16 +129,23 @@ class Bundle:
                                                    "`tokcomp export`")
         version = manifest.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise BundleError(f"{mpath} has schema_version {version}, this tokcomp reads {SCHEMA_VERSION}",
+            raise BundleError(f"{mpath} has schema_version {version!r}, this tokcomp reads {SCHEMA_VERSION}",
                               "re-export the bundle with this version of tokcomp")
         bundle = cls(path=path, manifest=manifest)
         if verify:
-            bundle.verify()
+            bundle.verify_content()
+        check_manifest(manifest)
+        if verify:
+            bundle.verify_files()
         return bundle
 
     def verify(self) -> None:
-        """Check the manifest's own content digest, that every variant's file (and the reference) is covered
-        by a checksum, and that every file the manifest lists exists with the recorded sha256."""
+        """Check the manifest's own content digest, then every file's checksum (see `verify_files`)."""
+        self.verify_content()
+        self.verify_files()
+
+    def verify_content(self) -> None:
+        """Check the manifest's own content digest (`content_sha256`): an edited manifest is refused."""
         recorded = self.manifest.get(CONTENT_KEY)
         if recorded is None:
             raise BundleError(f"{self.path / MANIFEST} carries no {CONTENT_KEY} (written before manifests covered "
@@ -135,13 +153,17 @@ class Bundle:
         if recorded != manifest_content_sha256(self.manifest):
             raise BundleError(f"{self.path / MANIFEST} was edited after it was written (its {CONTENT_KEY} does "
                               "not match its content)", "re-export the bundle; a manifest is not edited by hand")
-        files = self.manifest.get("files", {})
+
+    def verify_files(self) -> None:
+        """Check that every variant's file (and the reference) is covered by a checksum, and that every file
+        the manifest lists exists with the recorded sha256 (the manifest has passed the schema)."""
+        files = self.manifest["files"]
         for key, v in self.variants().items():
-            if v.get("file") not in files:
-                raise BundleError(f"variant {key}'s file {v.get('file')} is not covered by the manifest's checksums",
+            if v["file"] not in files:
+                raise BundleError(f"variant {key}'s file {v['file']} is not covered by the manifest's checksums",
                                   "re-export the bundle (or re-create the variant with `tokcomp export --variants`)")
-        ref = (self.manifest.get("reference") or {}).get("file")
-        if ref and ref not in files:
+        ref = self.manifest["reference"]["file"]
+        if ref not in files:
             raise BundleError(f"the golden reference {ref} is not covered by the manifest's checksums",
                               "re-export the bundle")
         for name, entry in files.items():
@@ -203,8 +225,14 @@ class Bundle:
         return self.path / self.variant(variant)["file"]
 
     def reference(self) -> dict[str, np.ndarray]:
-        with np.load(self.path / REFERENCE) as npz:
-            return {k: npz[k] for k in npz.files}
+        """The golden reference's arrays, checked against what the manifest says it holds (every declared
+        batch of every fp32 input and output, with its shape and dtype, finite): BundleError otherwise, so a
+        re-signed reference that lost a batch or holds NaN is never validated against."""
+        from .reference_check import check_reference, load_npz
+
+        ref = load_npz(self.path / self.manifest["reference"]["file"])
+        check_reference(ref, self.manifest)
+        return ref
 
     def reference_batches(self) -> list[int]:
         return list(self.manifest["reference"]["batch_sizes"])
