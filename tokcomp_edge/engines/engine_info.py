@@ -236,4 +236,15 @@ def read_engine_info(path: str | Path) -> dict[str, Any]:
     if not sidecar.is_file():
         raise BundleError(f"{sidecar} does not exist, so {path.name} has no tokcomp build record",
                           "build the engine with `tokcomp build`, which writes it beside the .plan")
-    return read_tagged_json(sidecar, SCHEMA, "rebuild the engine with `tokcomp build`")
+    record = read_tagged_json(sidecar, SCHEMA, "rebuild the engine with `tokcomp build`")
+    # The sections readers open (validate's target and runner, debug's twin build) are objects; an edited
+    # record is one BundleError here rather than an AttributeError in whichever reader meets it first.
+    for key in ("engine", "bundle", "profile", "tensorrt", "layers"):
+        if key in record and not isinstance(record[key], dict):
+            raise BundleError(f"{sidecar} key {key} is {record[key]!r:.60}, expected an object",
+                              "rebuild the engine with `tokcomp build` (engine.json is not edited by hand)")
+    for key in ("variant", "precision"):
+        if key in record and not isinstance(record[key], str):
+            raise BundleError(f"{sidecar} key {key} is {record[key]!r:.60}, expected a string",
+                              "rebuild the engine with `tokcomp build` (engine.json is not edited by hand)")
+    return record

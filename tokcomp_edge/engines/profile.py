@@ -161,11 +161,15 @@ def profile_from_record(recorded: dict[str, Any]) -> BuildProfile:
     Raises:
         ProfileError: the entry is not a profile this version can read.
     """
+    if not isinstance(recorded, dict):
+        raise ProfileError(f"engine.json profile is {recorded!r}, not a profile record",
+                           "rebuild the engine with `tokcomp build`")
     data = {k: v for k, v in recorded.items() if k in _TOP_FIELDS and v is not None}
     if data.get("dla_core") is None:
         data.pop("gpu_fallback", None)  # recorded as False for GPU builds; a profile file leaves it out
     if recorded.get("workspace_bytes"):
-        data["workspace"] = int(recorded["workspace_bytes"])  # the human-readable form rounds
+        # The human-readable form rounds; parse_size refuses a non-integer (an edited record) as a ProfileError.
+        data["workspace"] = recorded["workspace_bytes"]
     return profile_from_dict(data, str(recorded.get("name", "engine")), source="engine.json")
 
 

@@ -93,11 +93,24 @@ def sidecar_batch_range(sc: dict[str, Any], input_name: str) -> tuple[int, int] 
     shapes = prof.get("shapes", {})
     if isinstance(shapes, dict) and input_name in shapes:
         s = shapes[input_name]
-        return int(s["min"][0]), int(s["max"][0])
+        try:
+            lo, hi = s["min"][0], s["max"][0]
+        except (TypeError, KeyError, IndexError):
+            lo = hi = None
+        return _batch_pair(lo, hi, f"profile.shapes.{input_name}", s)
     b = prof.get("batch")
     if isinstance(b, dict) and "min" in b and "max" in b:
-        return int(b["min"]), int(b["max"])
+        return _batch_pair(b["min"], b["max"], "profile.batch", b)
     return None
+
+
+def _batch_pair(lo: Any, hi: Any, key: str, found: Any) -> tuple[int, int]:
+    """(min, max) batch of a sidecar entry; BundleError (exit 2), not a TypeError, for an edited record."""
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (lo, hi)) or lo > hi:
+        shown = repr(found)[:60]
+        raise BundleError(f"engine sidecar key {key} is {shown}, expected batch sizes 1 ≤ min ≤ max",
+                          "rebuild the engine with `tokcomp build` (engine.json is not edited by hand)")
+    return lo, hi
 
 
 def _bundle_target(bundle: Bundle, variant: str | None, device: str, onnx_file: Path | None = None) -> Target:
@@ -141,7 +154,7 @@ def _engine_target(engine: Path, bundle_dir: Path | None, variant: str | None) -
     check_engine_file(engine, sc)
     if bundle_dir is None:
         recorded = (sc.get("bundle") or {}).get("path") if isinstance(sc.get("bundle"), dict) else None
-        if not recorded:
+        if not recorded or not isinstance(recorded, str):
             raise InputError(f"validating engine {engine.name} needs its bundle",
                              "pass --bundle DIR (the bundle the engine was built from)")
         bundle_dir = Path(recorded)
