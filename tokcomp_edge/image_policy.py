@@ -241,19 +241,37 @@ def _timm_rule(name: str) -> FamilyRule | None:
                       crop=True, resize_ratio=1.0 / crop_pct, crop_offset="round")
 
 
+def _side(value: Any, field: str) -> int:
+    """One side of a size field: a positive int (not a bool, not a float), else one InputError line."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"preprocessor_config.json {field} {value!r} is not a size tokcomp-edge can follow",
+                         "use {\"shortest_edge\": N} or {\"height\": H, \"width\": W} with positive integers")
+    return value
+
+
 def _hf_size(value: Any, square_default: bool, field: str) -> tuple[str, Any]:
     """(rule, size) of a transformers `size` / `crop_size` field (int, {shortest_edge}, {height, width})."""
-    if isinstance(value, int):
-        return ("square", (value, value)) if square_default else ("shortest_edge", value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        side = _side(value, field)
+        return ("square", (side, side)) if square_default else ("shortest_edge", side)
     if isinstance(value, (list, tuple)) and len(value) == 2:
-        return "square", (int(value[0]), int(value[1]))
+        return "square", (_side(value[0], field), _side(value[1], field))
     if isinstance(value, dict):
         if set(value) == {"shortest_edge"}:
-            return "shortest_edge", int(value["shortest_edge"])
+            return "shortest_edge", _side(value["shortest_edge"], field)
         if "height" in value and "width" in value:
-            return "square", (int(value["height"]), int(value["width"]))
+            return "square", (_side(value["height"], field), _side(value["width"], field))
     raise InputError(f"preprocessor_config.json {field} {value!r} is not a size tokcomp-edge can follow",
                      "use {\"shortest_edge\": N} or {\"height\": H, \"width\": W}")
+
+
+def _rescale(value: Any) -> float:
+    """rescale_factor: a finite positive number (1/255 for 8-bit images), else one InputError line."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if not ok:
+        raise InputError(f"preprocessor_config.json rescale_factor {value!r} is not a positive number",
+                         "use 0.00392156862745098 (1/255) for 8-bit images")
+    return float(value)
 
 
 def _from_processor_config(rule: FamilyRule, base: dict[str, Any], pc: dict[str, Any],
@@ -264,7 +282,7 @@ def _from_processor_config(rule: FamilyRule, base: dict[str, Any], pc: dict[str,
         resize, resize_size = _hf_size(pc["size"], rule.resize == "square", "size")
     resample = pc.get("resample", INTERPOLATIONS[rule.interpolation])
     names = {v: k for k, v in INTERPOLATIONS.items()}
-    if resample not in names:
+    if isinstance(resample, bool) or not isinstance(resample, int) or resample not in names:
         raise InputError(f"preprocessor_config.json resample {resample!r} is not a PIL filter number (0–5)",
                          "fix preprocessor_config.json")
     do_crop = bool(pc.get("do_center_crop", rule.crop))
@@ -274,7 +292,7 @@ def _from_processor_config(rule: FamilyRule, base: dict[str, Any], pc: dict[str,
         if crop_rule != "square":
             raise InputError(f"preprocessor_config.json crop_size {pc.get('crop_size')!r} has no height/width",
                              "fix preprocessor_config.json")
-    rescale = float(pc.get("rescale_factor", RESCALE)) if pc.get("do_rescale", True) else 1.0
+    rescale = _rescale(pc.get("rescale_factor", RESCALE)) if pc.get("do_rescale", True) else 1.0
     source = config_file
     if resize_size is None:  # no size field: the family default at the export size
         resize_size = _from_rule(rule, base, "").resize_size

@@ -7,6 +7,7 @@ Shared by the tower layer (encoders/hf_config.py), the VLM layer and the preproc
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +45,19 @@ def read_image_processor_config(folder: Path) -> tuple[dict[str, Any] | None, st
     if flat.is_file():
         return read_json(flat), "preprocessor_config.json"
     return None, ""
+
+
+def mean_std(pre: dict[str, Any], mean: tuple, std: tuple, where: str) -> tuple[tuple, tuple]:
+    """image_mean / image_std of an image-processor config (the given defaults when absent): three finite
+    numbers each, std positive — else one InputError line (a null or a string reached a TypeError)."""
+    got = []
+    for key, default in (("image_mean", mean), ("image_std", std)):
+        value = pre.get(key, default)
+        ok = (isinstance(value, (list, tuple)) and len(value) == 3
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+              and (key == "image_mean" or all(v > 0 for v in value)))
+        if not ok:
+            raise InputError(f"{where} {key} {value!r} is not 3 finite numbers" + (", all positive" if
+                             key == "image_std" else ""), f"fix {where} (RGB mean and std on the 0-1 scale)")
+        got.append(tuple(float(v) for v in value))
+    return got[0], got[1]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, UnsupportedModelType
-from ..core.hf_files import read_image_processor_config, read_json
+from ..core.hf_files import mean_std, read_image_processor_config, read_json
 from .presets import DEFAULT_PREFIX, FAMILY_MEAN_STD, MODEL_TYPE_FAMILY
 from .spec import EncoderSpec
 
@@ -177,10 +177,6 @@ def read_local_checkpoint(folder: Path) -> LocalCheckpoint:
     mean, std = FAMILY_MEAN_STD[family]
     pre, pre_file = read_image_processor_config(folder)
     if pre is not None:
-        mean = tuple(pre.get("image_mean", mean))
-        std = tuple(pre.get("image_std", std))
-        if len(mean) != 3 or len(std) != 3:
-            raise InputError(f"{folder / pre_file.split()[0]} image_mean/image_std {mean}/{std} are not 3 values "
-                             "each", f"fix {pre_file} (RGB mean and std on the 0-1 scale)")
+        mean, std = mean_std(pre, mean, std, str(folder / pre_file.split()[0]))
     weights = next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
     return LocalCheckpoint(model_type=model_type, hf=hf, mean=mean, std=std, weights=weights, full_model=full)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..core.hf_files import mean_std
 from ..encoders.hf_config import META_KEYS, hf_spec
 from ..encoders.spec import EncoderSpec
 from ..errors import InputError
@@ -157,11 +158,7 @@ def vlm_spec(name: str, model_type: str, cfg: dict[str, Any], preprocessor: dict
     mean, std = fam.mean_std
     pre = dict(preprocessor or {})
     if pre:
-        mean = tuple(pre.get("image_mean", mean))
-        std = tuple(pre.get("image_std", std))
-        if len(mean) != 3 or len(std) != 3:
-            raise InputError(f"image_mean/image_std {mean}/{std} in {preprocessor_file or where} are not 3 "
-                             "values each", "fix that file (RGB mean and std on the 0-1 scale)")
+        mean, std = mean_std(pre, mean, std, preprocessor_file or where)
     tower = hf_spec(name, source, vision_type, vhf, mean, std)
     feature_layer = _int_layer(getattr(conf, "vision_feature_layer", -1), where)
     # The config class's own default when config.json has no key (LlavaConfig: "default", even for a SigLIP
