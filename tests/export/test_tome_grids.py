@@ -11,7 +11,7 @@ Each case: the export's own parity check passes; independently of it, the bundle
 gives exactly PyTorch's merge map and sizes and tokens within the parity tolerance (integers compared
 exactly, every bound written so that NaN fails); and PyTorch equals the independent ToMe reference.
 SigLIP (the family the bug hit) runs every grid × seed; the families with a prefix token (protected, so
-their order never depended on ranks) run one grid and seed each here, the full product is marked slow.
+their order never depended on ranks) run one grid and seed each fast, and the other two grids (slow).
 """
 
 from __future__ import annotations
@@ -41,9 +41,11 @@ SIGLIP = [pytest.param("tiny-siglip", g, s, id=f"tiny-siglip-{g}-seed{s}") for g
 # One (grid, seed) per prefixed family, rotating so that every grid and seed is covered.
 FAST_PREFIXED = [pytest.param(m, list(GRIDS)[i % 3], SEEDS[(i + 1) % 3], id=f"{m}-{list(GRIDS)[i % 3]}-seed{SEEDS[(i + 1) % 3]}")
                  for i, m in enumerate(PREFIXED)]
-SLOW_PREFIXED = [pytest.param(m, g, s, id=f"{m}-{g}-seed{s}", marks=pytest.mark.slow)
-                 for m in PREFIXED for g in GRIDS for s in SEEDS
-                 if (m, g, s) not in {tuple(p.values) for p in FAST_PREFIXED}]
+# The other two grids of each prefixed family, one seed each (rotating): every family meets every grid.
+# Not the full grid × seed product: that was 40 exports (~7 minutes of make test on 2 cores) for families
+# whose output order never depended on the ranks (their prefix is protected).
+SLOW_PREFIXED = [pytest.param(m, g, SEEDS[(i + k) % 3], id=f"{m}-{g}-seed{SEEDS[(i + k) % 3]}", marks=pytest.mark.slow)
+                 for i, m in enumerate(PREFIXED) for k, g in enumerate(GRIDS) if g != list(GRIDS)[i % 3]]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
