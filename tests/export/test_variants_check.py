@@ -136,9 +136,19 @@ def overflow_bundle(folder):
     io_in = [{"name": "pixel_values", "shape": ["batch", 3, 4, 4], "dtype": "float32", "layout": "NCHW"}]
     io_out = [{"name": "tokens", "shape": ["batch", 16, 8], "dtype": "float32"}]
     manifest = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": "overflow",
-                "encoder": {"image_size": [4, 4], "mean": MEAN, "std": STD},
+                # A "tower" of 1-pixel patches projected to 8 channels, no compression: tokens [B, 16, 8]
+                # (every key the manifest schema requires, core/manifest_schema.py).
+                "encoder": {"name": "overflow", "family": "user", "image_size": [4, 4], "patch_size": 1,
+                            "prefix_tokens": 0, "hidden_size": 8, "mean": MEAN, "std": STD, "layer": -1,
+                            "weights": {"kind": "none", "seed": None, "path": None, "sha256": None}},
+                "compression": {"spec": "none", "method": "none", "params": {}, "prefix": "drop", "prefix_in": 0,
+                                "prefix_out": 0, "tokens_in": 16, "tokens_out": 16, "patch_tokens_in": 16,
+                                "patch_tokens_out": 16, "grid_in": [4, 4], "grid_out": [4, 4], "dim_in": 8,
+                                "dim_out": 8, "indexed_out": 0, "merged_out": 0, "formula": "4·4 = 16"},
+                "tokens_in": 16, "tokens_out": 16, "dim_out": 8,
+                "preprocess": {"image_size": [4, 4], "mean": MEAN, "std": STD},
                 "onnx": {"file": "model.onnx", "opset": 20, "batch": {"min": 1, "max": 2}, "inputs": io_in,
-                         "outputs": io_out},
+                         "outputs": io_out, "cleanup": "none"},
                 "reference": {"file": "reference.npz", "batch_sizes": [1, 2]},
                 "variants": {"fp32": {"file": "model.onnx", "precision": "fp32", "input_layout": "nchw-float",
                                       "inputs": io_in, "outputs": io_out}},
