@@ -8,15 +8,7 @@ import stat
 
 import pytest
 
-from tokcomp_edge.cli.app import main
-
-
-def run_main(capsys, *argv):
-    with pytest.raises(SystemExit) as ex:
-        main([str(a) for a in argv])
-        raise SystemExit(0)
-    cap = capsys.readouterr()
-    return ex.value.code, cap.out, cap.err
+from tests.cli.test_export_cli import run_main  # the in-process CLI runner the CLI tests use
 
 
 def one_line(err: str) -> str:
