@@ -182,7 +182,7 @@ def calibrate(cfg: CalibrateConfig) -> CalibrationResult:
     from ..core.bundle import Bundle, sha256_file
     from ..core.tolerance import resolve_tolerances
     from ..export.fp16 import modelopt_version
-    from ..export.variants import VariantOptions, register_with_wrappers
+    from ..export.variants import VariantOptions, register_with_wrappers, wrappers_of
     from .int8_check import check_int8
     from .qdq import quantize_int8
 
@@ -237,7 +237,7 @@ def calibrate(cfg: CalibrateConfig) -> CalibrationResult:
         meta = _meta(qdq_path, src, facts, calibration, check, modelopt_version(), cfg.method, sha256_file(src))
         # The variants wrapping the previous int8 model (int8-nhwc) are re-derived from the new one and
         # registered with it in one manifest write (a stale wrapper would be picked up by `build` as it is).
-        refreshed = [k for k, v in bundle.variants().items() if (v.get("base") or {}).get("variant") == VARIANT]
+        refreshed = wrappers_of(bundle, VARIANT)
         path = register_with_wrappers(bundle, VARIANT, qdq_path, meta, VariantOptions(quiet=q), times)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -64,6 +64,7 @@ def fix_fp16(bundle: Bundle, cfg: DebugConfig, first: Analysis, fp32_model, inpu
         register_fp16,
         save_variant_model,
         staged_variant_file,
+        wrappers_of,
     )
 
     entry = bundle.variants().get("fp16") or {}
@@ -97,7 +98,7 @@ def fix_fp16(bundle: Bundle, cfg: DebugConfig, first: Analysis, fp32_model, inpu
                        "inputs": inputs_label, "made_by": "tokcomp debug --fix"
                        + (" --fix-norms" if cfg.fix_norms else "")}
             # register_fp16 re-derives the wrappers of the old fp16 (fp16-nhwc) in the same manifest write.
-            refreshed = [k for k, v in bundle.variants().items() if (v.get("base") or {}).get("variant") == "fp16"]
+            refreshed = wrappers_of(bundle, "fp16")
             path = register_fp16(bundle, tmp, VariantOptions(fp16=options, quiet=cfg.quiet), facts, times,
                                  extra={"fp32_islands": islands})
         return {"registered": path.name, "islands": islands, "refreshed": refreshed,

@@ -216,6 +216,11 @@ def register_fp16(bundle: Bundle, tmp: Path, options: VariantOptions, facts: dic
     return register_with_wrappers(bundle, "fp16", tmp, meta, options, times)
 
 
+def wrappers_of(bundle: Bundle, key: str) -> list[str]:
+    """The variants that wrap variant `key` (fp16-nhwc for fp16, int8-nhwc for int8)."""
+    return [k for k, v in bundle.variants().items() if (v.get("base") or {}).get("variant") == key]
+
+
 def register_with_wrappers(bundle: Bundle, key: str, tmp: Path, meta: dict[str, Any],
                            options: VariantOptions | None = None, times: StageTimes | None = None) -> Path:
     """Register the checked variant file `tmp` as `key`, with the nhwc variants that wrap `key` re-derived
@@ -225,7 +230,7 @@ def register_with_wrappers(bundle: Bundle, key: str, tmp: Path, meta: dict[str, 
         ParityError: a re-derived wrapper failed its check; nothing was registered.
     """
     options = options or VariantOptions()
-    wrappers = [k for k, v in bundle.variants().items() if (v.get("base") or {}).get("variant") == key]
+    wrappers = wrappers_of(bundle, key)
     with contextlib.ExitStack() as stack:
         items = [(key, tmp, meta)]
         for wkey in wrappers:

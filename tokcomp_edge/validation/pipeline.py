@@ -340,7 +340,7 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
         "bundle": {
             "path": str(bundle.path), "name": bundle.name, "manifest_sha256": bundle.manifest_sha256(),
             "encoder": manifest.get("encoder"), "compression": comp, "vlm": manifest.get("vlm"),
-            "batch_range": list(bundle.batch_range), "tokens_shape": _tokens_shape(manifest),
+            "batch_range": list(bundle.batch_range), "tokens_shape": [manifest["tokens_out"], manifest["dim_out"]],
             "reference_batches": bundle.reference_batches(), "files_verified": sorted(manifest.get("files", {})),
         },
         "reference": {"pytorch": {"used": use_torch, "reason": torch_reason, "runtime": torch_info}},
@@ -369,9 +369,3 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
                             hint=hint)
 
 
-def _tokens_shape(manifest: dict) -> list | None:
-    """[tokens, dim] of the `tokens` output per image or tile: what the LLM (or the host) gets."""
-    for o in (manifest.get("onnx") or {}).get("outputs") or []:
-        if o.get("name") == "tokens" and len(o.get("shape") or []) == 3:
-            return list(o["shape"][1:])
-    return None
