@@ -216,3 +216,18 @@ def test_preprocess_equals_the_lfm2_image_processor(exported, tmp_path, capsys):
     want = patches.reshape(8, 8, 16, 16, 3).permute(4, 0, 2, 1, 3).reshape(1, 3, TILE, TILE).numpy()
     assert ours.shape == want.shape
     np.testing.assert_allclose(ours, want, rtol=0, atol=2 / 255 * 2 + 1e-6)  # within 2 levels of 8 bits (std 0.5)
+
+
+def test_chosen_tile_is_rebuilt_at_its_size(lfm2, tmp_path):
+    """A bundle exported at --image-size 96 rebuilds (validate's PyTorch side) at 96, not at the default tile."""
+    from tokcomp_edge.export import ExportConfig, export_bundle
+    from tokcomp_edge.export.rebuild import model_from_manifest
+
+    folder, model = lfm2
+    res = export_bundle(ExportConfig(model=f"hf:{folder}", image_size=96, out=tmp_path / "b96", batch_max=1,
+                                     quiet=True))
+    assert res.manifest["encoder"]["image_size"] == [96, 96] and res.manifest["tokens_out"] == 9
+    x = tile_pixels(1, seed=9, size=96)
+    with torch.no_grad():
+        got = model_from_manifest(res.manifest)(x)
+    _close(got.numpy(), hf_image_features(model, x).numpy())
