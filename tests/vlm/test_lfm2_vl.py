@@ -97,6 +97,7 @@ def test_shards_and_manifest(lfm2, exported):
     assert v["arithmetic"] == "64 → pixel unshuffle 2×2 → 16 → layernorm+mlp → 16 × 48"
     assert m["encoder"]["image_size"] == [TILE, TILE] and m["encoder"]["weights"]["covers"] == "vision-path tensors"
     assert (m["tokens_out"], m["dim_out"]) == (16, 48)
+    assert v["tile"]["tiles_per_request"] == 1  # the folder's processor has do_image_splitting false
 
 
 def test_onnx_equals_get_image_features(lfm2, exported):
@@ -183,12 +184,17 @@ def test_presets_published_shapes():
     from tokcomp_edge.compression.spec import parse_spec
     from tokcomp_edge.errors import InputError
     from tokcomp_edge.vlm import plan_vlm, resolve_vlm
+    from tokcomp_edge.vlm.tiles import tiles_per_request
 
     for name, dim in (("lfm2-vl-450m", 1024), ("lfm2-vl-1.6b", 2048)):
         v = resolve_vlm(name)
         assert v.tower.image_size == (512, 512) and v.tower.grid == (32, 32)
         assert plan_vlm(v, parse_spec("none"), None).arithmetic == f"1024 → pixel unshuffle 2×2 → 256 → mlp → 256 × {dim}"
     assert plan_vlm(resolve_vlm("lfm2-vl-450m", (256, 256)), parse_spec("none"), None).tokens_out == 64
+    # LFM2's MLP is auto-adjusted (2/3 of block_ff_dim, rounded up to 256): 6656 → 4608, 12288 → 8192.
+    assert (resolve_vlm("lfm2-vl-450m").llm.mlp, resolve_vlm("lfm2-vl-1.6b").llm.mlp) == (4608, 8192)
+    # Its processor splits a large image into up to max_tiles (10) tiles + a thumbnail: the default --batch-max.
+    assert tiles_per_request(resolve_vlm("lfm2-vl-1.6b")).count == 11
     with pytest.raises(InputError, match="49 tokens, outside the processor's 64..256") as ex:
         resolve_vlm("lfm2-vl-450m", (224, 224))
     assert ex.value.hint == "nearest valid sizes: 256, 288, 320"
