@@ -17,7 +17,8 @@ def export(
     model: ModelArg,
     compress: Annotated[str, typer.Option("--compress", "-c", help="Compression spec (`tokcomp methods`).")] = "none",
     out: Annotated[Optional[Path], typer.Option(help="Bundle folder [default: export/<model>_<spec>/].")] = None,
-    image_size: Annotated[Optional[int], typer.Option(help="Square input size (a multiple of the patch size).")] = None,
+    image_size: Annotated[Optional[str], typer.Option(help="Input size H or HxW: a tower's square side (a multiple "
+                                                      "of its patch), or a Qwen-VL / LFM2-VL tile.")] = None,
     weights: Annotated[Optional[Path], typer.Option(help=".safetensors or torch checkpoint (loaded weights_only).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random init (without --weights) and of the golden inputs.")] = 0,
     layer: Annotated[Optional[int], typer.Option(help="Hidden layer to read: -1 last, -2 penultimate (LLaVA), … "
@@ -54,8 +55,9 @@ def export(
       tokcomp export internvl3-1b --no-projector
     """
     from ..export import ExportConfig, export_bundle
+    from ..export.config import parse_image_size
 
-    cfg = ExportConfig(model=model, compress=compress, out=out, image_size=image_size, weights=weights, seed=seed,
+    cfg = ExportConfig(model=model, compress=compress, out=out, image_size=parse_image_size(image_size), weights=weights, seed=seed,
                        layer=layer, prefix=prefix, batch_min=batch_min, batch_max=batch_max, opset=opset,
                        force=force, cleanup=not no_cleanup, projector=not no_projector, video=video,
                        variants=tuple(v.strip() for v in variants.split(",") if v.strip()))

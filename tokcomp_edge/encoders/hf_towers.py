@@ -28,6 +28,7 @@ HF_CLASSES = {
     "internvl_vision": ("InternVLVisionConfig", "InternVLVisionModel"),
     "idefics3_vision": ("Idefics3VisionConfig", "Idefics3VisionTransformer"),
     "smolvlm_vision": ("SmolVLMVisionConfig", "SmolVLMVisionTransformer"),
+    "siglip2_vision_model": ("Siglip2VisionConfig", "Siglip2VisionModel"),  # LFM2-VL's NaFlex tower
 }
 
 # Checkpoint keys of heads the tower never runs (projection, pooling, classifier); dropped when the
@@ -41,6 +42,7 @@ HEAD_PREFIXES = {
     "internvl_vision": (),
     "idefics3_vision": (),
     "smolvlm_vision": (),
+    "siglip2_vision_model": ("head.",),
 }
 
 # How HF's `interpolate_pos_encoding` resamples each family's position table (bicubic, no corners);
@@ -54,6 +56,8 @@ POS_EMBED = {
     "internvl_vision": ("embeddings.position_embeddings", 1, False),
     "idefics3_vision": ("embeddings.position_embedding.weight", 0, False),
     "smolvlm_vision": ("embeddings.position_embedding.weight", 0, False),
+    # SigLIP2 resizes its table to each grid itself (bilinear, antialias): siglip2_tower.py holds that.
+    "siglip2_vision_model": ("embeddings.position_embedding.weight", 0, True),
 }
 
 
@@ -346,6 +350,10 @@ TOWERS = {
     "idefics3_vision": Idefics3Tower,
     "smolvlm_vision": Idefics3Tower,
 }
+
+# SigLIP2 (NaFlex) lives in its own module, which adds itself to TOWERS on import (it subclasses HFTower,
+# so it cannot be imported above this line).
+from . import siglip2_tower  # noqa: E402,F401
 
 
 def build_hf_tower(spec: EncoderSpec, layer: int = -1) -> HFTower:

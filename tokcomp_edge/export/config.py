@@ -24,7 +24,8 @@ class ExportConfig:
         model: preset name, `timm:<name>`, `hf:<dir>` or `py:<module>:<factory>`.
         compress: compression spec string (`tokcomp methods`).
         out: bundle folder; None → `export/<model>_<spec>/`.
-        image_size: square input size override (a multiple of the patch size).
+        image_size: input size override: an int (square) or (H, W) — a bare tower takes squares only; a
+            VLM whose tile is chosen (Qwen-VL, LFM2-VL) takes H×W within its processor's limits.
         weights: weights file; None → random init from `seed` (recorded as such everywhere).
         seed: random-init seed, also the seed of the golden reference inputs.
         layer: hidden layer to read (-1 last, -2 penultimate …); None = -1 for a tower, the VLM's own
@@ -46,7 +47,7 @@ class ExportConfig:
     model: str
     compress: str = "none"
     out: Path | None = None
-    image_size: int | None = None
+    image_size: int | tuple[int, int] | None = None
     weights: Path | None = None
     seed: int = 0
     layer: int | None = None
@@ -62,6 +63,24 @@ class ExportConfig:
     quiet: bool = False
     projector: bool = True
     video: bool = False
+
+
+def parse_image_size(text: str | None) -> int | tuple[int, int] | None:
+    """`--image-size 448` → 448, `448x336` → (448, 336) (a square given as HxW becomes an int).
+
+    Raises:
+        InputError (exit 2): anything else, naming the accepted forms.
+    """
+    from ..errors import InputError
+
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX×]\s*(\d+)\s*)?", str(text))
+    if not m or int(m.group(1)) <= 0 or (m.group(2) is not None and int(m.group(2)) <= 0):
+        raise InputError(f"--image-size {text!r} is not a size", "give H or HxW in pixels, e.g. 448 or 448x336")
+    h = int(m.group(1))
+    w = int(m.group(2)) if m.group(2) is not None else h
+    return h if h == w else (h, w)
 
 
 def with_batch_default(cfg: ExportConfig) -> ExportConfig:

@@ -87,6 +87,10 @@ def validate_config(cfg: ExportConfig) -> Checked:
             flag = "--no-projector" if not cfg.projector else "--video"
             raise InputError(f"{flag} applies to VLMs; {cfg.model} is a bare vision tower",
                              f"drop {flag} (a tower has no projector)")
+        if isinstance(cfg.image_size, tuple):
+            h, w = cfg.image_size
+            raise InputError(f"--image-size {h}x{w} is not square; {cfg.model} is a bare vision tower, exported "
+                             "at a square size", f"give one side, e.g. --image-size {max(h, w)}")
         try:
             enc = resolve_spec(cfg.model, cfg.image_size, cfg.seed)
         except UnsupportedModelType as exc:
@@ -119,12 +123,22 @@ def _layers_run(cfg: ExportConfig, enc: EncoderSpec) -> int | None:
         return None
 
 
+def vlm_tile(cfg: ExportConfig) -> tuple[int, int] | None:
+    """--image-size as the (H, W) resolve_vlm takes (an int is a square)."""
+    size = cfg.image_size
+    if size is None:
+        return None
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
 def _plan_vlm(cfg: ExportConfig, spec: CompressionSpec) -> VlmPlan:
     """A VLM's vision path is fixed by its config: options that would change what the projector sees fail."""
     from ..vlm import plan_vlm, resolve_vlm
 
-    vlm = resolve_vlm(cfg.model)
-    if cfg.image_size is not None and cfg.image_size != vlm.tower.image_size[0]:
+    vlm = resolve_vlm(cfg.model, image_size=vlm_tile(cfg))
+    # LFM2-VL's tile is chosen: resolve_vlm has checked --image-size against its processor's limits.
+    chosen = vlm.family.model_type == "lfm2_vl"
+    if not chosen and cfg.image_size is not None and cfg.image_size != vlm.tower.image_size[0]:
         raise InputError(f"--image-size {cfg.image_size} cannot apply to {cfg.model}: its tile is "
                          f"{vlm.tower.image_size[0]} px, which its projector and transform are built for",
                          "leave --image-size unset; tile larger images into that size (--batch-max = tiles)")
@@ -173,7 +187,7 @@ def export_bundle(cfg: ExportConfig) -> ExportResult:
             from ..vlm import load_vlm
             from ..vlm.path import VlmVisionPath
 
-            loaded = load_vlm(cfg.model, cfg.weights, cfg.seed)
+            loaded = load_vlm(cfg.model, cfg.weights, cfg.seed, image_size=vplan.vlm.tower.image_size)
             model = VlmVisionPath(loaded.tower, vplan, loaded.projector).eval()
         else:
             loaded = build_encoder(EncoderConfig(model=cfg.model, image_size=cfg.image_size, weights=cfg.weights,

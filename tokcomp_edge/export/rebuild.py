@@ -91,7 +91,8 @@ def _vlm_from_manifest(manifest: dict[str, Any]):
     weights = enc.get("weights") or {"kind": "random"}
     wpath = _weights_path(weights)
     # The recorded path is the weights actually read (an hf: folder's index or file, or --weights).
-    loaded = load_vlm(enc["name"], wpath, int(enc.get("seed") or weights.get("seed") or 0))
+    loaded = load_vlm(enc["name"], wpath, int(enc.get("seed") or weights.get("seed") or 0),
+                      image_size=tuple(enc["image_size"]))  # the tile it was exported at (LFM2-VL's is chosen)
     if weights.get("kind") == "file" and weights.get("sha256") and loaded.weights.sha256 != weights["sha256"]:
         raise BundleError(f"the vision-path tensors in {wpath} changed since export", "re-export the bundle")
     # A VLM's prefix policy is its own select strategy, so the plan is rebuilt without a --prefix.

@@ -44,16 +44,20 @@ def naming_vlm_families(exc: UnsupportedModelType) -> UnsupportedModelType:
     return UnsupportedModelType(exc.message, supported_model_types(tuple(FAMILIES)))
 
 
-def resolve_vlm(model: str) -> VlmSpec:
-    """The VlmSpec of a VLM preset or `hf:<dir>` (config work only: no module is built)."""
+def resolve_vlm(model: str, image_size: tuple[int, int] | None = None) -> VlmSpec:
+    """The VlmSpec of a VLM preset or `hf:<dir>` (config work only: no module is built).
+
+    image_size: the tile for families whose tile is chosen (LFM2-VL), or None for the default.
+    """
     if model in VLM_PRESETS:
         p = VLM_PRESETS[model]
-        return vlm_spec(model, p.model_type, p.config, None, "transformers", f"preset {model}")
+        return vlm_spec(model, p.model_type, p.config, None, "transformers", f"preset {model}",
+                        image_size=image_size)
     folder = Path(model[3:]).expanduser()
     cfg_path = folder / "config.json"
     cfg = read_json(cfg_path)
     pre, pre_file = read_image_processor_config(folder)
-    return vlm_spec(model, cfg["model_type"], cfg, pre, "hf-local", str(cfg_path), pre_file)
+    return vlm_spec(model, cfg["model_type"], cfg, pre, "hf-local", str(cfg_path), pre_file, image_size=image_size)
 
 
 @dataclass
@@ -87,13 +91,15 @@ def _spread_random(module: nn.Module, seed: int) -> None:
                 p.copy_(0.02 * torch.randn(p.shape, generator=gen))
 
 
-def load_vlm(model: str, weights: Path | None = None, seed: int = 0) -> LoadedVlm:
+def load_vlm(model: str, weights: Path | None = None, seed: int = 0,
+             image_size: tuple[int, int] | None = None) -> LoadedVlm:
     """Build a VLM's vision tower and projector: random (seeded) or from the checkpoint's own tensors.
 
     Args:
         model: VLM preset or `hf:<dir>`.
         weights: a weights file or index JSON for a preset (an hf: folder's own weights are used otherwise).
         seed: random-init seed (presets without weights).
+        image_size: the tile, as resolve_vlm takes it.
     Raises:
         InputError, WeightsError (exit 2): bad config, a folder without weights, tensors that do not fit.
     """
@@ -104,7 +110,7 @@ def load_vlm(model: str, weights: Path | None = None, seed: int = 0) -> LoadedVl
 
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise InputError(f"seed {seed!r} is not an integer", "e.g. --seed 0")
-    spec = resolve_vlm(model)
+    spec = resolve_vlm(model, image_size)
     src: WeightSource | None = None
     if weights is not None:
         src = weight_source(Path(weights))

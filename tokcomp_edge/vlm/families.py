@@ -10,9 +10,10 @@ Each family is described by these facts; the arithmetic built on them is in plan
 - select (read from the config, not stored here: spec.py): `vision_feature_select_strategy` `default` slices
   `[:, 1:]` off the selected features whatever row 0 is — a CLS, or SigLIP's first patch — and `full` keeps
   every row; when config.json has no key, the config class's own default applies (LlavaConfig: `default`);
-- transform: the VLM's own token reduction — none, a pixel shuffle, or a window average;
+- transform: the VLM's own token reduction — none, a pixel shuffle (LFM2-VL's pixel unshuffle is the same
+  op), or a window average;
 - where the transform runs: in `get_image_features` before the projector module (InternVL) or inside the
-  projector module (Idefics3/SmolVLM's connector, Gemma 3's projector);
+  projector module (Idefics3/SmolVLM's connector, Gemma 3's projector, LFM2-VL's projector);
 - projector: the transformers module that maps vision features to LLM embeddings;
 - mean_std: the pixel normalisation used when the folder records no image processor (neither
   processor_config.json's `image_processor` nor preprocessor_config.json); the manifest then says so.
@@ -86,6 +87,10 @@ FAMILIES: dict[str, VlmFamily] = {f.model_type: f for f in [
     VlmFamily("paligemma", "PaliGemmaForConditionalGeneration", "paligemma", "vision_tower",
               "multi_modal_projector", "PaliGemmaMultiModalProjector", "last", "none", False, _HALF,
               "SigLIP (post-norm) → Linear to projection_dim (transformers 5.x applies no extra scaling here)"),
+    VlmFamily("lfm2_vl", "Lfm2VlForConditionalGeneration", "lfm2_vl", "vision_tower", "multi_modal_projector",
+              "Lfm2VlMultiModalProjector", "last", "pixel_shuffle", True, _HALF,
+              "SigLIP2 NaFlex (post-norm) at a static tile → projector: pixel unshuffle (downsample_factor), "
+              "LayerNorm, Linear–GELU–Linear"),
 ]}
 
 # Text model types whose MLP is not gated (two matrices); every other decoder we know of is SwiGLU/GeGLU.

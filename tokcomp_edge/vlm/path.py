@@ -61,6 +61,13 @@ class VlmVisionPath(nn.Module):
             # Idefics3Connector.pixel_shuffle has the same channel order as InternVL's (a test proves it).
             x = Fc.unshuffle_tokens(x, self.grid[0], self.grid[1], self.shuffle, "internvl")
             return p.modality_projection(x)
+        if self.family == "lfm2_vl":
+            # Lfm2VlMultiModalProjector.pixel_unshuffle has InternVL's channel order (row offset, column
+            # offset, channel); a test compares with transformers' get_image_features.
+            x = Fc.unshuffle_tokens(x, self.grid[0], self.grid[1], self.shuffle, "internvl")
+            if p.use_layer_norm:
+                x = p.layer_norm(x)
+            return p.linear_2(p.act(p.linear_1(x)))
         if self.family == "gemma3":
             dtype = x.dtype
             x = Fc.pool_tokens(x, self.grid[0], self.grid[1], self.pool, "avg")

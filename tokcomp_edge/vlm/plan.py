@@ -75,7 +75,8 @@ class VlmPlan:
 # preprocessor_config.json fields that say how an image becomes tiles (what --batch-max must cover).
 _TILE_KEYS = ("image_processor_type", "size", "crop_size", "max_image_size", "do_image_splitting",
               "crop_to_patches", "min_patches", "max_patches", "image_grid_pinpoints", "do_pan_and_scan",
-              "pan_and_scan_max_num_crops", "resample")
+              "pan_and_scan_max_num_crops", "resample", "min_image_tokens", "max_image_tokens", "tile_size",
+              "max_tiles", "use_thumbnail")
 
 
 def _tile(vlm: VlmSpec) -> dict[str, Any]:
@@ -88,13 +89,16 @@ def _tile(vlm: VlmSpec) -> dict[str, Any]:
 
 def _transform_label(vlm: VlmSpec) -> str:
     if vlm.shuffle:
-        return f"pixel shuffle {vlm.shuffle}×{vlm.shuffle}"
+        what = "pixel unshuffle" if vlm.family.model_type == "lfm2_vl" else "pixel shuffle"  # each VLM's own name
+        return f"{what} {vlm.shuffle}×{vlm.shuffle}"
     return f"avg pool {vlm.pool}×{vlm.pool}"
 
 
 def _projector_label(vlm: VlmSpec) -> str:
     return {"llava": "mlp", "llava_onevision": "mlp", "internvl": "mlp1", "idefics3": "linear",
-            "smolvlm": "linear", "gemma3": "rmsnorm+proj", "paligemma": "linear"}[vlm.family.model_type]
+            "smolvlm": "linear", "gemma3": "rmsnorm+proj", "paligemma": "linear",
+            "lfm2_vl": "layernorm+mlp" if vlm.config.get("projector_use_layernorm", True) else "mlp",
+            }[vlm.family.model_type]
 
 
 # Methods whose output tokens are scattered over the grid (no grid_out).

@@ -12,10 +12,18 @@ in the rest. The weights stay random (seeded) unless `--weights` names the check
 | smolvlm-256m          | HuggingFaceTB/SmolVLM-256M-Instruct (Idefics3) | 512 | 64 × 576       |
 | gemma3-4b             | google/gemma-3-4b-it                         | 896  | 256 × 2560      |
 | paligemma2-3b-224     | google/paligemma2-3b-pt-224                  | 224  | 256 × 2304      |
+| lfm2-vl-450m          | LiquidAI/LFM2-VL-450M                        | 512  | 256 × 1024      |
+| lfm2-vl-1.6b          | LiquidAI/LFM2-VL-1.6B                        | 512  | 256 × 2048      |
 
 Values: the published config.json files (the defaults of transformers' config classes where a file leaves a
 key out, as loading it would). LLaVA-OneVision's tower has 26 layers, not so400m's 27: its conversion drops
 the last layer, so `vision_feature_layer=-1` reads the original model's penultimate layer.
+LFM2-VL: SigLIP2 NaFlex base (86M: 768 wide, 12 layers) for 450M and shape-optimised so400m (1152 wide, 4304 MLP,
+26 layers run: the penultimate of so400m's 27, which transformers' last_hidden_state then is) for 1.6B, patch 16,
+a 16x16 position table (num_patches 256); projector 2560 wide without its LayerNorm (projector_use_layernorm
+false); LFM2-350M / LFM2-1.2B text shapes (block_ff_dim 6656 / 12288, auto-adjusted to 4608 / 8192). The tile is
+--image-size (512 by default, the processor's tile_size). These were not read from the Hub here: check
+them against the checkpoints' config.json before relying on a random-init preset's sizes.
 """
 
 from __future__ import annotations
@@ -55,6 +63,19 @@ def _internvit(hidden, layers, heads, mlp, patch, image) -> dict[str, Any]:
                 use_absolute_position_embeddings=True)
 
 
+def _siglip2(hidden, layers, heads, mlp, patch, num_patches) -> dict[str, Any]:
+    return dict(model_type="siglip2_vision_model", hidden_size=hidden, num_hidden_layers=layers,
+                num_attention_heads=heads, intermediate_size=mlp, patch_size=patch, num_patches=num_patches,
+                hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6, vision_use_head=False)
+
+
+def _lfm2(hidden, heads, ff, tiny=False) -> dict[str, Any]:
+    # LFM2: 16 layers, 6 of them attention (the rest short convolutions), 8 KV heads.
+    if tiny:
+        return _text("lfm2", hidden, 2, heads, 1, ff, 128, layer_types=["conv", "full_attention"])
+    return _text("lfm2", hidden, 16, heads, 8, ff, 65536, full_attn_idxs=[2, 5, 8, 10, 12, 14])
+
+
 def _text(model_type, hidden, layers, heads, kv, mlp, vocab, **kw) -> dict[str, Any]:
     return dict(model_type=model_type, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                 num_key_value_heads=kv, intermediate_size=mlp, vocab_size=vocab, **kw)
@@ -90,6 +111,14 @@ VLM_PRESETS: dict[str, VlmPreset] = {p.name: p for p in [
         vision_config=_siglip(1152, 27, 16, 4304, 14, 224),
         text_config=_text("gemma2", 2304, 26, 8, 4, 9216, 257216, head_dim=256),
         projection_dim=2304, image_token_index=257152), source="google/paligemma2-3b-pt-224"),
+    VlmPreset("lfm2-vl-450m", "lfm2_vl", dict(
+        vision_config=_siglip2(768, 12, 12, 3072, 16, 256), text_config=_lfm2(1024, 16, 6656),
+        downsample_factor=2, projector_hidden_size=2560, projector_use_layernorm=False, image_token_id=396),
+        source="LiquidAI/LFM2-VL-450M"),
+    VlmPreset("lfm2-vl-1.6b", "lfm2_vl", dict(
+        vision_config=_siglip2(1152, 26, 16, 4304, 16, 256), text_config=_lfm2(2048, 32, 12288),
+        downsample_factor=2, projector_hidden_size=2560, projector_use_layernorm=False, image_token_id=396),
+        source="LiquidAI/LFM2-VL-1.6B"),
     # Tiny: the same code paths, small enough to build, export and check in seconds (8x8 grids).
     VlmPreset("tiny-llava", "llava", dict(
         vision_config=_clip(32, 3, 2, 64, 16, 128), text_config=_text("llama", 48, 1, 2, 1, 64, 128),
@@ -110,4 +139,10 @@ VLM_PRESETS: dict[str, VlmPreset] = {p.name: p for p in [
     VlmPreset("tiny-paligemma", "paligemma", dict(
         vision_config=_siglip(32, 3, 2, 64, 16, 128), text_config=_text("gemma", 48, 1, 2, 1, 64, 128, head_dim=16),
         projection_dim=48, image_token_index=5), tiny=True),
+    # 128 px tile: 8x8 patches of 16 → unshuffle 2 → 4x4 = 16 tokens; its own min/max_image_tokens (the keys
+    # older LFM2-VL config.json files carry, read by lfm2.py) let a tile this small through.
+    VlmPreset("tiny-lfm2-vl", "lfm2_vl", dict(
+        vision_config=_siglip2(32, 3, 2, 64, 16, 16), text_config=_lfm2(48, 2, 64, tiny=True),
+        downsample_factor=2, projector_hidden_size=40, image_token_id=5,
+        min_image_tokens=1, max_image_tokens=64, tile_size=128), tiny=True),
 ]}

@@ -44,7 +44,8 @@ class VlmSpec:
         tower: the vision tower's EncoderSpec (name = the model id).
         feature_layer: vision_feature_layer as the config says (index into hidden_states).
         select: `default` (CLS dropped) or `full`.
-        shuffle: pixel-shuffle factor R (InternVL downsample_ratio 0.5 → 2; SmolVLM scale_factor), or None.
+        shuffle: pixel-shuffle factor R (InternVL downsample_ratio 0.5 → 2; SmolVLM scale_factor; LFM2-VL
+            downsample_factor), or None.
         pool: Gemma 3's average-pool kernel, or None.
         projector_out: channels of each token the LLM reads.
         llm: the text model's shape.
@@ -130,12 +131,20 @@ def _llm(text) -> LlmFacts:
     heads = int(text.num_attention_heads)
     kv = int(getattr(text, "num_key_value_heads", None) or heads)
     mt = str(getattr(text, "model_type", ""))
+    mlp = int(text.intermediate_size)
+    if getattr(text, "block_auto_adjust_ff_dim", False):
+        # LFM2's MLP is not intermediate_size wide: Lfm2MLP shrinks it to 2/3, × multiplier, rounded up.
+        mlp = int(2 * mlp / 3)
+        if getattr(text, "block_ffn_dim_multiplier", None) is not None:
+            step = int(text.block_multiple_of)
+            mlp = step * ((int(text.block_ffn_dim_multiplier * mlp) + step - 1) // step)
     return LlmFacts(model_type=mt, hidden=int(text.hidden_size), layers=int(text.num_hidden_layers), heads=heads,
-                    kv_heads=kv, mlp=int(text.intermediate_size), gated=mt not in UNGATED_TEXT)
+                    kv_heads=kv, mlp=mlp, gated=mt not in UNGATED_TEXT)
 
 
 def vlm_spec(name: str, model_type: str, cfg: dict[str, Any], preprocessor: dict[str, Any] | None,
-             source: str, where: str, preprocessor_file: str = "") -> VlmSpec:
+             source: str, where: str, preprocessor_file: str = "",
+             image_size: tuple[int, int] | None = None) -> VlmSpec:
     """Resolve a VLM config dict into a VlmSpec.
 
     Args:
@@ -146,6 +155,8 @@ def vlm_spec(name: str, model_type: str, cfg: dict[str, Any], preprocessor: dict
         source: `transformers` (preset) or `hf-local`.
         where: what to name in error messages.
         preprocessor_file: the file `preprocessor` came from (read_image_processor_config).
+        image_size: the tile (H, W) for families whose tile is chosen (LFM2-VL: lfm2.py checks it);
+            None for the family's default.
     """
     fam = FAMILIES[model_type]
     conf = hf_config_object(model_type, cfg, where)
@@ -159,7 +170,15 @@ def vlm_spec(name: str, model_type: str, cfg: dict[str, Any], preprocessor: dict
     pre = dict(preprocessor or {})
     if pre:
         mean, std = mean_std(pre, mean, std, preprocessor_file or where)
-    tower = hf_spec(name, source, vision_type, vhf, mean, std)
+    if vision_type == "siglip2_vision_model":
+        # SigLIP2 NaFlex has no image size of its own: the tile is what the processor makes (lfm2.py).
+        from ..encoders.siglip2_tower import siglip2_spec
+        from .lfm2 import lfm2_tile, lfm2_tiling
+
+        tiling = lfm2_tiling(pre, cfg, int(vhf["patch_size"]), int(getattr(conf, "downsample_factor", 1)))
+        tower = siglip2_spec(name, source, vhf, lfm2_tile(name, tiling, image_size), mean, std)
+    else:
+        tower = hf_spec(name, source, vision_type, vhf, mean, std)
     feature_layer = _int_layer(getattr(conf, "vision_feature_layer", -1), where)
     # The config class's own default when config.json has no key (LlavaConfig: "default", even for a SigLIP
     # tower; LlavaOnevisionConfig: "full"), as get_image_features reads it from the config.
@@ -173,6 +192,8 @@ def vlm_spec(name: str, model_type: str, cfg: dict[str, Any], preprocessor: dict
         if abs(shuffle * ratio - 1) > 1e-9:
             raise InputError(f"downsample_ratio {ratio} in {where} is not 1/R for an integer R",
                              "InternVL checkpoints use 0.5")
+    elif fam.model_type == "lfm2_vl":
+        shuffle = int(conf.downsample_factor)
     elif fam.transform == "pixel_shuffle":
         shuffle = int(conf.scale_factor)
     elif fam.transform == "avg_pool":

@@ -9,6 +9,7 @@ The processor decides it, so the count is computed from the folder's image-proce
 | idefics3, smolvlm | `do_image_splitting` (True): the longest edge resized to `size.longest_edge`, cut into `max_image_size` squares, + one global view | (⌈1456 / 364⌉)² + 1 = 17 |
 | llava_onevision | anyres: the best of `image_grid_pinpoints` (up to 2304×2304) cut into `size` (384) crops, + the resized image | 6 × 6 + 1 = 37 |
 | gemma3 | Gemma3Processor: `do_pan_and_scan` (False); when on, up to `pan_and_scan_max_num_crops` (4) crops + the image | 1 |
+| lfm2_vl | Lfm2VlImageProcessor: `do_image_splitting` (True): an image too large for one tile is cut into up to `max_tiles` (10) tiles of `tile_size`, + a thumbnail when `use_thumbnail` (True) | 10 + 1 = 11 |
 | llava, paligemma | one tile per image | 1 |
 
 LLaVA-OneVision's `anyres_max_9` (vision_aspect_ratio) shrinks the *features* of many crops after the tower
@@ -74,6 +75,16 @@ def tiles_per_request(vlm: VlmSpec) -> TileCount:
         most = max(math.ceil(int(h) / crop) * math.ceil(int(w) / crop) for h, w in pins)
         return TileCount(most + 1, f"anyres: up to {most} crops of {crop} px (image_grid_pinpoints) + the "
                                    f"resized image ({where})")
+    if fam == "lfm2_vl":
+        from .lfm2 import DEFAULTS
+
+        get = lambda k: pre.get(k, vlm.config.get(k, DEFAULTS[k]))  # noqa: E731 - older config.json files carry them
+        n = int(get("max_tiles"))
+        if not get("do_image_splitting") or n <= 1:
+            return TileCount(1, f"do_image_splitting off ({where}): one tile per image")
+        thumb = bool(get("use_thumbnail"))
+        return TileCount(n + thumb, f"do_image_splitting: up to max_tiles {n} tiles"
+                                    f"{' + a thumbnail' if thumb else ''} ({where})")
     if fam == "gemma3" and pre.get("do_pan_and_scan"):
         n = int(pre.get("pan_and_scan_max_num_crops") or _GEMMA3_MAX_CROPS)
         return TileCount(n + 1, f"do_pan_and_scan: up to {n} crops + the image ({where})")
