@@ -10,6 +10,8 @@ consumer — `validate --images`, `calibrate`, `preprocess` — applies that one
 | siglip | SiglipImageProcessor | to image size × image size | bicubic | none |
 | dinov2 | BitImageProcessor (facebook/dinov2-*) | shortest edge → 256/224 · image size | bicubic | centre |
 | vit | ViTImageProcessor | to image size × image size | bilinear | none |
+| qwen | Qwen2VLImageProcessor, one tile | to the tile (H × W) | bicubic | none |
+| lfm2_vl | Lfm2VlImageProcessor, one tile | to the tile (H × W) | bilinear | none |
 | timm | timm's eval transform | shortest edge → ⌊image size / crop_pct⌋ | the model's | centre |
 | legacy | bundles exported before policies existed | shorter side to cover the crop | bicubic | centre |
 | generic | py: modules (no processor known) | the same as legacy, recorded | bicubic | centre |
@@ -75,12 +77,17 @@ FAMILY_RULES = {
     # A VLM whose processor frames differently from its tower family's: Gemma 3 resizes bilinearly where
     # SigLIP's processor is bicubic (transformers' Gemma3ImageProcessor; pan-and-scan is off by default).
     "gemma3": FamilyRule("Gemma3ImageProcessor", "square", "bilinear", crop=False),
+    # Qwen-VL resizes each image to a grid of its own (smart_resize); a static-tile bundle is given the image
+    # resized to its tile, which smart_resize then leaves as it is (sides already multiples of 28/32).
+    "qwen": FamilyRule("Qwen2VLImageProcessor (one tile)", "square", "bicubic", crop=False),
+    # LFM2-VL's processor resizes bilinearly where its SigLIP2 tower family's would be bicubic.
+    "lfm2_vl": FamilyRule("Lfm2VlImageProcessor (one tile)", "square", "bilinear", crop=False),
 }
 # VLM model types whose own processor rule replaces the tower family's (policy_for_spec's `vlm_type`).
-VLM_RULES = {"gemma3"}
-# Families whose processor's size fields describe the whole-image tiling, not the tile: only the
-# resampling and rescaling are taken from their preprocessor_config.json.
-TILE_FAMILIES = {"internvl", "idefics3"}
+VLM_RULES = {"gemma3", "lfm2_vl"}
+# Families whose processor's size fields describe the whole-image tiling (or Qwen's min/max pixel counts),
+# not the tile: only the resampling and rescaling are taken from their preprocessor_config.json.
+TILE_FAMILIES = {"internvl", "idefics3", "qwen"}
 _TILE_KEYS = ("resample", "do_rescale", "rescale_factor", "image_processor_type")
 
 

@@ -35,6 +35,9 @@ def io_entries(plan, spec, batch_dim: Any, vlm=None) -> tuple[list[dict], list[d
     tokens, dim = (vlm.tokens_out, vlm.dim_out) if vlm is not None else (plan.tokens_out, plan.dim_out)
     inputs = [{"name": "pixel_values", "shape": [batch_dim, 3, h, w], "dtype": "float32", "layout": "NCHW"}]
     outputs = [{"name": "tokens", "shape": [batch_dim, tokens, dim], "dtype": "float32"}]
+    # Qwen3-VL's DeepStack features: one per deepstack layer, shaped as the tokens (same grid, same merger width).
+    outputs += [{"name": n, "shape": [batch_dim, tokens, dim], "dtype": "float32"}
+                for n in (vlm.extra_outputs if vlm is not None else ())]
     if "indices" in plan.extra_outputs:
         outputs.append({"name": "indices", "shape": [batch_dim, plan.indexed_out], "dtype": "int64"})
     if "sizes" in plan.extra_outputs:

@@ -136,9 +136,8 @@ def _plan_vlm(cfg: ExportConfig, spec: CompressionSpec) -> VlmPlan:
     from ..vlm import plan_vlm, resolve_vlm
 
     vlm = resolve_vlm(cfg.model, image_size=vlm_tile(cfg))
-    # LFM2-VL's tile is chosen: resolve_vlm has checked --image-size against its processor's limits.
-    chosen = vlm.family.model_type == "lfm2_vl"
-    if not chosen and cfg.image_size is not None and cfg.image_size != vlm.tower.image_size[0]:
+    # A chosen tile (LFM2-VL, Qwen-VL) was checked against the processor's limits by resolve_vlm.
+    if not vlm.tile_chosen and cfg.image_size is not None and cfg.image_size != vlm.tower.image_size[0]:
         raise InputError(f"--image-size {cfg.image_size} cannot apply to {cfg.model}: its tile is "
                          f"{vlm.tower.image_size[0]} px, which its projector and transform are built for",
                          "leave --image-size unset; tile larger images into that size (--batch-max = tiles)")
@@ -179,16 +178,17 @@ def export_bundle(cfg: ExportConfig) -> ExportResult:
     cfg = with_batch_default(cfg)  # --batch-max unset: a tiled VLM's tiles per request, else 8
     checked = validate_config(cfg)
     enc_spec, plan, out, vplan = checked.enc, checked.plan, checked.out, checked.vlm
-    names = output_names(plan.extra_outputs)
+    extra = (vplan.extra_outputs if vplan is not None else ()) + plan.extra_outputs
+    names = output_names(extra)
     q = cfg.quiet
 
     with stage(f"build {cfg.model}" + (" (vision tower + projector only)" if vplan else ""), times, q):
         if vplan is not None:
             from ..vlm import load_vlm
-            from ..vlm.path import VlmVisionPath
+            from ..vlm.path import vision_path
 
             loaded = load_vlm(cfg.model, cfg.weights, cfg.seed, image_size=vplan.vlm.tower.image_size)
-            model = VlmVisionPath(loaded.tower, vplan, loaded.projector).eval()
+            model = vision_path(loaded.tower, vplan, loaded.projector).eval()
         else:
             loaded = build_encoder(EncoderConfig(model=cfg.model, image_size=cfg.image_size, weights=cfg.weights,
                                                  seed=cfg.seed, layer=tower_layer(cfg)))
@@ -208,7 +208,7 @@ def export_bundle(cfg: ExportConfig) -> ExportResult:
                 probe(golden[min(golden)])
                 proto = export_to_proto(traced, enc_spec.image_size, batch_min=cfg.batch_min,
                                         batch_max=cfg.batch_max, opset=cfg.opset,
-                                        extra_outputs=plan.extra_outputs + tuple(taps.names()))
+                                        extra_outputs=extra + tuple(taps.names()))
         with stage("PyTorch reference outputs", times, q):
             expected = {b: torch_outputs(model, x, names) for b, x in golden.items()}
         cleanup = "none"

@@ -85,7 +85,7 @@ def _vlm_from_manifest(manifest: dict[str, Any]):
     hash to the digest recorded at export (the LLM's files may change, the vision path may not)."""
     from ..compression.spec import parse_spec
     from ..vlm import load_vlm, plan_vlm
-    from ..vlm.path import VlmVisionPath
+    from ..vlm.path import vision_path
 
     enc, comp, vlm = manifest["encoder"], manifest["compression"], manifest["vlm"]
     weights = enc.get("weights") or {"kind": "random"}
@@ -98,4 +98,4 @@ def _vlm_from_manifest(manifest: dict[str, Any]):
     # A VLM's prefix policy is its own select strategy, so the plan is rebuilt without a --prefix.
     plan = plan_vlm(loaded.spec, parse_spec(comp["spec"]), None, projector=bool(vlm.get("projector", True)),
                     video=bool(vlm.get("video", False)))
-    return VlmVisionPath(loaded.tower, plan, loaded.projector).eval()
+    return vision_path(loaded.tower, plan, loaded.projector).eval()

@@ -78,6 +78,17 @@ def _projector(spec: VlmSpec):
     return getattr(module, fam.projector_class)(conf).eval()
 
 
+def _qwen_modules(spec: VlmSpec):
+    """Qwen-VL's vision module (transformers' own class: blocks, merger, DeepStack mergers) wrapped as the
+    static-tile QwenTower; the projector is its merger, which the tower module already holds."""
+    from .qwen_vision import QwenTower, build_visual, qwen_facts
+
+    conf = hf_config_object(spec.family.model_type, spec.config, spec.name)
+    visual = build_visual(spec.family.model_type, conf)
+    tower = QwenTower(spec.tower, visual, qwen_facts(spec.family.model_type, conf), spec.tower.image_size)
+    return tower, visual.merger
+
+
 def _spread_random(module: nn.Module, seed: int) -> None:
     """Random init without degenerate parameters: transformers zero-initialises some (Gemma 3's
     projection, InternViT's CLS and position table), and a path whose output is identically zero would
@@ -119,11 +130,15 @@ def load_vlm(model: str, weights: Path | None = None, seed: int = 0,
     tspec = spec.tower
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        hf_vision = build_hf_model(tspec.config["model_type"], tspec.config["hf"])
-        tower = TOWERS[tspec.config["model_type"]](tspec, hf_vision, spec.tower_layer, spec.final_norm)
-        projector = _projector(spec)
+        if spec.family.transform == "patch_merger":
+            tower, projector = _qwen_modules(spec)
+        else:
+            hf_vision = build_hf_model(tspec.config["model_type"], tspec.config["hf"])
+            tower = TOWERS[tspec.config["model_type"]](tspec, hf_vision, spec.tower_layer, spec.final_norm)
+            projector = _projector(spec)
         if src is None:
-            for part in (tower, projector):
+            # Qwen's merger is inside its tower module: spread once.
+            for part in (tower,) if spec.family.transform == "patch_merger" else (tower, projector):
                 spread_norm_affines(part, seed)
                 _spread_random(part, seed)
     read = None
@@ -173,7 +188,9 @@ def checkpoint_names(spec: VlmSpec, names: list[str]) -> dict[str, tuple[str, st
                                        meta_state_dict=meta_sd)
         for prefix, part in parts.items():
             if new.startswith(prefix):
+                # The first match: Qwen's merger (`model.visual.merger.`) is read with the rest of `model.visual`.
                 out[name] = (part, new[len(prefix):])
+                break
     return out
 
 
@@ -192,6 +209,10 @@ def _load_checkpoint(spec: VlmSpec, src: WeightSource, tower, projector, log: Re
     digest = tensor_digest(tensors)
     vision = {mapping[k][1]: v for k, v in tensors.items() if mapping[k][0] == "vision"}
     proj = {mapping[k][1]: v for k, v in tensors.items() if mapping[k][0] == "projector"}
+    if spec.family.transform == "patch_merger":
+        # One module holds Qwen's whole vision path (blocks, merger, DeepStack mergers); any grid fits it.
+        strict_load(tower.visual, vision, src.path, f"{spec.name} vision path ({spec.family.hf_class}.visual)")
+        return digest
     _check_position_table(spec, src, tower, vision)
     vision = tower.adapt_state_dict(vision)
     target = tower.core.state_dict()

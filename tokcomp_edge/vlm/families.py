@@ -38,7 +38,7 @@ class VlmFamily:
         vision_attr, projector_attr: attribute names inside the base model (`model.<attr>` in checkpoints).
         projector_class: the projector's class name in `module`.
         feature: `hidden_states` | `last` | `internvl` (see module docstring).
-        transform: `none` | `pixel_shuffle` | `avg_pool`.
+        transform: `none` | `pixel_shuffle` | `avg_pool` | `patch_merger` (Qwen-VL: 2×2 neighbours → MLP).
         transform_in_projector: True when the reduction is part of the projector module itself.
         mean_std: pixel normalisation when the folder records no image processor (see the module docstring).
         what: one line for `tokcomp models` and the manifest.
@@ -91,13 +91,21 @@ FAMILIES: dict[str, VlmFamily] = {f.model_type: f for f in [
               "Lfm2VlMultiModalProjector", "last", "pixel_shuffle", True, _HALF,
               "SigLIP2 NaFlex (post-norm) at a static tile → projector: pixel unshuffle (downsample_factor), "
               "LayerNorm, Linear–GELU–Linear"),
+    # Qwen-VL: the whole vision path (patch embed, rotary blocks, merger) lives in `model.visual`; the
+    # merger (2×2 neighbours concatenated → LayerNorm–MLP) is the projector, and the tile is chosen (qwen_spec.py).
+    VlmFamily("qwen2_vl", "Qwen2VLForConditionalGeneration", "qwen2_vl", "visual", "visual.merger",
+              "PatchMerger", "last", "patch_merger", True, _CLIP,
+              "Qwen2-VL ViT (2-D rotary, Conv3d patches over 2 frames) at a static tile → merger: 2×2 → LayerNorm–MLP"),
+    VlmFamily("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", "qwen2_5_vl", "visual", "visual.merger",
+              "Qwen2_5_VLPatchMerger", "last", "patch_merger", True, _CLIP,
+              "Qwen2.5-VL ViT (window attention, RMSNorm, SwiGLU) at a static tile → merger: 2×2 → RMSNorm–MLP"),
+    VlmFamily("qwen3_vl", "Qwen3VLForConditionalGeneration", "qwen3_vl", "visual", "visual.merger",
+              "Qwen3VLVisionPatchMerger", "last", "patch_merger", True, _HALF,
+              "Qwen3-VL ViT (interpolated learned positions + rotary) → merger 2×2 → MLP, + DeepStack features"),
+    VlmFamily("qwen3_5", "Qwen3_5ForConditionalGeneration", "qwen3_5", "visual", "visual.merger",
+              "Qwen3_5VisionPatchMerger", "last", "patch_merger", True, _HALF,
+              "Qwen3.5 ViT (interpolated learned positions + rotary) → merger 2×2 → MLP (no DeepStack)"),
 ]}
 
 # Text model types whose MLP is not gated (two matrices); every other decoder we know of is SwiGLU/GeGLU.
 UNGATED_TEXT = {"gpt2", "opt", "phi", "gpt_neox", "falcon", "bloom"}
-
-# Families asked for next, and what they need (README, "Next families").
-NEXT = {
-    "qwen2_vl / qwen2_5_vl": "patch merger (2×2 → MLP) and 2-D rotary positions over a variable grid: a static-"
-                             "grid export needs the rotary tables precomputed for one tile size",
-}

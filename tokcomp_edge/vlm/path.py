@@ -74,3 +74,13 @@ class VlmVisionPath(nn.Module):
             x = p.mm_soft_emb_norm(x)
             return torch.matmul(x, p.mm_input_projection_weight).to(dtype)
         return p(x)
+
+
+def vision_path(tower: nn.Module, plan: VlmPlan, projector: nn.Module | None) -> nn.Module:
+    """The module a VLM exports: Qwen-VL's own static-grid path (qwen_vision.py: rotary and window tables as
+    constants, merger, DeepStack outputs), every other family's VlmVisionPath."""
+    if plan.vlm.family.transform == "patch_merger":
+        from .qwen_vision import QwenVisionPath
+
+        return QwenVisionPath(tower, plan.compression, merger=plan.projector)
+    return VlmVisionPath(tower, plan, projector)

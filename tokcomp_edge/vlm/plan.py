@@ -42,6 +42,8 @@ class VlmPlan:
         native_tokens: tokens per tile the VLM itself gives its LLM (no extra compression).
         tokens_out, dim_out: what the bundle outputs per tile.
         grid_out: the output tokens' grid (None after pruning).
+        extra_outputs: outputs after `tokens` that the VLM itself makes (Qwen3-VL's `deepstack_<i>`),
+            before the compressor's own (indices, merge_map).
     """
 
     vlm: VlmSpec
@@ -53,6 +55,7 @@ class VlmPlan:
     tokens_out: int
     dim_out: int
     grid_out: tuple[int, int] | None
+    extra_outputs: tuple[str, ...] = ()
 
     @property
     def arithmetic(self) -> str:
@@ -69,6 +72,8 @@ class VlmPlan:
                   "grid_out": list(self.grid_out) if self.grid_out else None,
                   "arithmetic": self.arithmetic, "stages": [s.to_dict() for s in self.stages],
                   "tile": _tile(self.vlm)})
+        if self.vlm.family.transform == "patch_merger":
+            d["qwen"] = _qwen_section(self)
         return d
 
 
@@ -87,9 +92,23 @@ def _tile(vlm: VlmSpec) -> dict[str, Any]:
             "preprocessor_source": vlm.preprocessor_source, **tiles_per_request(vlm).to_dict()}
 
 
+def _qwen_section(plan: VlmPlan) -> dict[str, Any]:
+    """What the LLM side needs to place one tile's tokens: the grid its M-RoPE is given (after any extra grid
+    compression; get_rope_index divides it by the merge size), and which outputs are DeepStack features."""
+    from .qwen_spec import image_grid_thw
+
+    grid = plan.compression.grid_out
+    return {"image_grid_thw": image_grid_thw(grid), "merge_size": plan.vlm.shuffle,
+            "llm_tokens": (grid[0] // plan.vlm.shuffle) * (grid[1] // plan.vlm.shuffle),
+            "deepstack_outputs": list(plan.extra_outputs),
+            "deepstack_visual_indexes": list(plan.vlm.config["vision_config"].get("deepstack_visual_indexes") or [])
+            if plan.extra_outputs else []}
+
+
 def _transform_label(vlm: VlmSpec) -> str:
     if vlm.shuffle:
-        what = "pixel unshuffle" if vlm.family.model_type == "lfm2_vl" else "pixel shuffle"  # each VLM's own name
+        what = {"lfm2_vl": "pixel unshuffle", "patch_merger": "patch merger"}.get(  # each VLM's own name
+            vlm.family.model_type if vlm.family.model_type == "lfm2_vl" else vlm.family.transform, "pixel shuffle")
         return f"{what} {vlm.shuffle}×{vlm.shuffle}"
     return f"avg pool {vlm.pool}×{vlm.pool}"
 
@@ -97,6 +116,8 @@ def _transform_label(vlm: VlmSpec) -> str:
 def _projector_label(vlm: VlmSpec) -> str:
     return {"llava": "mlp", "llava_onevision": "mlp", "internvl": "mlp1", "idefics3": "linear",
             "smolvlm": "linear", "gemma3": "rmsnorm+proj", "paligemma": "linear",
+            "qwen2_vl": "layernorm+mlp", "qwen2_5_vl": "rmsnorm+mlp", "qwen3_vl": "layernorm+mlp",
+            "qwen3_5": "layernorm+mlp",
             "lfm2_vl": "layernorm+mlp" if vlm.config.get("projector_use_layernorm", True) else "mlp",
             }[vlm.family.model_type]
 
@@ -140,6 +161,10 @@ def plan_vlm(vlm: VlmSpec, spec: CompressionSpec, prefix: str | None, projector:
     tower = vlm.tower
     if vlm.drops_first_only:
         _check_first_only(vlm, spec, prefix, video)
+    if vlm.family.transform == "patch_merger":
+        from .qwen_spec import check_qwen_compression
+
+        check_qwen_compression(vlm.name, spec.method, spec.text)
     if vlm.family.model_type == "llava_onevision" and spec.method in SCATTERED and not video:
         raise SpecError(f"{spec.text} keeps scattered tokens, but {vlm.name} (LLaVA-OneVision) packs each crop's "
                         "features as a grid (pack_image_features: unpadding, a newline token per row)",
@@ -217,5 +242,10 @@ def plan_vlm(vlm: VlmSpec, spec: CompressionSpec, prefix: str | None, projector:
         stages.append(Stage(f"video pooling bilinear {grid[0]}x{grid[1]}", grid[0] * grid[1], dim))
         native = (-(-h // 2)) * (-(-w // 2))
         tokens = grid[0] * grid[1]
+    extra = ()
+    if vlm.family.model_type == "qwen3_vl" and projector:
+        from .qwen_spec import deepstack_outputs
+
+        extra = deepstack_outputs(vlm.config["vision_config"].get("deepstack_visual_indexes") or ())
     return VlmPlan(vlm=vlm, compression=comp, projector=projector, video=video, stages=tuple(stages),
-                   native_tokens=native, tokens_out=tokens, dim_out=dim, grid_out=grid)
+                   native_tokens=native, tokens_out=tokens, dim_out=dim, grid_out=grid, extra_outputs=extra)

@@ -14,6 +14,7 @@ from ..encoders.hf_config import META_KEYS, hf_spec
 from ..encoders.spec import EncoderSpec
 from ..errors import InputError
 from .families import FAMILIES, UNGATED_TEXT, VlmFamily
+from .qwen_spec import QWEN_TYPES
 
 # What the manifest and the export output say when no image-processor file gave mean/std/size.
 FAMILY_DEFAULT = "family default"
@@ -85,6 +86,12 @@ class VlmSpec:
         """Row 0 dropped but it is not a lone CLS: a patch (SigLIP, no CLS) or the CLS in front of register
         tokens (which stay). What remains forms no patch grid, so only `--compress none` can follow."""
         return self.drops_row0 and not self.drops_cls
+
+    @property
+    def tile_chosen(self) -> bool:
+        """The tile is the user's --image-size within the processor's limits (LFM2-VL, Qwen-VL), checked
+        when the spec was resolved; other families' projectors were trained at one tile."""
+        return self.family.model_type == "lfm2_vl" or self.family.transform == "patch_merger"
 
     @property
     def tower_layer(self) -> int:
@@ -173,10 +180,19 @@ def vlm_spec(name: str, model_type: str, cfg: dict[str, Any], preprocessor: dict
     if vision_type == "siglip2_vision_model":
         # SigLIP2 NaFlex has no image size of its own: the tile is what the processor makes (lfm2.py).
         from ..encoders.siglip2_tower import siglip2_spec
-        from .lfm2 import lfm2_tile, lfm2_tiling
+        from .lfm2 import lfm2_tiling
+        from .tile_rule import choose_tile
 
         tiling = lfm2_tiling(pre, cfg, int(vhf["patch_size"]), int(getattr(conf, "downsample_factor", 1)))
-        tower = siglip2_spec(name, source, vhf, lfm2_tile(name, tiling, image_size), mean, std)
+        tower = siglip2_spec(name, source, vhf, choose_tile(name, tiling, image_size), mean, std)
+    elif model_type in QWEN_TYPES:
+        # The tile is chosen within the processor's pixel limits; the grid tables are built for it (qwen_spec.py).
+        from .qwen_spec import qwen_encoder_spec, qwen_rule, qwen_shape
+        from .tile_rule import choose_tile
+
+        qshape = qwen_shape(model_type, vision)
+        tile = choose_tile(name, qwen_rule(model_type, qshape, pre, cfg), image_size)
+        tower = qwen_encoder_spec(name, source, model_type, qshape, vhf, tile, mean, std)
     else:
         tower = hf_spec(name, source, vision_type, vhf, mean, std)
     feature_layer = _int_layer(getattr(conf, "vision_feature_layer", -1), where)
@@ -194,6 +210,8 @@ def vlm_spec(name: str, model_type: str, cfg: dict[str, Any], preprocessor: dict
                              "InternVL checkpoints use 0.5")
     elif fam.model_type == "lfm2_vl":
         shuffle = int(conf.downsample_factor)
+    elif fam.transform == "patch_merger":
+        shuffle = qshape.merge  # the merger concatenates merge×merge neighbours, as a pixel unshuffle does
     elif fam.transform == "pixel_shuffle":
         shuffle = int(conf.scale_factor)
     elif fam.transform == "avg_pool":
@@ -202,6 +220,8 @@ def vlm_spec(name: str, model_type: str, cfg: dict[str, Any], preprocessor: dict
         pool = per_side // tokens_side
     if fam.model_type == "paligemma":
         out = int(vision.projection_dim)
+    elif fam.transform == "patch_merger":
+        out = qshape.out
     else:
         out = int(text.hidden_size)
     return VlmSpec(name=name, family=fam, tower=tower, feature_layer=feature_layer, select=select,

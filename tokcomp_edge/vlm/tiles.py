@@ -11,6 +11,7 @@ The processor decides it, so the count is computed from the folder's image-proce
 | gemma3 | Gemma3Processor: `do_pan_and_scan` (False); when on, up to `pan_and_scan_max_num_crops` (4) crops + the image | 1 |
 | lfm2_vl | Lfm2VlImageProcessor: `do_image_splitting` (True): an image too large for one tile is cut into up to `max_tiles` (10) tiles of `tile_size`, + a thumbnail when `use_thumbnail` (True) | 10 + 1 = 11 |
 | llava, paligemma | one tile per image | 1 |
+| qwen2_vl, qwen2_5_vl, qwen3_vl, qwen3_5 | the processor resizes each image to one grid (smart_resize), no tiling; a static-tile bundle takes it resized to its tile | 1 |
 
 LLaVA-OneVision's `anyres_max_9` (vision_aspect_ratio) shrinks the *features* of many crops after the tower
 (pack_image_features); the tower still runs every crop, so it does not bound the batch.
