@@ -18,7 +18,7 @@ from torch import nn
 from ..compression.module import TokenCompressor
 from ..compression.plan import CompressionPlan
 from ..encoders.spec import EncoderSpec
-from ..encoders.tower import VisionTower, split_heads
+from ..encoders.tower import VisionTower
 from ..errors import InputError, SpecError
 from .qwen_grid import position_taps, rotary_tables, to_merge_order, window_layout
 
