@@ -32,7 +32,8 @@ tokens partition A, so each slot is written once).
 Tie rule: match ties (equal cosines) go to the first B token (ArgMax, first maximum); ranking ties at the
 r-th place keep the lower A index (stable sort in PyTorch, ONNX TopK's specified order in the graph). Only
 those two choices depend on scores: a near-tie there can change the merged set between runtimes (the
-comparison judges that by the score evidence); a near-tie anywhere else changes nothing. ToMe's own
+comparison judges that by the score evidence: compression/tome_replay.py re-runs PyTorch with one such
+decision flipped); a near-tie anywhere else changes nothing. ToMe's own
 `argsort` is not stable, so on exact ties the reference may pick differently; TensorRT documents neither.
 """
 
@@ -43,6 +44,11 @@ import torch
 from .visionzip import unit_rows
 
 NEG = float("-inf")
+
+# Set only inside compression.tome_replay's context managers (PyTorch runs, never while exporting): a
+# callable (scores, node_max, node_idx, order, r) → (order, node_idx) that sees each step's decisions and
+# may flip one. None everywhere else, so the merge is exactly the one described above.
+_steer = None
 
 
 def merge_cap(tokens: int, protected: int) -> int:
@@ -110,6 +116,9 @@ def tome_merge(x: torch.Tensor, size: torch.Tensor | None, keys: torch.Tensor, r
         scores = scores + torch.tensor(rows, dtype=scores.dtype, device=dev)
     node_max, node_idx = scores.max(dim=-1)  # best B of each A; first maximum on ties
     order = _rank(node_max)
+    if _steer is not None and not torch.compiler.is_exporting():
+        # A replay (compression/tome_replay.py) records the near-tie decisions or flips one of them.
+        order, node_idx = _steer(scores, node_max, node_idx, order, r)
     # The ranks decide only WHICH A tokens merge (the best r); everything after depends on that set alone:
     # the merged and the unmerged A slots are each put back in their original order. In rank order,
     # neighbouring scores 2–3e-7 apart ranked differently in ONNX Runtime and PyTorch, which reordered the

@@ -14,9 +14,14 @@ a swap of two tokens whose scores differ by less than the measured score error c
 min_jaccard, never for min_image_jaccard.
 ToMe's `sizes` are patch counts: each row's size must equal the patches its merge map puts there (+1 for a
 protected prefix row), and rows with the same patches must count alike, both within count_atol (0: exact).
-score_atol is reserved for judging a ToMe merge-map difference by the match scores, as prune swaps are
-judged (issue 15 part 2b, not built yet): no comparison reads it, so today a ToMe merge map must agree
-within min_jaccard as it is (fp32 and export parity: exactly).
+score_atol judges a ToMe merge-map difference by the match scores, as prune swaps are judged (issue 15
+part 2b): where the PyTorch module runs (export parity, export/tome_parity.py), a target whose merge map
+differs is explained when it equals PyTorch's own run with one near-tie decision flipped — a rank-boundary
+pair or a best-vs-second-best match whose gap in PyTorch's scores is ≤ score_atol (compression/tome_replay.py,
+at most MAX_REPLAYS per image) — and its outputs are then judged against that replay's with these same
+thresholds; the check names the block and the gap. The golden reference keeps PyTorch's own outputs.
+Without a PyTorch module (validate, the variant checks) a merge map must agree within min_jaccard as it
+is (fp32 and export parity: exactly), and the failure says where it would be judged.
 Every bound is judged as `not (err <= bound)`, so NaN fails; zero compared elements fail.
 A threshold set to None is reported but not judged. The defaults and why: docs/validate-and-report.md, "Default tolerances, and why".
 
@@ -48,9 +53,10 @@ class Tolerance:
         min_image_jaccard: smallest accepted Jaccard of any single image, swaps explained or not.
         count_atol: largest accepted |error| of a count output (ToMe's `sizes`): against the count its own
             merge map implies, and between runs on rows holding the same patches. Counts are integers: 0.
-        score_atol: largest |target − reference| of ToMe match scores (cosines, scale-free) that is to count
-            as the precision's noise, so that a merge decision flipped within it is explained. Reserved:
-            not judged yet (see the module docstring); reported with the other thresholds.
+        score_atol: largest gap between two of PyTorch's ToMe match scores (cosines, scale-free) that counts
+            as the precision's noise: a merge decision that close may flip, and a target that took the
+            other side is explained by PyTorch's replay of it (export parity; see the module docstring).
+            None: no decision is a near-tie.
     """
 
     atol: float | None = None

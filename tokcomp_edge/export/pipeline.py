@@ -221,11 +221,17 @@ def export_bundle(cfg: ExportConfig) -> ExportResult:
         with stage("onnx.checker + shape inference + I/O", times, q):
             check_onnx(onnx_path, {t["name"]: t for t in inputs_io + outputs_io})
         with stage(f"parity: ONNX Runtime CPU vs PyTorch (batch {', '.join(map(str, batches))})", times, q):
-            parity = check_parity(onnx_path, golden, expected, cfg.tolerance, parity_target(plan, outputs_io))
+            # `model`: a differing ToMe merge map is judged by replaying PyTorch's near-ties (export/tome_parity.py).
+            parity = check_parity(onnx_path, golden, expected, cfg.tolerance, parity_target(plan, outputs_io),
+                                  model=model)
         if not parity.passed:
             raise ParityError(_parity_message(parity), "no bundle was written; run with TOKCOMP_DEBUG=1 and "
                               "report the model and spec")
+        # The golden reference is PyTorch's own decision, also when parity passed by a replay.
         save_reference(tmp / REFERENCE, reference_arrays(golden, expected))
+        if not q:
+            for note in _replay_notes(parity):
+                console().print(f"  [dim]parity: {note}[/]")
         lint_warnings = _lint(onnx_path, times, q) if cfg.lint else []
         files = {n: file_entry(tmp / n) for n in [*written, REFERENCE]}
         manifest = build_manifest(
@@ -292,12 +298,20 @@ def _recorded_blocks(proto, taps, tower) -> list[dict]:
     return blocks
 
 
+def _replay_notes(parity) -> list[str]:
+    """The sentences saying which near-tie explained a ToMe merge map that differs from PyTorch's."""
+    return [f"{b}: {n}" for b, res in parity.per_batch.items() for v in res.values()
+            for n in v.get("replay", {}).get("notes", [])]
+
+
 def _parity_message(parity) -> str:
     worst = []
     for b, res in parity.per_batch.items():
         for name, v in res.items():
             if not v["ok"]:
-                detail = (f"max |Δ| {v['max_abs']:.3g} > bound {v['bound']:.3g}" if "max_abs" in v
+                # Integer outputs (indices, merge maps) have a max |Δ| but no bound: their sentence, which
+                # for a ToMe merge map also says what the near-tie replays showed.
+                detail = (f"max |Δ| {v['max_abs']:.3g} > bound {v['bound']:.3g}" if "bound" in v and "max_abs" in v
                           else v.get("error") or f"{v.get('mismatched')} indices differ")
                 worst.append(f"{name} at {b}: {detail}")
     return "ONNX Runtime output differs from PyTorch: " + "; ".join(worst)
