@@ -1,4 +1,4 @@
-"""tokcomp_edge/vlm/qwen_vision.py: the static-grid Qwen vision path equals transformers' vision model.
+"""tokcomp_edge/vlm/qwen_tower.py: the static-grid Qwen vision path equals transformers' vision model.
 
 Tiny random configs built here; the reference is transformers' own vision module (what
 `get_image_features` calls) on the processor's own flattening (Qwen2VLImageProcessor.patchify), with one
@@ -15,12 +15,11 @@ from tokcomp_edge.compression.plan import plan_compression
 from tokcomp_edge.compression.spec import parse_spec
 from tokcomp_edge.core.tolerance import Tolerance
 from tokcomp_edge.encoders.spec import EncoderSpec
-from tokcomp_edge.vlm.qwen_grid import to_merge_order, window_layout
-from tokcomp_edge.vlm.qwen_vision import (
+from tokcomp_edge.vlm.qwen_spec import image_grid_thw
+from tokcomp_edge.vlm.qwen_tower import (
     QwenTower,
     QwenVisionPath,
     build_visual,
-    merged_grid_thw,
     qwen_facts,
 )
 
@@ -60,14 +59,14 @@ def _build(model_type: str, size: tuple[int, int], **over):
     visual = build_visual(model_type, conf)
     _spread(visual)
     spec = EncoderSpec(name=f"tiny-{model_type}", family=model_type, source="transformers", image_size=size,
-                       patch_size=facts.patch, prefix_tokens=0, has_cls=False, hidden_size=facts.hidden,
+                       patch_size=facts.patch, prefix_tokens=0, has_cls=False, hidden_size=facts.width,
                        num_layers=facts.depth, num_heads=facts.heads, mean=(0.5,) * 3, std=(0.5,) * 3)
     return QwenTower(spec, visual, facts, size), visual, facts
 
 
 def _plan(tower: QwenTower, text: str):
-    return plan_compression(parse_spec(text), grid=tower.grid, prefix_tokens=0, has_cls=False,
-                            hidden_size=tower.facts.hidden, prefix="drop")
+    return plan_compression(parse_spec(text), grid=tower.spec.grid, prefix_tokens=0, has_cls=False,
+                            hidden_size=tower.facts.width, prefix="drop")
 
 
 def _flatten(images: torch.Tensor, facts) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,7 +119,7 @@ def test_path_equals_transformers(model_type, size, batch):
     ref, grid = _reference(visual, images, facts)
     tokens, *deep = out if isinstance(out, tuple) else (out,)
     per_image = (size[0] // facts.patch) * (size[1] // facts.patch) // facts.merge ** 2
-    assert tokens.shape == (batch, per_image, facts.out_hidden)
+    assert tokens.shape == (batch, per_image, facts.out)
     want = ref.pooler_output.reshape(batch, per_image, -1)
     err = _err(tokens, want)
     assert not (err > BOUND), f"max|Δ| {err}"
@@ -130,29 +129,6 @@ def test_path_equals_transformers(model_type, size, batch):
         assert not (err > BOUND), f"deepstack max|Δ| {err}"
     if facts.deepstack:
         assert len(ref.deepstack_features) == len(deep) == 2
-
-
-def test_window_layout_pads_like_transformers():
-    """The window groups cover the grid once, and their membership is transformers' window membership
-    (get_vision_window_index), including the remainder windows of a grid the window does not divide."""
-    from transformers.vision_utils import get_vision_window_index
-
-    gh, gw, merge, units = 10, 12, 2, 4
-    lay = window_layout((gh, gw), merge, units)
-    assert sorted(lay.order) == list(range(gh * gw))
-    assert len(lay.groups) == 4  # full×full, full×rest, rest×full, rest×rest
-    mine, start = set(), 0
-    for n, w in lay.groups:
-        for i in range(n):
-            mine.add(frozenset(lay.order[start + i * w:start + (i + 1) * w]))
-        start += n * w
-    index, cu = get_vision_window_index(torch.tensor([[1, gh, gw]]), merge, units * merge * 14, 14)
-    # transformers' window order is over merge units in merge-block order; map back to raster patches.
-    unit_raster = to_merge_order(torch.arange(gh * gw).reshape(1, -1, 1).float(), (gh, gw), merge)
-    unit_raster = unit_raster.reshape(-1, merge * merge).long()
-    tokens = unit_raster[index].reshape(-1)
-    theirs = {frozenset(tokens[a:b].tolist()) for a, b in zip(cu[:-1].tolist(), cu[1:].tolist())}
-    assert mine == theirs
 
 
 @pytest.mark.parametrize("model_type,size", [("qwen2_5_vl", (112, 168)), ("qwen3_vl", (128, 128))])
@@ -167,9 +143,9 @@ def test_pool2_equals_transformers_modules(model_type, size):
     with torch.no_grad():
         out = path(images)
     ref, grid = _reference(visual, images, facts, output_hidden_states=True)
-    gh, gw = tower.grid
+    gh, gw = tower.spec.grid
     m = facts.merge
-    order = to_merge_order(torch.arange(gh * gw).reshape(1, -1, 1).float(), (gh, gw), m).reshape(-1).long()
+    order = tower.to_merge_order(torch.arange(gh * gw).reshape(1, -1, 1).float(), (gh, gw)).reshape(-1).long()
     if model_type == "qwen2_5_vl":
         from transformers.vision_utils import get_vision_window_index
 
@@ -183,22 +159,22 @@ def test_pool2_equals_transformers_modules(model_type, size):
         raster[:, order] = h
         x = raster.reshape(2, gh, gw, -1).permute(0, 3, 1, 2)
         x = F.avg_pool2d(x, 2).permute(0, 2, 3, 1).reshape(2, (gh // 2) * (gw // 2), -1)
-        return to_merge_order(x, (gh // 2, gw // 2), m)
+        return tower.to_merge_order(x, (gh // 2, gw // 2))
 
     with torch.no_grad():
-        want = visual.merger(pooled(ref.last_hidden_state)).reshape(2, -1, facts.out_hidden)
+        want = visual.merger(pooled(ref.last_hidden_state)).reshape(2, -1, facts.out)
         tokens, *deep = out if isinstance(out, tuple) else (out,)
-        assert tokens.shape == want.shape == (2, (gh // 2) * (gw // 2) // m ** 2, facts.out_hidden)
+        assert tokens.shape == want.shape == (2, (gh // 2) * (gw // 2) // m ** 2, facts.out)
         err = _err(tokens, want)
         assert not (err > BOUND), f"max|Δ| {err}"
         for j, layer in enumerate(facts.deepstack):
             # hidden_states: the embedding output, then each block's output in block order.
             assert len(ref.hidden_states) == facts.depth + 1
             h = ref.hidden_states[layer + 1]
-            wd = visual.deepstack_merger_list[j](pooled(h)).reshape(2, -1, facts.out_hidden)
+            wd = visual.deepstack_merger_list[j](pooled(h)).reshape(2, -1, facts.out)
             err = _err(deep[j], wd)
             assert not (err > BOUND), f"deepstack {j} max|Δ| {err}"
-    assert merged_grid_thw(facts, plan.grid_out) == [1, gh // 2, gw // 2]
+    assert image_grid_thw(plan.grid_out) == [1, gh // 2, gw // 2]
 
 
 def test_refusals():
@@ -209,7 +185,7 @@ def test_refusals():
         QwenVisionPath(tower, _plan(tower, "prune:4:norm"))
     with pytest.raises(SpecError, match="merge size 2"):
         QwenVisionPath(tower, _plan(tower, "bilinear:3x3"))
-    with pytest.raises(InputError, match="multiple of 28"):
+    with pytest.raises(InputError, match="not a multiple of patch × merge = 28"):
         _build("qwen2_vl", (56, 70))
 
 

@@ -261,9 +261,14 @@ BLOCK = Obj(required={"index": NONNEG, "module": Str(), "output": Str()})
 # A VLM bundle's section (vlm/plan.py VlmPlan.to_dict): what `inspect` and the report's token economics read.
 LLM = Obj(required={"model_type": Str(), "hidden": POS, "layers": POS, "heads": POS, "kv_heads": POS, "mlp": POS,
                     "gated": Bool()})
+# Qwen-VL: what the LLM side needs to place one tile's tokens (vlm/plan.py _qwen_section).
+QWEN = Obj(required={"image_grid_thw": List(POS, length=3), "merge_size": POS, "llm_tokens": POS,
+                     "deepstack_outputs": List(Str(pattern=r"deepstack_\d+", what="deepstack_<i>"))},
+           optional={"deepstack_visual_indexes": List(Int(lo=0))})
 VLM = Obj(required={"family": Str(), "transformers_class": Str(), "feature_layer": Int(), "select": Str(),
                     "projector": Bool(), "arithmetic": Str(), "native_tokens_per_tile": POS, "llm": LLM},
           optional={"tokens_per_tile": POS, "dim_out": POS, "grid_out": Nullable(GRID), "video": Bool(),
+                    "qwen": QWEN,
                     "tile": Obj(optional={"tiles_per_request": POS, "tiles_rule": Str(), "image_size": GRID})})
 
 # The bundle's name becomes a folder (`engines/<name>/`, reports): one path component, never `..`.
@@ -355,6 +360,16 @@ def _check_relations(m: dict[str, Any]) -> None:
     want = {"tokens": [m["tokens_out"], m["dim_out"]], "indices": [c["indexed_out"]],
             "sizes": [c["tokens_out"]], "merge_map": [c["patch_tokens_in"]]}
     _relation(_shape(outs, "tokens") is not None, "onnx.outputs", [t["name"] for t in outs], "a `tokens` output")
+    qwen = (m.get("vlm") or {}).get("qwen")
+    if qwen:
+        g = qwen["image_grid_thw"]
+        _relation(qwen["llm_tokens"] * qwen["merge_size"] ** 2 == g[1] * g[2] and qwen["llm_tokens"] == m["tokens_out"]
+                  or not m["vlm"].get("projector", True), "vlm.qwen.image_grid_thw", g,
+                  f"h·w = tokens_out {m['tokens_out']} × merge_size² ({qwen['merge_size']}²)")
+        for name in qwen["deepstack_outputs"]:
+            want[name] = [m["tokens_out"], m["dim_out"]]
+            _relation(_shape(outs, name) is not None, "vlm.qwen.deepstack_outputs", qwen["deepstack_outputs"],
+                      f"outputs of the graph (no `{name}` among {[t['name'] for t in outs]})")
     for name, dims in want.items():
         shape = _shape(outs, name)
         if shape is not None:

@@ -8,7 +8,8 @@ outputs are removed again and the tensors stay in the graph under those names; t
 lists them: [{index, module, output[, source]}].
 
 Which modules are blocks: a VisionTower's own `blocks` (the ones it runs: `layers_run` of them), reported
-through its `block_tap` hook (so ToMe's taken-apart blocks are covered); a py: module's longest list of
+through its `block_tap` hook (so ToMe's taken-apart blocks are covered; a tower with a forward of its own
+that calls the hook says so with `calls_block_tap`, as Qwen-VL's static-grid tower does); a py: module's longest list of
 repeated modules (encoders/user_tower.py user_blocks), through forward hooks. Every block must run exactly
 once, in order; otherwise none are recorded (never a merged or partial list).
 """
@@ -88,7 +89,7 @@ class _Tapped:
             for i, (_, m) in enumerate(found):
                 self.hooks.append(m.register_forward_hook(
                     lambda mod, args, out, i=i: self.fired.append((i, _first_tensor(out), None))))
-        elif type(tower).forward is VisionTower.forward or tome:
+        elif type(tower).forward is VisionTower.forward or tome or getattr(tower, "calls_block_tap", False):
             self.tower = tower
             self.expected = tower.num_used
             self.modules = [paths[id(tower.blocks[i])] for i in range(tower.num_used)]

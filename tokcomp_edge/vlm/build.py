@@ -81,7 +81,7 @@ def _projector(spec: VlmSpec):
 def _qwen_modules(spec: VlmSpec):
     """Qwen-VL's vision module (transformers' own class: blocks, merger, DeepStack mergers) wrapped as the
     static-tile QwenTower; the projector is its merger, which the tower module already holds."""
-    from .qwen_vision import QwenTower, build_visual, qwen_facts
+    from .qwen_tower import QwenTower, build_visual, qwen_facts
 
     conf = hf_config_object(spec.family.model_type, spec.config, spec.name)
     visual = build_visual(spec.family.model_type, conf)

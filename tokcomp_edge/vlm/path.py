@@ -77,10 +77,10 @@ class VlmVisionPath(nn.Module):
 
 
 def vision_path(tower: nn.Module, plan: VlmPlan, projector: nn.Module | None) -> nn.Module:
-    """The module a VLM exports: Qwen-VL's own static-grid path (qwen_vision.py: rotary and window tables as
+    """The module a VLM exports: Qwen-VL's own static-grid path (qwen_tower.py: rotary and window tables as
     constants, merger, DeepStack outputs), every other family's VlmVisionPath."""
     if plan.vlm.family.transform == "patch_merger":
-        from .qwen_vision import QwenVisionPath
+        from .qwen_tower import QwenVisionPath
 
         return QwenVisionPath(tower, plan.compression, merger=plan.projector)
     return VlmVisionPath(tower, plan, projector)
