@@ -194,3 +194,35 @@ def test_pre_5_layout_loads_the_same_tensors(qwen, tmp_path):
     x = np.random.default_rng(0).standard_normal((1, 3, h, w)).astype(np.float32)
     np.testing.assert_array_equal(_ort(out, x)["tokens"], _ort(bundle, x)["tokens"])
     assert json.loads((out / "manifest.json").read_text())["encoder"]["weights"]["covers"] == "vision-path tensors"
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_preprocess_equals_the_qwen_image_processor(qwen, family, tmp_path, capsys):
+    """`tokcomp preprocess` on a photo resized to the tile = the folder's Qwen2VLImageProcessor output for
+    it (smart_resize keeps a tile-sized image as it is), un-flattened from merge-block patches to NCHW."""
+    from pathlib import Path
+
+    from PIL import Image
+    from transformers import Qwen2VLImageProcessor
+
+    from tokcomp_edge.calibration.images import load_rgb
+    from vlm_helpers import run_main
+
+    folder, model, bundle, _ = qwen(family)
+    h, w = CASES[family][1]
+    photo = sorted((Path(__file__).parents[1] / "calibration" / "photos").glob("*.jpg"))[0]
+    img = load_rgb(photo).resize((w, h), Image.BICUBIC)
+    src = tmp_path / "tile.png"
+    img.save(src)
+    dest = tmp_path / "px.npy"
+    code, _, err = run_main(capsys, "preprocess", bundle, src, "--out", dest)
+    assert code == 0, err
+    ours = np.load(dest)
+    enc = Qwen2VLImageProcessor.from_pretrained(folder)(images=img, return_tensors="pt")
+    v = model.config.vision_config
+    p, m, t = v.patch_size, v.spatial_merge_size, v.temporal_patch_size
+    assert enc["image_grid_thw"].tolist() == [[1, h // p, w // p]]
+    patches = enc["pixel_values"].reshape(h // p // m, w // p // m, m, m, 3, t, p, p)[:, :, :, :, :, 0]
+    want = patches.permute(4, 0, 2, 5, 1, 3, 6).reshape(1, 3, h, w).numpy()
+    assert ours.shape == want.shape
+    np.testing.assert_allclose(ours, want, rtol=0, atol=1e-6)

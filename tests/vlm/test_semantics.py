@@ -95,7 +95,7 @@ def test_folder_without_image_processor_says_family_default(capsys, tmp_path, vl
     assert "preprocess family default: " in shown and "no preprocessor_config.json" in shown
 
 
-@pytest.mark.parametrize("model_type", ["llava_next", "qwen2_vl"])
+@pytest.mark.parametrize("model_type", ["llava_next", "pixtral"])
 def test_unsupported_vlm_folder_names_the_vlm_families(capsys, tmp_path, model_type):
     folder = tmp_path / model_type
     folder.mkdir()
@@ -103,7 +103,7 @@ def test_unsupported_vlm_folder_names_the_vlm_families(capsys, tmp_path, model_t
     code, _, err = run_main(capsys, "export", f"hf:{folder}", "--out", tmp_path / "b")
     line = _one_line(err)
     assert code == 2 and f"model_type '{model_type}'" in line
-    assert all(f in line for f in ("llava", "llava_onevision", "internvl", "smolvlm", "gemma3", "paligemma", "clip"))
+    assert all(f in line for f in ("llava", "llava_onevision", "internvl", "smolvlm", "gemma3", "paligemma", "qwen2_5_vl", "lfm2_vl", "clip"))
 
 
 def test_tiles_per_request_follow_the_processor():
