@@ -14,6 +14,8 @@ one VLM vision path (default smolvlm-256m: SigLIP-B/16 at 512 px + pixel shuffle
 
 And compression inside the encoder (benchmarks/inside_bench.py): `tome:13` against `none` on siglip-b16-224,
 ONNX Runtime CPU at batch 8, interleaved — the throughput ratio, token counts and MAC ratio.
+And a Qwen-VL vision path at a static tile (default qwen2.5-vl-3b at 448: 32 blocks, 1024 patches → 256
+tokens): export wall time and peak RSS, and PyTorch eager vs ONNX Runtime CPU at batch 1, interleaved.
 
 Writes benchmarks/results/bench-<UTC time>.json and prints tables.
 """
@@ -176,6 +178,10 @@ def main() -> int:
     ap.add_argument("--vlm-model", default="smolvlm-256m", help="VLM preset or hf: folder for the VLM latency run")
     ap.add_argument("--vlm-batches", default="1,4")
     ap.add_argument("--no-vlm", action="store_true", help="skip the VLM memory and latency runs")
+    ap.add_argument("--qwen-model", default="qwen2.5-vl-3b",
+                    help="Qwen-VL preset or hf: folder for the static-tile latency run (its --image-size: --qwen-tile)")
+    ap.add_argument("--qwen-tile", default="448")
+    ap.add_argument("--no-qwen", action="store_true", help="skip the Qwen-VL export and latency run")
     ap.add_argument("--core-only", action="store_true", help="only the core-install size and start-up section")
     ap.add_argument("--no-inside", action="store_true", help="skip the ToMe (compression inside the encoder) run")
     ap.add_argument("--no-debug", action="store_true", help="skip timing `tokcomp debug` against `validate`")
@@ -219,6 +225,18 @@ def main() -> int:
             console.print("timing the VLM vision path: PyTorch eager vs ONNX Runtime CPU (interleaved) …")
             results["vlm_latency"] = {"model": args.vlm_model,
                                       "batches": bench_latency(vbundle, vlm_batches, 2, max(5, args.iters // 2))}
+        if not args.no_qwen:
+            from vlm_bench import export_peak
+
+            from tokcomp_edge.export.config import parse_image_size
+
+            qbundle = Path(tmp) / "qwen-bundle"
+            console.print(f"exporting the Qwen-VL vision path {args.qwen_model} at {args.qwen_tile} in a child process …")
+            results["qwen_export"] = export_peak(args.qwen_model, qbundle, "none", 1,
+                                                 image_size=parse_image_size(args.qwen_tile))
+            console.print("timing it: PyTorch eager vs ONNX Runtime CPU (interleaved) …")
+            results["qwen_latency"] = {"model": args.qwen_model, "tile": args.qwen_tile,
+                                       "batches": bench_latency(qbundle, [1], 1, max(3, args.iters // 5))}
         if not args.no_inside:
             from inside_bench import bench_tome, bench_tome_overhead, bench_visionzip
 
@@ -254,6 +272,11 @@ def _print_latency(console, args, results: dict) -> None:
         v = results["vlm_latency"]
         console.print(latency_table(f"VLM vision path {v['model']} (tower + transform + projector) — export "
                                     f"{results['vlm_export']['wall_s']} s", v["batches"]))
+    if "qwen_latency" in results:
+        q = results["qwen_latency"]
+        console.print(latency_table(f"Qwen-VL vision path {q['model']} at {q['tile']} (tower + merger) — export "
+                                    f"{results['qwen_export']['wall_s']} s, peak RSS "
+                                    f"{results['qwen_export']['peak_rss_mib']} MiB", q["batches"]))
     if "tome" in results:
         from inside_bench import print_inside_extra, print_tome
 
