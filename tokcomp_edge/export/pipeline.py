@@ -24,6 +24,7 @@ from .manifest import build_manifest, io_entries
 from .onnx_export import (
     check_onnx,
     cleanup_proto,
+    proto_nbytes,
     export_to_proto,
     output_names,
     save_proto,
@@ -262,7 +263,18 @@ def export_bundle(cfg: ExportConfig) -> ExportResult:
 
 
 def _checked_cleanup(proto, tmp: Path, golden, cfg: ExportConfig):
-    """Run onnxslim and keep its result only if ONNX Runtime gives the same outputs before and after."""
+    """Run onnxslim and keep its result only if ONNX Runtime gives the same outputs before and after.
+
+    A graph whose weights pass protobuf's 2 GiB limit (Qwen2.5-VL's 670M-parameter tower) is left as exported:
+    onnxslim works on one in-memory protobuf, whose serialisation fails there; the bundle then keeps its
+    weights as external data and the manifest says the clean-up was skipped."""
+    from . import onnx_export
+
+    if proto_nbytes(proto) > onnx_export.EXTERNAL_DATA_THRESHOLD:
+        if not cfg.quiet:
+            console().print("  [yellow]![/] the graph's weights pass 2 GiB; onnxslim cannot take it, so the graph "
+                            "is kept as exported")
+        return proto, "none (weights over 2 GiB: onnxslim works on one in-memory protobuf)"
     raw_path, slim_path = tmp / ".raw.onnx", tmp / ".slim.onnx"
     slim = cleanup_proto(proto)
     save_proto(proto, raw_path)
