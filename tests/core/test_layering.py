@@ -14,8 +14,10 @@ LAYERS = [
     {"export"},
     {"calibration"},
     {"engines"},
+    {"runtime"},     # the device side: core install only (no torch), may read bundles and engines
     {"validation"},
     {"debug"},
+    {"sweep"},       # the compression chooser: workstation side, runs the VLM's own LLM
     {"demo", "cli"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}

@@ -25,8 +25,17 @@ app = typer.Typer(
 )
 
 # Order is the order of `tokcomp --help`.
-COMMAND_MODULES = ["export_cmds", "variant_cmds", "validate_cmds", "build_cmds", "calibrate_cmds", "debug_cmds", "preprocess_cmds",
-                   "lint_cmds"]
+# One module a line, so that adding a command touches one line.
+COMMAND_MODULES = [
+    "export_cmds",
+    "variant_cmds",
+    "validate_cmds",
+    "build_cmds",
+    "calibrate_cmds",
+    "debug_cmds",
+    "preprocess_cmds",
+    "lint_cmds",
+]
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"{__package__}.{_name}").register(app)
