@@ -17,6 +17,7 @@ from ..compression.spec import CompressionSpec, parse_spec
 from ..console import StageTimes, console, stage
 from ..core.bundle import MANIFEST, REFERENCE, dump_manifest, file_entry, save_reference
 from ..errors import ExportFailed, InputError, OutputError, ParityError, UnsupportedModelType
+from ..vlm.newline import write_vlm_files
 from .config import OPSET_RANGE, ExportConfig, ExportResult, default_out, with_batch_default
 from .block_taps import tapped
 from .rebuild import portable_model_id, portable_weights
@@ -234,7 +235,9 @@ def export_bundle(cfg: ExportConfig) -> ExportResult:
             for note in _replay_notes(parity):
                 console().print(f"  [dim]parity: {note}[/]")
         lint_warnings = _lint(onnx_path, times, q) if cfg.lint else []
-        files = {n: file_entry(tmp / n) for n in [*written, REFERENCE]}
+        # Model tensors the device needs after the graph (OneVision's image_newline: vlm/newline.py).
+        vlm_extra = write_vlm_files(tmp, vplan.vlm, cfg.model, cfg.weights, cfg.seed) if vplan else {}
+        files = {n: file_entry(tmp / n) for n in [*written, REFERENCE, *(e["file"] for e in vlm_extra.values())]}
         manifest = build_manifest(
             name=out.name, spec=enc_spec,
             encoder_extra={"name": portable_model_id(enc_spec.name),
@@ -249,6 +252,8 @@ def export_bundle(cfg: ExportConfig) -> ExportResult:
                        "inputs": "uniform 8-bit RGB pixels (numpy default_rng(seed).integers(0, 256)) / 255, "
                                  "normalised with mean/std"},
             parity=parity.to_dict(), files=files, blocks=blocks, blocks_note=taps.why_none)
+        if vlm_extra:
+            manifest["vlm"].update(vlm_extra)
         (tmp / MANIFEST).write_text(dump_manifest(manifest))
         if cfg.variants:
             from ..core.bundle import Bundle
