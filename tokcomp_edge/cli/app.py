@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "build_cmds",
     "calibrate_cmds",
     "debug_cmds",
+    "sweep_cmds",
     "preprocess_cmds",
     "lint_cmds",
 ]

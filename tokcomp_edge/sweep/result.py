@@ -1,0 +1,108 @@
+"""SweepConfig in, SweepResult out; the result's JSON is sweep.json (schema `tokcomp.sweep`, version 1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA, SCHEMA_VERSION = "tokcomp.sweep", 1
+
+# Used when --prompts is not given: short, generic questions whose answers depend on the image.
+DEFAULT_PROMPTS = (
+    "Describe the image in one sentence.",
+    "What is the main object in the image?",
+    "What colour is the main object?",
+    "How many objects are there?",
+    "Is there any text in the image? What does it say?",
+)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Everything `tokcomp sweep` needs.
+
+    Attributes:
+        model: `hf:<folder>` of a whole VLM checkpoint (LLM weights and tokenizer included).
+        images: a folder of JPEG/PNG/BMP/WebP images.
+        prompts: a text file, one prompt a line (blank lines skipped); None → DEFAULT_PROMPTS.
+        candidates: comma-separated specs (`none` is always added); None → the family's default grid.
+        tokens, max_ms, min_agreement: the pick's constraint (at most one; none → fronts only).
+        answer_tokens: K, the reference answer's length (greedy; an eos ends it earlier).
+        max_pairs: use at most this many (image, prompt) pairs, image-major order; None → all.
+        out: the folder for sweep.json + sweep.html (+ bundle/ with `export`); None → export/<model>_sweep.
+        force: replace an existing `out`.
+        latency: `onnxruntime` | `pytorch` | `none` (cost.py).
+        latency_runs: timed calls per candidate.
+        seed: the bootstrap's seed.
+        export: export the pick with the normal pipeline into out/bundle.
+        quiet: no progress output.
+    """
+
+    model: str
+    images: Path
+    prompts: Path | None = None
+    candidates: str | None = None
+    tokens: int | None = None
+    max_ms: float | None = None
+    min_agreement: float | None = None
+    answer_tokens: int = 24
+    max_pairs: int | None = None
+    out: Path | None = None
+    force: bool = False
+    latency: str = "onnxruntime"
+    latency_runs: int = 15
+    seed: int = 0
+    export: bool = False
+    quiet: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class SweepResult:
+    """What the sweep measured and decided.
+
+    Attributes:
+        config: the SweepConfig as a dict.
+        model: facts of the VLM (family, native tokens per tile, LLM shape, template used).
+        candidates: one row per measured candidate (spec, tokens, top1/kl/match with intervals, latency,
+            economics, per-prompt breakdown, per-pair scores).
+        refused: candidates the family refuses, with the reason.
+        pairs: the pairs, each with its `reference` answer as token ids (and text).
+        fronts: {"tokens": [...], "latency_ms": [...]} Pareto fronts (spec texts).
+        constraint: the constraint and its rule.
+        pick: the chosen spec, or None (no constraint, or none feasible).
+        infeasible: the one-line reason when no candidate met the constraint.
+        examples: reference vs the pick's own greedy answer on a few pairs.
+        latency: how latency was measured.
+        timing: wall seconds (fidelity, latency, total) and seconds per candidate × pair.
+        bundle: the exported bundle's path (with `export`).
+        out: the folder written.
+    """
+
+    config: dict[str, Any]
+    model: dict[str, Any]
+    candidates: list[dict[str, Any]]
+    refused: list[dict[str, Any]]
+    pairs: list[dict[str, Any]]
+    fronts: dict[str, list[str]]
+    constraint: dict[str, Any]
+    pick: str | None
+    infeasible: str | None
+    examples: list[dict[str, Any]]
+    latency: dict[str, Any]
+    timing: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+    bundle: str | None = None
+    out: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.pick is not None
+
+    def row(self, spec: str) -> dict[str, Any]:
+        return next(c for c in self.candidates if c["spec"] == spec)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **{k: v for k, v in self.__dict__.items()}}

@@ -1,0 +1,218 @@
+"""`run_sweep`: candidates × (image, prompt) pairs on the VLM's own LLM → measured table → fronts → pick → files.
+
+Order: everything cheap (constraint, prompts, images folder, candidates, destination) is checked before the
+VLM is loaded; the outputs are assembled in a temporary folder and renamed into place at the end, so an
+interrupted sweep (Ctrl-C) leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ..atomic import ensure_writable_parent, staged_dir
+from ..console import console
+from ..errors import InputError, OutputError
+from .candidates import candidate_grid, parse_candidates
+from .choose import Constraint, NoFeasibleCandidate, choose, pareto_front
+from .cost import LATENCY_BACKENDS, economics, measure_latency
+from .fidelity import Pair, features, log_probs, per_prompt, score, summarise
+from .inputs import check_images, read_prompts
+from .result import SweepConfig, SweepResult
+
+EXAMPLES = 4  # pairs whose answers the report shows side by side
+
+
+def default_out(model: str) -> Path:
+    from ..export.config import DEFAULT_EXPORT_ROOT, model_slug
+
+    return DEFAULT_EXPORT_ROOT / f"{model_slug(model)}_sweep"
+
+
+def _check(cfg: SweepConfig) -> tuple[Constraint, list[str], Path]:
+    constraint = Constraint(tokens=cfg.tokens, max_ms=cfg.max_ms, min_agreement=cfg.min_agreement)
+    if not isinstance(cfg.answer_tokens, int) or cfg.answer_tokens < 1:
+        raise InputError(f"--answer-tokens {cfg.answer_tokens} is not a length", "give an integer ≥ 1, e.g. 24")
+    if cfg.max_pairs is not None and cfg.max_pairs < 1:
+        raise InputError(f"--max-pairs {cfg.max_pairs} leaves no pair", "give an integer ≥ 1, or leave it unset")
+    if cfg.latency not in LATENCY_BACKENDS:
+        raise InputError(f"--latency {cfg.latency!r} is not a backend", f"use one of {', '.join(LATENCY_BACKENDS)}")
+    if cfg.latency_runs < 1:
+        raise InputError(f"--latency-runs {cfg.latency_runs} times nothing", "give an integer ≥ 1")
+    if constraint.kind == "max_ms" and cfg.latency == "none":
+        raise InputError("--max-ms needs the vision-path latency, and --latency none measures none",
+                         "use --latency onnxruntime (default) or pytorch")
+    if cfg.export and constraint.kind is None:
+        raise InputError("--export exports the pick, and no constraint picks one",
+                         "add --tokens N, --max-ms X or --min-agreement A")
+    prompts = read_prompts(cfg.prompts)
+    check_images(Path(cfg.images))
+    out = Path(cfg.out) if cfg.out else default_out(cfg.model)
+    if out.exists() and not cfg.force:
+        raise OutputError(f"{out} already exists", "pass --force to replace it, or choose another --out")
+    ensure_writable_parent(out, probe_only=True)
+    return constraint, prompts, out
+
+
+def run_sweep(cfg: SweepConfig) -> SweepResult:
+    """Measure every candidate against the uncompressed path and pick one. See SweepConfig for the fields.
+
+    Returns:
+        SweepResult (falsy when a constraint was given and no candidate met it: `infeasible` says why, and
+        the CLI exits 1 naming the closest); sweep.json and sweep.html are in `result.out`.
+    Raises:
+        InputError (exit 2) for bad input (before any model is loaded where it can be seen early).
+    """
+    import torch
+
+    from ..calibration.images import load_images
+    from ..image_policy import policy_for_spec
+    from ..vlm import load_vlm, resolve_vlm
+    from ..vlm.path import vision_path
+    from .llm import load_language_model
+
+    t_start = time.perf_counter()
+    constraint, prompts, out = _check(cfg)
+    if not (isinstance(cfg.model, str) and cfg.model.startswith("hf:")):
+        raise InputError(f"{cfg.model!r} is not an hf: folder; the sweep runs the VLM's own LLM from its checkpoint",
+                         "give hf:<folder> holding config.json, the weights (LLM included) and the tokenizer")
+    vlm = resolve_vlm(cfg.model)
+    cands = parse_candidates(cfg.candidates, vlm) if cfg.candidates is not None else candidate_grid(vlm)
+    runnable = [c for c in cands if c.refused is None]
+    lm = load_language_model(cfg.model)
+    loaded = load_vlm(cfg.model)
+    paths = {c.spec: vision_path(loaded.tower, c.plan, loaded.projector).eval() for c in runnable}
+    batch = load_images(Path(cfg.images), policy_for_spec(loaded.spec.tower, vlm.family.model_type))
+    pixels = torch.from_numpy(batch.pixel_values)
+    pairs = [Pair(index=0, image_index=i, image=str(p), prompt_index=j, prompt=q)
+             for i, p in enumerate(batch.paths) for j, q in enumerate(prompts)]
+    warnings = batch.warnings()
+    if cfg.max_pairs is not None and len(pairs) > cfg.max_pairs:
+        warnings.append(f"used the first {cfg.max_pairs} of {len(pairs)} (image, prompt) pairs (--max-pairs), "
+                        "image-major order")
+        pairs = pairs[:cfg.max_pairs]
+    pairs = [Pair(k, p.image_index, p.image, p.prompt_index, p.prompt) for k, p in enumerate(pairs)]
+
+    t_fid = time.perf_counter()
+    refs, scores, text_tokens = _fidelity(cfg, lm, paths, runnable, pixels, pairs)
+    fid_s = time.perf_counter() - t_fid
+
+    t_lat = time.perf_counter()
+    lat = measure_latency(paths, {c.spec: c.plan for c in runnable}, pixels[:1], cfg.latency, cfg.latency_runs)
+    lat_s = time.perf_counter() - t_lat
+    native = next(c.tokens for c in runnable if c.spec == "none")
+    mean_text = round(sum(text_tokens) / len(text_tokens))
+    rows = []
+    for c in runnable:
+        s = summarise(scores[c.spec], seed=cfg.seed)
+        med = lat["per_candidate"].get(c.spec, {}).get("median_ms")
+        rows.append({"spec": c.spec, "tokens": c.tokens, "arithmetic": c.plan.arithmetic, **s,
+                     "top1_lo": s["top1_ci"][0], "latency_ms": med,
+                     "economics": economics(vlm, native, c.tokens, mean_text),
+                     "per_prompt": per_prompt(scores[c.spec], pairs),
+                     "per_pair": [x.to_dict() for x in scores[c.spec]]})
+    fronts = {"tokens": pareto_front(rows, "tokens"),
+              "latency_ms": pareto_front(rows, "latency_ms") if cfg.latency != "none" else []}
+    pick = infeasible = closest = None
+    try:
+        chosen = choose(rows, constraint)
+        pick = chosen["spec"] if chosen else None
+    except NoFeasibleCandidate as exc:
+        infeasible, closest = exc.one_line(), exc.closest
+    shown = pick or closest
+    examples = _examples(lm, paths[shown], pixels, pairs, refs, cfg.answer_tokens, rows, shown) if shown else []
+    result = SweepResult(
+        config=cfg.to_dict(),
+        model={"id": cfg.model, "family": vlm.family.model_type, "native_tokens_per_tile": native,
+               "tiles_per_image": 1, "llm": vlm.llm.to_dict(), "template": lm.template,
+               "image_token": lm.image_token, "image_token_id": lm.image_token_id,
+               "weights": loaded.weights.to_dict(), "text_tokens_mean": mean_text,
+               "preprocess": batch_policy(loaded, vlm)},
+        candidates=rows, refused=[c.to_dict() for c in cands if c.refused is not None],
+        pairs=[{**p.to_dict(), "reference": r["tokens"], "reference_text": lm.text(r["tokens"])}
+               for p, r in zip(pairs, refs, strict=True)],
+        fronts=fronts, constraint=constraint.to_dict(), pick=pick, infeasible=infeasible, examples=examples,
+        latency={k: v for k, v in lat.items() if k != "per_candidate"},
+        timing={"fidelity_s": fid_s, "latency_s": lat_s,
+                "per_candidate_pair_s": fid_s / max(1, len(runnable) * len(pairs)),
+                "candidates": len(runnable), "pairs": len(pairs)},
+        warnings=warnings)
+    _write(cfg, result, out, pick, t_start)
+    return result
+
+
+def batch_policy(loaded, vlm) -> str:
+    from ..image_policy import policy_for_spec
+
+    return policy_for_spec(loaded.spec.tower, vlm.family.model_type).source
+
+
+def _progress(total: int, quiet: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console(), disable=quiet, transient=False)
+
+
+def _fidelity(cfg, lm, paths, runnable, pixels, pairs):
+    """Image-major: each image's features per candidate once, then per prompt the reference answer and every
+    candidate teacher-forced on it (one reference's log-probs in memory at a time)."""
+    refs, scores, text_tokens = [], {c.spec: [] for c in runnable}, []
+    with _progress(len(pairs) * len(runnable), cfg.quiet) as bar:
+        task = bar.add_task("candidates × pairs", total=len(pairs) * len(runnable))
+        feats: dict[str, Any] = {}
+        current = None
+        for pair in pairs:
+            if pair.image_index != current:
+                x = pixels[pair.image_index:pair.image_index + 1]
+                feats = {c.spec: features(paths[c.spec], x) for c in runnable}
+                current = pair.image_index
+            # The reference: the uncompressed path's features, greedy.
+            ref_ids = lm.prompt_ids(pair.prompt, feats["none"].shape[0])
+            tokens, logits = lm.steps(lm.embeds(ref_ids, feats["none"]), cfg.answer_tokens)
+            ref_logp = log_probs(logits)
+            refs.append({"tokens": tokens})
+            text_tokens.append(len(ref_ids) - feats["none"].shape[0])
+            for c in runnable:
+                f = feats[c.spec]
+                ids = lm.prompt_ids(pair.prompt, f.shape[0])  # the candidate's own placeholder count
+                _, cand_logits = lm.steps(lm.embeds(ids, f), cfg.answer_tokens, forced=tokens)
+                scores[c.spec].append(score(tokens, ref_logp, cand_logits))
+                bar.advance(task)
+    return refs, scores, text_tokens
+
+
+def _examples(lm, path, pixels, pairs, refs, k, rows, spec) -> list[dict[str, Any]]:
+    """Reference vs `spec`'s own greedy answer on the first pairs of distinct prompts (the report's examples)."""
+    seen, out = set(), []
+    for pair, ref in zip(pairs, refs, strict=True):
+        if pair.prompt_index in seen and len(pairs) > EXAMPLES:
+            continue
+        seen.add(pair.prompt_index)
+        f = features(path, pixels[pair.image_index:pair.image_index + 1])
+        own, _ = lm.steps(lm.embeds(lm.prompt_ids(pair.prompt, f.shape[0]), f), k)
+        out.append({"pair": pair.index, "image": Path(pair.image).name, "prompt": pair.prompt, "spec": spec,
+                    "reference": lm.text(ref["tokens"]), "candidate": lm.text(own), "same": own == ref["tokens"]})
+        if len(out) >= EXAMPLES:
+            break
+    return out
+
+
+def _write(cfg: SweepConfig, result: SweepResult, out: Path, pick: str | None, t_start: float) -> None:
+    import json
+
+    from .report import render_html
+
+    with staged_dir(out, replace=cfg.force) as tmp:
+        if cfg.export and pick is not None:
+            from ..export import ExportConfig, export_bundle
+
+            res = export_bundle(ExportConfig(model=cfg.model, compress=pick, out=tmp / "bundle", quiet=cfg.quiet))
+            result.bundle = str(out / "bundle")
+            result.timing["export_s"] = res.times.total()
+        result.out = str(out)
+        result.timing["total_s"] = time.perf_counter() - t_start
+        d = result.to_dict()
+        (tmp / "sweep.json").write_text(json.dumps(d, indent=1, allow_nan=False) + "\n")
+        (tmp / "sweep.html").write_text(render_html(d))
