@@ -265,10 +265,24 @@ LLM = Obj(required={"model_type": Str(), "hidden": POS, "layers": POS, "heads": 
 QWEN = Obj(required={"image_grid_thw": List(POS, length=3), "merge_size": POS, "llm_tokens": POS,
                      "deepstack_outputs": List(Str(pattern=r"deepstack_\d+", what="deepstack_<i>"))},
            optional={"deepstack_visual_indexes": List(Int(lo=0))})
+# How the device tiles an image and writes its placeholders (vlm/processor_record.py; runtime/ reads them).
+PROCESSOR = Obj(required={"family": Str(), "tile": GRID, "mean": RGB, "std": RGB_STD,
+                          "rescale_factor": Nullable(Num(positive=True)), "do_normalize": Bool(),
+                          "do_convert_rgb": Bool(), "resample": Int(lo=0, hi=5),
+                          "rule": Str(choices=("single", "crop_to_patches", "split", "anyres")),
+                          "frame": Obj(required={"image_size": GRID, "resize": Str()})},
+                optional={"processor_class": Str(), "source": Str(), "size": GRID, "min_patches": POS,
+                          "max_patches": POS, "longest_edge": POS, "max_image_size": POS, "patch_size": POS,
+                          "image_grid_pinpoints": List(GRID, min_len=1), "model_grid_pinpoints": List(GRID),
+                          "vision_aspect_ratio": Str(), "do_pan_and_scan": Bool(), "do_image_splitting": Bool()})
+TOKEN = Obj(required={"text": Str(), "id": Nullable(Int(lo=0))})
+PROMPT = Obj(required={"tokens": Map(TOKEN, min_len=1), "stock_tokens_per_tile": POS},
+             optional={"grid_tokens": Map(Nullable(Int(lo=0))), "text_ids": Map(List(Int(lo=0))),
+                       "stock_source": Str()})
 VLM = Obj(required={"family": Str(), "transformers_class": Str(), "feature_layer": Int(), "select": Str(),
                     "projector": Bool(), "arithmetic": Str(), "native_tokens_per_tile": POS, "llm": LLM},
           optional={"tokens_per_tile": POS, "dim_out": POS, "grid_out": Nullable(GRID), "video": Bool(),
-                    "qwen": QWEN,
+                    "qwen": QWEN, "processor": PROCESSOR, "prompt": PROMPT,
                     "tile": Obj(optional={"tiles_per_request": POS, "tiles_rule": Str(), "image_size": GRID})})
 
 # The bundle's name becomes a folder (`engines/<name>/`, reports): one path component, never `..`.

@@ -72,6 +72,10 @@ class VlmPlan:
                   "grid_out": list(self.grid_out) if self.grid_out else None,
                   "arithmetic": self.arithmetic, "stages": [s.to_dict() for s in self.stages],
                   "tile": _tile(self.vlm)})
+        from .processor_record import processor_record, prompt_record
+
+        d["processor"] = processor_record(self.vlm)
+        d["prompt"] = prompt_record(self.vlm, self.native_tokens)
         if self.vlm.family.transform == "patch_merger":
             d["qwen"] = _qwen_section(self)
         return d
