@@ -5,3 +5,9 @@ transformers. `VisionRuntime` (runtime.py) is the entry point; backends.py runs 
 LLaVA-OneVision's feature packing, and the processor side (processor.py, tiling.py, layout.py) cuts images
 into the engine's tiles exactly as the VLM's transformers processor does and builds the prompt layout.
 """
+
+from __future__ import annotations
+
+from .runtime import EncodeResult, Timings, VisionRuntime
+
+__all__ = ["EncodeResult", "Timings", "VisionRuntime"]
