@@ -110,7 +110,7 @@ def processor_record(vlm: VlmSpec) -> dict[str, Any]:
     `anyres`), frame (the one-tile policy of manifest["preprocess"], for `single` tiles and Gemma 3's crops),
     and the rule's own fields.
     """
-    from ..image_policy import policy_for_spec
+    from ..image_policy import INTERPOLATIONS, policy_for_spec
 
     fam = vlm.family.model_type
     pre = vlm.preprocessor
@@ -129,7 +129,8 @@ def processor_record(vlm: VlmSpec) -> dict[str, Any]:
         "source": source, "tile": tile, "mean": list(vlm.tower.mean), "std": list(vlm.tower.std),
         "rescale_factor": rescale, "do_normalize": bool(pre.get("do_normalize", True)),
         "do_convert_rgb": bool(pre.get("do_convert_rgb", True) if fam != "gemma3" else True),
-        "resample": int(pre.get("resample", _RESAMPLE.get(fam, 3))), "rule": "single", "frame": frame}
+        "resample": int(pre.get("resample", _RESAMPLE.get(fam, INTERPOLATIONS[policy.interpolation]))),
+        "rule": "single", "frame": frame}
     if fam == "internvl":
         rec.update(rule="crop_to_patches", crop_to_patches=True, saved_crop_to_patches=pre.get("crop_to_patches"),
                    size=_hw(pre.get("size"), tuple(tile)), min_patches=int(pre.get("min_patches", 1)),
