@@ -85,6 +85,9 @@ def test_methods_and_models(capsys):
     assert code == 0
     for name in ("clip-l14-336", "siglip-so400m-14-384", "dinov2-s14-reg-224", "tiny-vit", "27x27"):
         assert name in out
+    # Qwen3-VL's DeepStack outputs beside its tokens (qwen3-vl-2b: 3 deepstack_visual_indexes), no other family.
+    rows = {ln.split("│")[1].strip(): ln for ln in out.splitlines() if ln.count("│") > 3}
+    assert "+3 DeepStack" in rows["qwen3-vl-2b"] and "DeepStack" not in rows["qwen2.5-vl-3b"]
 
 
 def test_default_out_folder(tmp_path, monkeypatch, capsys):

@@ -46,7 +46,7 @@ def test_manifest_records_the_vlm(vlm_bundle):
     assert (v["feature_layer"], v["select"], v["shuffle"], v["final_norm"]) == (-1, "default", 2, True)
     assert v["projector_class"].endswith("InternVLMultiModalProjector")
     assert v["llm"] == {"model_type": "qwen2", "hidden": 48, "layers": 1, "heads": 2, "kv_heads": 1, "mlp": 64,
-                        "gated": True}
+                        "gated": True, "kv_layers": 1}
     assert v["native_tokens_per_tile"] == v["tokens_per_tile"] == 16
     assert v["arithmetic"] == "65 → drop CLS → 64 → pixel shuffle 2×2 → 16 → mlp1 → 16 × 48"
     assert (m["tokens_in"], m["tokens_out"], m["dim_out"], m["grid_out"]) == (16, 16, 48, [4, 4])

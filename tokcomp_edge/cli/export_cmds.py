@@ -226,8 +226,11 @@ def _vlm_presets_table() -> None:
         return
     for name, s in specs.items():
         plan = plan_vlm(s, parse_spec("none"), None)
+        h, w = s.tower.image_size
+        # Qwen3-VL's DeepStack features are further outputs of the same shape, each handed to an LLM layer.
+        deep = f" +{len(plan.extra_outputs)} DeepStack" if plan.extra_outputs else ""
         v.add_row(name, s.family.model_type, f"{s.tower.family} {s.tower.hidden_size}×{s.tower.num_layers}",
-                  str(s.tower.image_size[0]), str(s.feature_layer), f"{plan.tokens_out} × {plan.dim_out}",
+                  str(h) if h == w else f"{h}x{w}", str(s.feature_layer), f"{plan.tokens_out} × {plan.dim_out}{deep}",
                   f"{s.llm.model_type} {s.llm.hidden}", VLM_PRESETS[name].source or "tiny (tests)")
     console().print(v)
 

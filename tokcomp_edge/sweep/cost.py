@@ -21,7 +21,7 @@ def llm_shape(vlm_spec) -> LlmShape:
     """The LLM's shape from the VLM's text_config (vlm/spec.py LlmFacts)."""
     f = vlm_spec.llm
     return LlmShape(name=f"{vlm_spec.family.model_type} LLM ({f.model_type})", hidden=f.hidden, layers=f.layers,
-                    mlp=f.mlp, heads=f.heads, kv_heads=f.kv_heads, gated=f.gated)
+                    mlp=f.mlp, heads=f.heads, kv_heads=f.kv_heads, gated=f.gated, kv_layers=f.kv_layers)
 
 
 def tiles_per_image(vlm_spec) -> int:

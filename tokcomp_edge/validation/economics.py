@@ -11,7 +11,9 @@ embeddings, softmax and the LM head are left out — the head runs on the last p
 
 Saved per image (per tile for a VLM path, whose processor may cut one image into several tiles)
     = F(t + tokens_in) − F(t + tokens_out), t = text tokens in the same prompt.
-KV cache saved per image or tile = 2 · L · (tokens_in − tokens_out) · d_kv · bytes per value.
+KV cache saved per image or tile = 2 · L_kv · (tokens_in − tokens_out) · d_kv · bytes per value, L_kv the
+layers that cache keys and values: all of them, except in hybrid LLMs, whose convolution (LFM2) or linear-
+attention (Qwen3.5) layers keep a state that does not grow with the prompt.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from ..errors import InputError
 
 FORMULA = ("F(n) = L·[4·n·d·(d + d_kv) + 4·n²·d + 2·g·n·d·m], d_kv = d·kv_heads/heads, "
            "g = 3 (gated MLP) or 2; saved = F(t + tokens_in) − F(t + tokens_out); "
-           "KV cache saved = 2·L·(tokens_in − tokens_out)·d_kv·bytes")
+           "KV cache saved = 2·L_kv·(tokens_in − tokens_out)·d_kv·bytes, L_kv = layers with a KV cache")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class LlmShape:
         mlp: MLP inner width m.
         heads, kv_heads: attention heads and key/value heads (GQA when kv_heads < heads).
         gated: SwiGLU-style MLP with three matrices (Llama, Qwen2, Vicuna: True).
+        kv_layers: layers with a KV cache L_kv (None: all `layers`; fewer in hybrid LLMs such as LFM2 and
+            Qwen3.5, vlm/spec.py kv_cache_layers).
     """
 
     name: str
@@ -45,6 +49,11 @@ class LlmShape:
     heads: int
     kv_heads: int
     gated: bool = True
+    kv_layers: int | None = None
+
+    def __post_init__(self):
+        if self.kv_layers is None:
+            object.__setattr__(self, "kv_layers", self.layers)
 
     @property
     def kv_dim(self) -> float:
@@ -140,7 +149,7 @@ def llm_saving(llm: LlmShape, tokens_in: int, tokens_out: int, text_tokens: int 
     return LlmSaving(llm=llm.to_dict(), text_tokens=text_tokens, flops_uncompressed=full,
                      flops_compressed=comp, flops_saved=full - comp,
                      saved_fraction=(full - comp) / full if full else 0.0,
-                     kv_cache_bytes_saved=2.0 * llm.layers * (tokens_in - tokens_out) * llm.kv_dim * kv_bytes)
+                     kv_cache_bytes_saved=2.0 * llm.kv_layers * (tokens_in - tokens_out) * llm.kv_dim * kv_bytes)
 
 
 DEFAULT_LLMS = ("qwen2-0.5b", "vicuna-7b")
@@ -154,7 +163,8 @@ def bundle_llm(manifest: dict) -> LlmShape | None:
         return None
     return LlmShape(name=f"{vlm.get('family')} LLM ({llm['model_type']})", hidden=int(llm["hidden"]),
                     layers=int(llm["layers"]), mlp=int(llm["mlp"]), heads=int(llm["heads"]),
-                    kv_heads=int(llm["kv_heads"]), gated=bool(llm["gated"]))
+                    kv_heads=int(llm["kv_heads"]), gated=bool(llm["gated"]),
+                    kv_layers=int(llm["kv_layers"]) if "kv_layers" in llm else None)  # older bundles: all layers
 
 
 def economics_llms(cfg, manifest: dict) -> list[LlmShape]:

@@ -21,7 +21,12 @@ FAMILY_DEFAULT = "family default"
 
 @dataclass(frozen=True)
 class LlmFacts:
-    """The LLM that reads the visual tokens, from the VLM's text_config (for token economics)."""
+    """The LLM that reads the visual tokens, from the VLM's text_config (for token economics).
+
+    `layers` counts every decoder layer; `kv_layers` only those that keep a per-token KV cache: hybrid
+    LLMs mix attention with layers whose state does not grow with the prompt (LFM2's short convolutions,
+    Qwen3.5's linear attention), named in text_config.layer_types.
+    """
 
     model_type: str
     hidden: int
@@ -30,6 +35,11 @@ class LlmFacts:
     kv_heads: int
     mlp: int
     gated: bool
+    kv_layers: int | None = None  # None: every layer
+
+    def __post_init__(self):
+        if self.kv_layers is None:
+            object.__setattr__(self, "kv_layers", self.layers)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,6 +144,24 @@ def _int_layer(value: Any, where: str) -> int:
     return int(value)
 
 
+# layer_types entries without a per-token KV cache: LFM2 ("conv"), Qwen3.5 / Qwen3-Next ("linear_attention").
+# Sliding-window and chunked attention layers do cache keys and values (up to their window).
+NO_KV_LAYERS = frozenset({"conv", "linear_attention"})
+
+
+def kv_cache_layers(text) -> int:
+    """Decoder layers of a text config that keep a KV cache (text_config.layer_types; LFM2's
+    full_attn_idxs when layer_types is absent; every layer otherwise)."""
+    n = int(text.num_hidden_layers)
+    types = getattr(text, "layer_types", None)
+    if types:
+        return sum(1 for t in list(types)[:n] if str(t) not in NO_KV_LAYERS)
+    idxs = getattr(text, "full_attn_idxs", None)
+    if idxs is not None:
+        return sum(1 for i in set(int(i) for i in idxs) if 0 <= i < n)
+    return n
+
+
 def _llm(text) -> LlmFacts:
     heads = int(text.num_attention_heads)
     kv = int(getattr(text, "num_key_value_heads", None) or heads)
@@ -146,7 +174,7 @@ def _llm(text) -> LlmFacts:
             step = int(text.block_multiple_of)
             mlp = step * ((int(text.block_ffn_dim_multiplier * mlp) + step - 1) // step)
     return LlmFacts(model_type=mt, hidden=int(text.hidden_size), layers=int(text.num_hidden_layers), heads=heads,
-                    kv_heads=kv, mlp=mlp, gated=mt not in UNGATED_TEXT)
+                    kv_heads=kv, mlp=mlp, gated=mt not in UNGATED_TEXT, kv_layers=kv_cache_layers(text))
 
 
 def vlm_spec(name: str, model_type: str, cfg: dict[str, Any], preprocessor: dict[str, Any] | None,
