@@ -56,11 +56,15 @@ def make_folder(family: str, root: Path):
     return folder, model
 
 
+# Export options per family in every test's bundle: llava also carries the nhwc variant (uint8 frames in).
+EXPORT_KW = {"llava": {"variants": ("nhwc",)}}
+
+
 def export(folder: Path, out: Path, compress: str = "none", **kw):
     from tokcomp_edge.export import ExportConfig, export_bundle
 
-    return export_bundle(ExportConfig(model=f"hf:{folder}", compress=compress, out=out, batch_max=4, quiet=True,
-                                      **kw))
+    kw = {"batch_max": 4, **EXPORT_KW.get(folder.name, {}), **kw}
+    return export_bundle(ExportConfig(model=f"hf:{folder}", compress=compress, out=out, quiet=True, **kw))
 
 
 # What each family's Processor passes to its image processor on every call (processing_<family>.py).

@@ -2,43 +2,21 @@
 PIL backend) → get_image_features → the model's own post-processing (OneVision: pack_image_features with
 image_newline; Idefics3: tiles in processor order, the global view last; InternVL: tiles + thumbnail).
 
-Each family is exported once per module (seconds each); the ONNX Runtime fp32 path must agree within the
+Each family is exported once per session (conftest.py) (seconds each); the ONNX Runtime fp32 path must agree within the
 export's own parity tolerance (atol 1e-4 + rtol 1e-4 of the output scale)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from runtime_helpers import export, make_folder, photos, reference, rel_err  # noqa: E402
+from runtime_helpers import photos, reference, rel_err
 
 pytest.importorskip("transformers")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TOL = 2e-4  # relative to the output's max |value|: the export's atol 1e-4 + rtol 1e-4
-
-
-@pytest.fixture(scope="module")
-def family_bundle(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rt_families")
-    cache = {}
-
-    def make(family: str, compress: str = "none"):
-        key = (family, compress)
-        if key not in cache:
-            if family not in cache:
-                cache[family] = make_folder(family, root / "folders")
-            folder, model = cache[family]
-            out = root / f"{family}_{compress.replace(':', '-')}"
-            cache[key] = (folder, model, export(folder, out, compress).path)
-        return cache[key]
-
-    return make
 
 
 def _encode(bundle, images, **kw):

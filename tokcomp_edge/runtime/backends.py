@@ -122,9 +122,10 @@ class Backend(abc.ABC):
             real = int(chunk.shape[0])
             if real < self.io.batch_min:
                 if not self.pad_static:
-                    raise InputError(f"{self.label} is static at batch {self.io.batch_min}, and {n} tiles leave a "
-                                     f"last call of {real}", "rebuild the engine with a dynamic batch profile "
-                                     "(batch min 1), or open the runtime with pad_static=True")
+                    raise InputError(f"{self.label} is static at batch {self.io.batch_min}, and the request "
+                                     f"leaves a last call of {real} tile(s)",
+                                     "rebuild the engine with a dynamic batch profile (batch min 1), or open the "
+                                     "runtime with pad_static=True")
                 fill = np.repeat(chunk[-1:], self.io.batch_min - real, axis=0)
                 chunk = np.concatenate([chunk, fill])
             t0 = time.perf_counter()
@@ -304,7 +305,8 @@ class TrtBackend(Backend):
             runtime = trt.Runtime(self._logger)
         except (RuntimeError, TypeError) as exc:  # the factory returned NULL (driver/library mismatch)
             raise RuntimeMissing(f"TensorRT could not create a runtime on {gpu.name}: {exc}",
-                                 "check that the NVIDIA driver matches the CUDA version TensorRT was built for") from exc
+                                 "check that the NVIDIA driver matches the CUDA version TensorRT was built "
+                                 "for") from exc
         if (sidecar.get("profile") or {}).get("version_compatible"):
             runtime.engine_host_code_allowed = True
         self.engine = runtime.deserialize_cuda_engine(engine.read_bytes())
