@@ -35,6 +35,7 @@ COMMAND_MODULES = [
     "debug_cmds",
     "sweep_cmds",
     "preprocess_cmds",
+    "encode_cmds",
     "lint_cmds",
 ]
 
