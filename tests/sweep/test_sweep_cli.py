@@ -35,7 +35,14 @@ def test_end_to_end_json(capsys, llava, photos, prompts, tmp_path):
     none = rows["none"]
     assert (none["top1"], none["kl"], none["match"]) == (1.0, 0.0, 1.0)
     assert none["top1_ci"] == [1.0, 1.0] and none["tokens"] == 64
-    assert rows["pool:2"]["tokens"] == 16 and rows["pool:2"]["economics"]["prefill_flops_saved"] > 0
+    from tokcomp_edge.validation.economics import LlmShape, llm_saving
+
+    llm = d["model"]["llm"]
+    shape = LlmShape("x", llm["hidden"], llm["layers"], llm["mlp"], llm["heads"], llm["kv_heads"], llm["gated"])
+    saving = llm_saving(shape, 64, 16, d["model"]["text_tokens_mean"])
+    e = rows["pool:2"]["economics"]
+    assert rows["pool:2"]["tokens"] == 16 and e["prefill_flops_saved"] == saving.flops_saved > 0
+    assert e["kv_bytes_saved"] == saving.kv_cache_bytes_saved == 2 * 1 * (64 - 16) * 24 * 2  # K and V, 1 layer, d_kv 24, fp16
     assert d["pick"] in ("pool:2", "prune:16:cls-attn") and rows[d["pick"]]["tokens"] <= 16
     # Every pair carries its reference answer as token ids; the pooled top1 recomputes from the per-pair rows.
     assert len(d["pairs"]) == 3 and all(p["reference"] and all(isinstance(t, int) for t in p["reference"])

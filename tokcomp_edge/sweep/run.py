@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import ensure_writable_parent, staged_dir
-from ..console import console
+from ..console import console, stage
 from ..errors import InputError, OutputError
 from .candidates import candidate_grid, parse_candidates
 from .choose import Constraint, NoFeasibleCandidate, choose, pareto_front
@@ -80,8 +80,9 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
     vlm = resolve_vlm(cfg.model)
     cands = parse_candidates(cfg.candidates, vlm) if cfg.candidates is not None else candidate_grid(vlm)
     runnable = [c for c in cands if c.refused is None]
-    lm = load_language_model(cfg.model)
-    loaded = load_vlm(cfg.model)
+    with stage(f"load {cfg.model} (LLM included) and its vision path", quiet=cfg.quiet):
+        lm = load_language_model(cfg.model)
+        loaded = load_vlm(cfg.model)
     paths = {c.spec: vision_path(loaded.tower, c.plan, loaded.projector).eval() for c in runnable}
     batch = load_images(Path(cfg.images), policy_for_spec(loaded.spec.tower, vlm.family.model_type))
     pixels = torch.from_numpy(batch.pixel_values)
@@ -99,7 +100,11 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
     fid_s = time.perf_counter() - t_fid
 
     t_lat = time.perf_counter()
-    lat = measure_latency(paths, {c.spec: c.plan for c in runnable}, pixels[:1], cfg.latency, cfg.latency_runs)
+    with _progress(len(runnable), cfg.quiet or cfg.latency == "none") as bar:
+        what = "ONNX export per candidate" if cfg.latency == "onnxruntime" else "latency set-up"
+        task = bar.add_task(what, total=len(runnable))
+        lat = measure_latency(paths, {c.spec: c.plan for c in runnable}, pixels[:1], cfg.latency, cfg.latency_runs,
+                              progress=lambda spec: bar.advance(task))
     lat_s = time.perf_counter() - t_lat
     native = next(c.tokens for c in runnable if c.spec == "none")
     mean_text = round(sum(text_tokens) / len(text_tokens))
