@@ -100,7 +100,7 @@ def test_prompt_equals_the_processors(bundle, family, compress):
     folder, manifest = bundle(family, compress)
     params = ProcessorParams.from_manifest(manifest)
     n = manifest["vlm"]["tokens_per_tile"]
-    for path in H.PHOTOS[:4] if family != "paligemma" else H.PHOTOS[:2]:
+    for path in H.PHOTOS[:4]:
         image = H.photo(path)
         tiled = tile_image(image, params)
         lay = image_layout(tiled, manifest)
@@ -173,3 +173,22 @@ def test_wrong_token_count_and_old_bundle(bundle):
     with pytest.raises(BundleError):
         image_layout(t, {"name": "old", "tokens_out": 4, "vlm": {"family": "internvl"}})
     assert image_layout(t, manifest).to_dict()["family"] == "internvl"
+
+
+def test_transformers5_processor_config(tmp_path):
+    """A folder written by InternVLProcessor.save_pretrained (transformers 5: the image processor nested in
+    processor_config.json, no preprocessor_config.json): the record reads it there, and the stock count is the
+    processor's own image_seq_length."""
+    import transformers as T
+    from transformers.models.internvl.video_processing_internvl import InternVLVideoProcessor
+
+    folder = tmp_path / "internvl"
+    H.vlm_config("internvl").save_pretrained(folder)
+    T.InternVLProcessor(image_processor=H.image_processor("internvl", max_patches=4), tokenizer=H.tokenizer("internvl"),
+                        video_processor=InternVLVideoProcessor(), image_seq_length=256).save_pretrained(folder)
+    assert not (folder / "preprocessor_config.json").exists() and (folder / "processor_config.json").exists()
+    vlm = H.manifest_vlm(folder, "pool:2")
+    assert vlm["processor"]["source"].startswith("processor_config.json (image_processor)")
+    assert (vlm["processor"]["max_patches"], vlm["processor"]["crop_to_patches"]) == (4, True)
+    assert vlm["prompt"]["stock_tokens_per_tile"] == 256
+    assert vlm["prompt"]["stock_source"] == "processor_config.json image_seq_length"
