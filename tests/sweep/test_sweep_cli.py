@@ -25,7 +25,7 @@ def test_end_to_end_json(capsys, llava, photos, prompts, tmp_path):
     folder, _ = llava
     out = tmp_path / "sweep"
     rc, stdout, err = _sweep(capsys, folder, photos, prompts, out, "--candidates", "pool:2,prune:16:cls-attn,unshuffle:2",
-                             "--tokens", "16", "--max-pairs", "3", "--json")
+                             "--tokens", "16", "--max-pairs", "3", "--json", "--answers")
     assert rc == 0, err
     d = json.loads(stdout)
     assert d == json.loads((out / "sweep.json").read_text())
@@ -50,6 +50,9 @@ def test_end_to_end_json(capsys, llava, photos, prompts, tmp_path):
     for r in d["candidates"]:
         assert sum(x["positions"] for x in r["per_pair"]) == sum(len(p["reference"]) for p in d["pairs"])
         assert r["top1"] == sum(x["agree"] for x in r["per_pair"]) / sum(x["positions"] for x in r["per_pair"])
+        # --answers: each candidate's own greedy answer; it equals the reference exactly on the matching pairs.
+        assert [x["answer"] == p["reference"] for x, p in zip(r["per_pair"], d["pairs"])] == \
+            [x["match"] for x in r["per_pair"]]
     assert "image-major" in " ".join(d["warnings"])  # 4 pairs, 3 used: said
     html = (out / "sweep.html").read_text()
     assert "<svg" in html and d["pick"] in html and "http://" not in html.replace("http://www.w3.org", "")

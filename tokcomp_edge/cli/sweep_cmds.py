@@ -32,6 +32,8 @@ def sweep(
     force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
     export: Annotated[bool, typer.Option("--export", help="Export the pick with the normal pipeline into "
                                          "<out>/bundle.")] = False,
+    answers: Annotated[bool, typer.Option("--answers", help="Also record every candidate's own greedy answer per "
+                                          "pair (token ids; for task-accuracy benchmarks).")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print sweep.json to stdout instead of the table.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ):
@@ -55,7 +57,7 @@ def sweep(
     cfg = SweepConfig(model=model, images=images, prompts=prompts, candidates=candidates, tokens=tokens,
                       max_ms=max_ms, min_agreement=min_agreement, answer_tokens=answer_tokens, max_pairs=max_pairs,
                       out=out, force=force, latency=latency, latency_runs=latency_runs, seed=seed, export=export,
-                      quiet=quiet or json_out)
+                      answers=answers, quiet=quiet or json_out)
     result = run_sweep(cfg)
     if json_out:
         typer.echo(json.dumps(result.to_dict(), indent=1, allow_nan=False))

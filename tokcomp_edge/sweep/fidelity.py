@@ -45,13 +45,17 @@ class PairScore:
     agree: int
     kl_sum: float
     argmax: list[int]
+    answer: list[int] | None = None  # the candidate's own greedy answer (SweepConfig.answers)
 
     @property
     def match(self) -> bool:
         return self.agree == self.positions
 
     def to_dict(self) -> dict[str, Any]:
-        return {"positions": self.positions, "agree": self.agree, "kl_sum": self.kl_sum, "match": self.match}
+        d = {"positions": self.positions, "agree": self.agree, "kl_sum": self.kl_sum, "match": self.match}
+        if self.answer is not None:
+            d["answer"] = self.answer
+        return d
 
 
 def log_probs(logits):

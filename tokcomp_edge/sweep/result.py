@@ -36,6 +36,9 @@ class SweepConfig:
         latency_runs: timed calls per candidate.
         seed: the bootstrap's seed.
         export: export the pick with the normal pipeline into out/bundle.
+        answers: also decode every candidate's own greedy answer on every pair (per_pair `answer`, token ids):
+            what a task-accuracy benchmark scores against ground truth; costs up to K more LLM steps per
+            candidate × pair.
         quiet: no progress output.
     """
 
@@ -54,6 +57,7 @@ class SweepConfig:
     latency_runs: int = 15
     seed: int = 0
     export: bool = False
+    answers: bool = False
     quiet: bool = False
 
     def to_dict(self) -> dict[str, Any]:

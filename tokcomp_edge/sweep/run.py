@@ -182,8 +182,12 @@ def _fidelity(cfg, lm, paths, runnable, pixels, pairs):
             for c in runnable:
                 f = feats[c.spec]
                 ids = lm.prompt_ids(pair.prompt, f.shape[0])  # the candidate's own placeholder count
-                _, cand_logits = lm.steps(lm.embeds(ids, f), cfg.answer_tokens, forced=tokens)
-                scores[c.spec].append(score(tokens, ref_logp, cand_logits))
+                emb = lm.embeds(ids, f)
+                _, cand_logits = lm.steps(emb, cfg.answer_tokens, forced=tokens)
+                s = score(tokens, ref_logp, cand_logits)
+                if cfg.answers:
+                    s.answer = lm.steps(emb, cfg.answer_tokens)[0]
+                scores[c.spec].append(s)
                 bar.advance(task)
     return refs, scores, text_tokens
 
