@@ -67,3 +67,28 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(family_bundle, tmp_pat
     assert code == 2, err
     assert len(lines) == 1 and lines[0].startswith("error:"), err
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".encoded")]
+
+
+BLOCKER = """
+import sys
+for m in ("torch", "transformers", "timm", "modelopt", "onnxslim", "tensorrt"):
+    sys.modules[m] = None  # importing them now raises ImportError
+from tokcomp_edge.cli.app import main
+main(sys.argv[1:])
+"""
+
+
+def test_encode_runs_where_torch_and_transformers_cannot_be_imported(family_bundle, tmp_path):
+    """The Jetson path: ONNX Runtime (or TensorRT) and the core install, no PyTorch / transformers."""
+    import subprocess
+    import sys
+
+    _, _, bundle = family_bundle("llava_onevision")
+    out = tmp_path / "enc"
+    res = subprocess.run([sys.executable, "-c", BLOCKER, "encode", str(bundle), str(photos()[0]), "--out", str(out),
+                          "--json"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = json.loads(res.stdout)
+    with np.load(out / "embeddings.npz") as npz:
+        assert npz["image_0"].shape[0] == doc["images"][0]["layout"]["tokens"]
+    assert doc["images"][0]["layout"]["newline_positions"]

@@ -192,21 +192,21 @@ class OrtBackend(Backend):
 # -- TensorRT -----------------------------------------------------------------------------------------
 
 
-def engine_sidecar(engine: Path) -> dict[str, Any]:
+def engine_sidecar(plan: Path) -> dict[str, Any]:
     """The engine's engine.json, after checking that the .plan is the file it describes (its sha256)."""
     from ..engines.engine_info import read_engine_info
 
-    engine = Path(engine)
-    if not engine.is_file():
-        raise InputError(f"engine {engine} does not exist", "pass the .plan written by `tokcomp build`")
-    sidecar = read_engine_info(engine)
+    plan = Path(plan)
+    if not plan.is_file():
+        raise InputError(f"engine {plan} does not exist", "pass the .plan written by `tokcomp build`")
+    sidecar = read_engine_info(plan)
     want = (sidecar.get("engine") or {}).get("sha256")
     if not want:
-        raise BundleError(f"the engine.json of {engine.name} records no sha256 of the engine",
+        raise BundleError(f"the engine.json of {plan.name} records no sha256 of the engine",
                           "rebuild the engine with `tokcomp build`")
-    have = sha256_file(engine)
+    have = sha256_file(plan)
     if have != want:
-        raise BundleError(f"engine {engine.name} is not the file its engine.json describes (sha256 {have[:12]}…, "
+        raise BundleError(f"engine {plan.name} is not the file its engine.json describes (sha256 {have[:12]}…, "
                           f"recorded {str(want)[:12]}…)", "keep each .plan with the engine.json its build wrote")
     return sidecar
 
@@ -274,7 +274,7 @@ class TrtBackend(Backend):
 
     Args:
         bundle: the bundle the engine was built from.
-        engine: the .plan file (its engine.json beside it).
+        plan: the .plan file (its engine.json beside it).
         variant: the variant asked for (None: the engine's own).
         pad_static: pad a static-batch engine's last call (see the module docstring).
     Raises:
@@ -282,11 +282,11 @@ class TrtBackend(Backend):
         BundleError / InputError (exit 2): the engine does not belong to the bundle (sha256, I/O names).
     """
 
-    def __init__(self, bundle: Bundle, engine: Path, variant: str | None = None, pad_static: bool = False):
-        engine = Path(engine)
-        built_from, batch, sidecar = match_engine(bundle, engine, variant)
+    def __init__(self, bundle: Bundle, plan: Path, variant: str | None = None, pad_static: bool = False):
+        plan = Path(plan)
+        built_from, batch, sidecar = match_engine(bundle, plan, variant)
         super().__init__(variant_io(bundle, built_from, batch), pad_static)
-        self.variant, self.engine_path = built_from, engine
+        self.variant, self.engine_path = built_from, plan
         from ..engines.trt_import import import_tensorrt, require_gpu
 
         trt = import_tensorrt()
@@ -309,10 +309,10 @@ class TrtBackend(Backend):
                                  "for") from exc
         if (sidecar.get("profile") or {}).get("version_compatible"):
             runtime.engine_host_code_allowed = True
-        self.engine = runtime.deserialize_cuda_engine(engine.read_bytes())
+        self.engine = runtime.deserialize_cuda_engine(plan.read_bytes())
         self._runtime = runtime
         if self.engine is None:
-            raise InputError(f"TensorRT {trt.__version__} cannot deserialize {engine.name}",
+            raise InputError(f"TensorRT {trt.__version__} cannot deserialize {plan.name}",
                              "engines are tied to the GPU and TensorRT version that built them: rebuild it here "
                              "with `tokcomp build`")
         self.context = self.engine.create_execution_context()
@@ -324,7 +324,7 @@ class TrtBackend(Backend):
             names["in" if mode == trt.TensorIOMode.INPUT else "out"].append(name)
             self._dtypes[name] = np.dtype(_TRT_NP.get(self.engine.get_tensor_dtype(name).name, np.float32))
         if names["in"] != [self.io.input_name] or set(names["out"]) != set(self.io.outputs):
-            raise BundleError(f"engine {engine.name} has inputs {names['in']} and outputs {names['out']}, variant "
+            raise BundleError(f"engine {plan.name} has inputs {names['in']} and outputs {names['out']}, variant "
                               f"{built_from} of {bundle.path} has [{self.io.input_name}] and {list(self.io.outputs)}",
                               "pass the bundle the engine was built from")
         try:
