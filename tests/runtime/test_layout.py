@@ -192,3 +192,26 @@ def test_transformers5_processor_config(tmp_path):
     assert (vlm["processor"]["max_patches"], vlm["processor"]["crop_to_patches"]) == (4, True)
     assert vlm["prompt"]["stock_tokens_per_tile"] == 256
     assert vlm["prompt"]["stock_source"] == "processor_config.json image_seq_length"
+
+
+@pytest.mark.parametrize("family,over,call", [
+    ("gemma3", {"do_pan_and_scan": True, "pan_and_scan_min_crop_size": 64},
+     {"do_pan_and_scan": True, "pan_and_scan_min_crop_size": 64}),
+    ("idefics3", {"do_image_splitting": False}, {"do_image_splitting": False}),
+])
+def test_other_readings_equal_the_processors(bundle, family, over, call):
+    """Gemma 3 with pan-and-scan asked for (the original image, then its crops, in Gemma3Processor's sentence)
+    and Idefics3 without splitting (the global view alone)."""
+    folder, manifest = bundle(family, "pool:2")
+    params = ProcessorParams.from_dict({**manifest["vlm"]["processor"], **over})
+    n = manifest["vlm"]["tokens_per_tile"]
+    proc, placeholder = _processor(family, folder, n)
+    for path in (H.PHOTOS[5], H.PHOTOS[6], H.PHOTOS[0]):  # 400x180 and 200x300 are cut by pan-and-scan
+        image = H.photo(path)
+        tiled = tile_image(image, params)
+        lay = image_layout(tiled, manifest)
+        out = proc(images=[image], text=placeholder, return_tensors="np", **call)
+        assert lay.token_ids == [int(i) for i in np.asarray(out["input_ids"])[0]], path.name
+        assert np.abs(tiled.pixels - np.asarray(out["pixel_values"]).reshape(tiled.pixels.shape)).max() <= 1e-6
+    assert family != "gemma3" or "here are some crops" in image_layout(tile_image(H.photo(H.PHOTOS[5]), params),
+                                                                       manifest).prompt
