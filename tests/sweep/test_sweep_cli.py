@@ -63,12 +63,14 @@ def test_table_and_infeasible_exit_1(capsys, llava, photos, prompts, tmp_path):
     folder, _ = llava
     out = tmp_path / "s"
     rc, stdout, err = _sweep(capsys, folder, photos, prompts, out, "--candidates", "pool:4", "--max-pairs", "2",
-                             "--min-agreement", "1.5")
+                             "--min-agreement", "1.5", "--llm-dtype", "bfloat16")
     assert rc == 1
     assert "closest is none" in err and len(err.strip().splitlines()) == 1
     assert "pool:4" in stdout and (out / "sweep.json").is_file() and (out / "sweep.html").is_file()
     d = json.loads((out / "sweep.json").read_text())
     assert d["pick"] is None and "1.5" in d["infeasible"]
+    none = d["candidates"][0]
+    assert d["model"]["llm_dtype"] == "bfloat16" and (none["top1"], none["kl"], none["match"]) == (1.0, 0.0, 1.0)
 
 
 def _no_llm_folder(src: Path, dest: Path) -> Path:
@@ -86,7 +88,7 @@ def _no_llm_folder(src: Path, dest: Path) -> Path:
 
 
 @pytest.mark.parametrize("case", ["no_images", "bad_images", "empty_prompts", "binary_prompts", "typo", "budget",
-                                  "two_constraints", "no_llm", "family", "answer_tokens"])
+                                  "two_constraints", "no_llm", "family", "answer_tokens", "dtype"])
 def test_bad_input_one_line_exit_2_nothing_written(capsys, llava, photos, prompts, tmp_path, case):
     folder, _ = llava
     imgs, prm, model, extra = photos, prompts, f"hf:{folder}", ["--candidates", "pool:2", "--tokens", "16"]
@@ -118,6 +120,8 @@ def test_bad_input_one_line_exit_2_nothing_written(capsys, llava, photos, prompt
         model = f"hf:{save_vlm(build_vlm('internvl'), tmp_path / 'internvl')}"
     elif case == "answer_tokens":
         extra = ["--answer-tokens", "0"]
+    elif case == "dtype":
+        extra = ["--llm-dtype", "int8"]
     out = tmp_path / "out"
     rc, _, err = run_main(capsys, "sweep", model, "--images", imgs, "--prompts", prm, "--out", out, "-q",
                           "--latency", "none", *extra)
@@ -126,7 +130,7 @@ def test_bad_input_one_line_exit_2_nothing_written(capsys, llava, photos, prompt
     want = {"no_images": "holds no", "bad_images": "no usable image", "empty_prompts": "holds no prompt",
             "binary_prompts": "not UTF-8 text", "typo": "prnue", "budget": "--tokens 0",
             "two_constraints": "both given", "no_llm": "no LLM tensors", "family": "internvl",
-            "answer_tokens": "--answer-tokens 0"}[case]
+            "answer_tokens": "--answer-tokens 0", "dtype": "int8"}[case]
     assert want in err
     assert not out.exists()
 

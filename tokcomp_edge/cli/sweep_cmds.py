@@ -24,6 +24,8 @@ def sweep(
                                                           "(`none` is always added) [default: the family's grid].")] = None,
     answer_tokens: Annotated[int, typer.Option(help="Length K of the reference answer (greedy; eos ends it).")] = 24,
     max_pairs: Annotated[Optional[int], typer.Option(help="Use at most N (image, prompt) pairs, image-major.")] = None,
+    llm_dtype: Annotated[str, typer.Option(help="The LLM's dtype: float32 | bfloat16 | float16 (bfloat16 halves a "
+                                                "7B LLM's memory).")] = "float32",
     latency: Annotated[str, typer.Option(help="Latency backend: onnxruntime | pytorch | none.")] = "onnxruntime",
     latency_runs: Annotated[int, typer.Option(help="Timed calls per candidate (interleaved).")] = 15,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap intervals.")] = 0,
@@ -56,8 +58,8 @@ def sweep(
 
     cfg = SweepConfig(model=model, images=images, prompts=prompts, candidates=candidates, tokens=tokens,
                       max_ms=max_ms, min_agreement=min_agreement, answer_tokens=answer_tokens, max_pairs=max_pairs,
-                      out=out, force=force, latency=latency, latency_runs=latency_runs, seed=seed, export=export,
-                      answers=answers, quiet=quiet or json_out)
+                      out=out, force=force, llm_dtype=llm_dtype, latency=latency, latency_runs=latency_runs,
+                      seed=seed, export=export, answers=answers, quiet=quiet or json_out)
     result = run_sweep(cfg)
     if json_out:
         typer.echo(json.dumps(result.to_dict(), indent=1, allow_nan=False))

@@ -18,6 +18,8 @@ from ..errors import InputError, UnsupportedModelType, WeightsError
 # Families the sweep splices features into; the others are refused until their LLM-side layout is in.
 SWEEP_FAMILIES = ("llava",)
 DEFAULT_TEMPLATE = "USER: {image}\n{prompt} ASSISTANT:"
+# The LLM's weights as loaded (the vision path stays float32, as exported; its features are cast at the splice).
+LLM_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -112,8 +114,13 @@ def _llm_tensor_names(spec, names: list[str]) -> list[str]:
     return [n for n in names if n not in vision]
 
 
-def load_language_model(model_id: str) -> LanguageModel:
+def load_language_model(model_id: str, dtype: str = "float32") -> LanguageModel:
     """Load the whole VLM of an `hf:` folder (LLM included) with its tokenizer and processor.
+
+    Args:
+        model_id: `hf:<folder>`.
+        dtype: an LLM_DTYPES entry (bfloat16 halves the memory of a 7B LLM; the comparison stays exact for
+            `none`, since reference and candidates run in the same dtype).
 
     Raises:
         InputError (exit 2): not an hf: folder, a family the sweep does not support, no tokenizer;
@@ -126,6 +133,8 @@ def load_language_model(model_id: str) -> LanguageModel:
     from ..vlm import resolve_vlm
     from ..vlm.checkpoint import find_weights
 
+    if dtype not in LLM_DTYPES:
+        raise InputError(f"--llm-dtype {dtype!r} is not one of {', '.join(LLM_DTYPES)}", "use float32 or bfloat16")
     if not (isinstance(model_id, str) and model_id.startswith("hf:") and model_id[3:]):
         raise InputError(f"{model_id!r} is not an hf: folder; the sweep runs the VLM's own LLM from its checkpoint",
                          "give hf:<folder> holding config.json, the weights (LLM included) and the tokenizer")
@@ -147,7 +156,7 @@ def load_language_model(model_id: str) -> LanguageModel:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        model, info = cls.from_pretrained(folder, dtype=torch.float32, output_loading_info=True)
+        model, info = cls.from_pretrained(folder, dtype=getattr(torch, dtype), output_loading_info=True)
         tokenizer = _load(transformers.AutoTokenizer, folder)
         processor = _load(transformers.AutoProcessor, folder, required=False)
     finally:

@@ -32,6 +32,7 @@ class SweepConfig:
         max_pairs: use at most this many (image, prompt) pairs, image-major order; None → all.
         out: the folder for sweep.json + sweep.html (+ bundle/ with `export`); None → export/<model>_sweep.
         force: replace an existing `out`.
+        llm_dtype: the LLM's dtype: float32 | bfloat16 | float16 (the vision path stays float32).
         latency: `onnxruntime` | `pytorch` | `none` (cost.py).
         latency_runs: timed calls per candidate.
         seed: the bootstrap's seed.
@@ -53,6 +54,7 @@ class SweepConfig:
     max_pairs: int | None = None
     out: Path | None = None
     force: bool = False
+    llm_dtype: str = "float32"
     latency: str = "onnxruntime"
     latency_runs: int = 15
     seed: int = 0

@@ -38,6 +38,11 @@ def _check(cfg: SweepConfig) -> tuple[Constraint, list[str], Path]:
         raise InputError(f"--max-pairs {cfg.max_pairs} leaves no pair", "give an integer ≥ 1, or leave it unset")
     if cfg.latency not in LATENCY_BACKENDS:
         raise InputError(f"--latency {cfg.latency!r} is not a backend", f"use one of {', '.join(LATENCY_BACKENDS)}")
+    from .llm import LLM_DTYPES
+
+    if cfg.llm_dtype not in LLM_DTYPES:
+        raise InputError(f"--llm-dtype {cfg.llm_dtype!r} is not one of {', '.join(LLM_DTYPES)}",
+                         "use float32 (default) or bfloat16")
     if cfg.latency_runs < 1:
         raise InputError(f"--latency-runs {cfg.latency_runs} times nothing", "give an integer ≥ 1")
     if constraint.kind == "max_ms" and cfg.latency == "none":
@@ -81,7 +86,7 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
     cands = parse_candidates(cfg.candidates, vlm) if cfg.candidates is not None else candidate_grid(vlm)
     runnable = [c for c in cands if c.refused is None]
     with stage(f"load {cfg.model} (LLM included) and its vision path", quiet=cfg.quiet):
-        lm = load_language_model(cfg.model)
+        lm = load_language_model(cfg.model, cfg.llm_dtype)
         loaded = load_vlm(cfg.model)
     paths = {c.spec: vision_path(loaded.tower, c.plan, loaded.projector).eval() for c in runnable}
     batch = load_images(Path(cfg.images), policy_for_spec(loaded.spec.tower, vlm.family.model_type))
@@ -131,7 +136,7 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
         config=cfg.to_dict(),
         model={"id": cfg.model, "family": vlm.family.model_type, "native_tokens_per_tile": native,
                "tiles_per_image": 1, "llm": vlm.llm.to_dict(), "template": lm.template,
-               "image_token": lm.image_token, "image_token_id": lm.image_token_id,
+               "image_token": lm.image_token, "image_token_id": lm.image_token_id, "llm_dtype": cfg.llm_dtype,
                "weights": loaded.weights.to_dict(), "text_tokens_mean": mean_text,
                "preprocess": batch_policy(loaded, vlm)},
         candidates=rows, refused=[c.to_dict() for c in cands if c.refused is not None],
