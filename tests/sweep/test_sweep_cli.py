@@ -173,3 +173,16 @@ def test_export_the_pick_and_onnxruntime_latency(capsys, llava, photos, prompts,
     assert all(r["latency_ms"] > 0 for r in d["candidates"])
     manifest = json.loads((out / "bundle" / "manifest.json").read_text())
     assert manifest["compression"]["spec"] == "pool:2" and manifest["vlm"]["tokens_per_tile"] == 16
+    # The device runtime's layout of the exported pick (runtime/layout.py, issue 18) has the placeholder count
+    # the sweep measured with, and its ids are the sweep's image tokens.
+    from PIL import Image
+
+    from tokcomp_edge.runtime.layout import image_layout
+    from tokcomp_edge.runtime.processor import ProcessorParams
+    from tokcomp_edge.runtime.tiling import tile_image
+
+    image = Image.open(sorted(photos.iterdir())[0]).convert("RGB")
+    layout = image_layout(tile_image(image, ProcessorParams.from_manifest(manifest)), manifest)
+    assert layout.tokens == d["candidates"][1]["tokens"] == 16
+    if layout.token_ids is not None:
+        assert layout.token_ids == [d["model"]["image_token_id"]] * 16
