@@ -89,14 +89,18 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
         lm = load_language_model(cfg.model, cfg.llm_dtype)
         loaded = load_vlm(cfg.model)
     paths = {c.spec: vision_path(loaded.tower, c.plan, loaded.projector).eval() for c in runnable}
-    batch = load_images(Path(cfg.images), policy_for_spec(loaded.spec.tower, vlm.family.model_type))
+    # Only the images the pairs will use are decoded (--max-pairs bounds them, image-major).
+    need = -(-cfg.max_pairs // len(prompts)) if cfg.max_pairs is not None else None
+    batch = load_images(Path(cfg.images), policy_for_spec(loaded.spec.tower, vlm.family.model_type), limit=need)
     pixels = torch.from_numpy(batch.pixel_values)
     pairs = [Pair(index=0, image_index=i, image=str(p), prompt_index=j, prompt=q)
              for i, p in enumerate(batch.paths) for j, q in enumerate(prompts)]
-    warnings = batch.warnings()
-    if cfg.max_pairs is not None and len(pairs) > cfg.max_pairs:
-        warnings.append(f"used the first {cfg.max_pairs} of {len(pairs)} (image, prompt) pairs (--max-pairs), "
-                        "image-major order")
+    # load_images' own note on unread files names --max-images; here --max-pairs left them out, said below.
+    warnings = [w for w in batch.warnings() if "--max-images" not in w]
+    if batch.unread or (cfg.max_pairs is not None and len(pairs) > cfg.max_pairs):
+        total = (len(batch) + batch.unread) * len(prompts)
+        warnings.append(f"used the first {cfg.max_pairs} (image, prompt) pairs of about {total} (--max-pairs), "
+                        f"image-major order; {batch.unread} image file(s) not read")
         pairs = pairs[:cfg.max_pairs]
     pairs = [Pair(k, p.image_index, p.image, p.prompt_index, p.prompt) for k, p in enumerate(pairs)]
 
