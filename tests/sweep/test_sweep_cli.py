@@ -88,7 +88,7 @@ def _no_llm_folder(src: Path, dest: Path) -> Path:
 
 
 @pytest.mark.parametrize("case", ["no_images", "bad_images", "empty_prompts", "binary_prompts", "typo", "budget",
-                                  "two_constraints", "no_llm", "family", "answer_tokens", "dtype"])
+                                  "two_constraints", "no_llm", "family", "answer_tokens", "dtype", "no_tokenizer"])
 def test_bad_input_one_line_exit_2_nothing_written(capsys, llava, photos, prompts, tmp_path, case):
     folder, _ = llava
     imgs, prm, model, extra = photos, prompts, f"hf:{folder}", ["--candidates", "pool:2", "--tokens", "16"]
@@ -122,6 +122,12 @@ def test_bad_input_one_line_exit_2_nothing_written(capsys, llava, photos, prompt
         extra = ["--answer-tokens", "0"]
     elif case == "dtype":
         extra = ["--llm-dtype", "int8"]
+    elif case == "no_tokenizer":
+        bare = tmp_path / "no-tokenizer"
+        bare.mkdir()
+        for name in ("config.json", "model.safetensors"):
+            (bare / name).symlink_to(folder / name)
+        model = f"hf:{bare}"
     out = tmp_path / "out"
     rc, _, err = run_main(capsys, "sweep", model, "--images", imgs, "--prompts", prm, "--out", out, "-q",
                           "--latency", "none", *extra)
@@ -130,7 +136,7 @@ def test_bad_input_one_line_exit_2_nothing_written(capsys, llava, photos, prompt
     want = {"no_images": "holds no", "bad_images": "no usable image", "empty_prompts": "holds no prompt",
             "binary_prompts": "not UTF-8 text", "typo": "prnue", "budget": "--tokens 0",
             "two_constraints": "both given", "no_llm": "no LLM tensors", "family": "internvl",
-            "answer_tokens": "--answer-tokens 0", "dtype": "int8"}[case]
+            "answer_tokens": "--answer-tokens 0", "dtype": "int8", "no_tokenizer": "no usable tokenizer"}[case]
     assert want in err
     assert not out.exists()
 

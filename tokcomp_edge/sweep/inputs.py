@@ -39,4 +39,8 @@ def check_images(folder: Path) -> list[Path]:
     """The image files of `folder` (calibration/images.py list_images: InputError when missing or empty)."""
     from ..calibration.images import list_images
 
-    return list_images(folder)
+    try:
+        return list_images(folder)
+    except OSError as exc:  # a folder we may not list (permissions, a broken mount)
+        raise InputError(f"image folder {folder} cannot be read ({exc.strerror or exc})",
+                         "check its permissions, or pass another --images DIR") from exc
