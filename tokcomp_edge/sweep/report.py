@@ -48,8 +48,9 @@ def scatter(rows: list[dict], front: list[str], pick: str | None, width: int = 5
         p.append(f"<line x1='{x:.1f}' x2='{x:.1f}' y1='{lo:.1f}' y2='{hi:.1f}' stroke='{colour}'/>"
                  f"<circle cx='{x:.1f}' cy='{Y(r['top1']):.1f}' r='{6 if r['spec'] == pick else 4}' fill='{colour}'>"
                  f"<title>{escape(r['spec'])}: {r['tokens']} tokens, top1 {r['top1']:.3f} "
-                 f"[{r['top1_ci'][0]:.3f}, {r['top1_ci'][1]:.3f}]</title></circle>"
-                 f"<text x='{x + 6:.1f}' y='{Y(r['top1']) - 5:.1f}' {FONT} fill='{colour}'>{escape(r['spec'])}</text>")
+                 f"[{r['top1_ci'][0]:.3f}, {r['top1_ci'][1]:.3f}]</title></circle>")
+        if colour != OTHER:  # only the front and the pick are labelled (many share a token count); others: hover
+            p.append(f"<text x='{x + 6:.1f}' y='{Y(r['top1']) - 5:.1f}' {FONT} fill='{colour}'>{escape(r['spec'])}</text>")
     p.append("</svg>")
     return "".join(p)
 
