@@ -14,6 +14,9 @@ one VLM vision path (default smolvlm-256m: SigLIP-B/16 at 512 px + pixel shuffle
 
 And compression inside the encoder (benchmarks/inside_bench.py): `tome:13` against `none` on siglip-b16-224,
 ONNX Runtime CPU at batch 8, interleaved — the throughput ratio, token counts and MAC ratio.
+And the device runtime (benchmarks/runtime_bench.py): images/s of `VisionRuntime.encode` on ONNX Runtime CPU
+against transformers' processor + PyTorch get_image_features on 16 images from the real photos (InternVL-shaped,
+multi-tile), interleaved, and the runtime's host overhead per image against its inference time.
 And a Qwen-VL vision path at a static tile (default qwen2.5-vl-3b at 448: 32 blocks, 1024 patches → 256
 tokens): export wall time and peak RSS, and PyTorch eager vs ONNX Runtime CPU at batch 1, interleaved.
 
@@ -185,6 +188,7 @@ def main() -> int:
     ap.add_argument("--core-only", action="store_true", help="only the core-install size and start-up section")
     ap.add_argument("--no-inside", action="store_true", help="skip the ToMe (compression inside the encoder) run")
     ap.add_argument("--no-debug", action="store_true", help="skip timing `tokcomp debug` against `validate`")
+    ap.add_argument("--no-runtime", action="store_true", help="skip the device runtime's encode vs transformers run")
     args = ap.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     from rich.console import Console
@@ -237,6 +241,10 @@ def main() -> int:
             console.print("timing it: PyTorch eager vs ONNX Runtime CPU (interleaved) …")
             results["qwen_latency"] = {"model": args.qwen_model, "tile": args.qwen_tile,
                                        "batches": bench_latency(qbundle, [1], 1, max(3, args.iters // 5))}
+        if not args.no_runtime:
+            from runtime_bench import bench_runtime
+
+            results["runtime"] = bench_runtime(Path(tmp), console)
         if not args.no_inside:
             from inside_bench import bench_tome, bench_tome_overhead, bench_visionzip
 
@@ -277,6 +285,10 @@ def _print_latency(console, args, results: dict) -> None:
         console.print(latency_table(f"Qwen-VL vision path {q['model']} at {q['tile']} (tower + merger) — export "
                                     f"{results['qwen_export']['wall_s']} s, peak RSS "
                                     f"{results['qwen_export']['peak_rss_mib']} MiB", q["batches"]))
+    if "runtime" in results:
+        from runtime_bench import print_runtime
+
+        print_runtime(results["runtime"], console)
     if "tome" in results:
         from inside_bench import print_inside_extra, print_tome
 
