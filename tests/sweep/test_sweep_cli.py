@@ -192,3 +192,13 @@ def test_export_the_pick_and_onnxruntime_latency(capsys, llava, photos, prompts,
     assert layout.tokens == d["candidates"][1]["tokens"] == 16
     if layout.token_ids is not None:
         assert layout.token_ids == [d["model"]["image_token_id"]] * 16
+
+
+def test_without_torch_exit_3(tmp_path, llava, photos):
+    """On a machine without PyTorch (a Jetson's core install) the sweep says which extra it needs."""
+    import subprocess
+
+    code = ("import sys; sys.modules['torch'] = None\nfrom tokcomp_edge.cli.app import main\n"
+            f"main(['sweep', 'hf:{llava[0]}', '--images', '{photos}', '--tokens', '16', '--out', '{tmp_path / 'o'}'])")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 3 and "tokcomp-edge[export]" in res.stderr and not (tmp_path / "o").exists()

@@ -69,6 +69,11 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
     Raises:
         InputError (exit 2) for bad input (before any model is loaded where it can be seen early).
     """
+    from ..extras import require_extra
+
+    modules = ("torch", "transformers", "safetensors") + (("onnxscript", "onnxruntime")
+                                                           if cfg.latency == "onnxruntime" or cfg.export else ())
+    require_extra("export", "tokcomp sweep", modules)  # exit 3 naming [export], before any work
     import torch
 
     from ..calibration.images import load_images
