@@ -169,3 +169,31 @@ def test_tensorrt_backend_without_tensorrt_is_exit_3(family_bundle, tmp_path):
         _open(internvl, backend="tensorrt")
     with pytest.raises(InputError, match="unknown backend"):
         _open(internvl, backend="tflite")
+
+
+@pytest.mark.slow
+def test_fp16_variant_is_within_its_tolerance_of_transformers(family_bundle, tmp_path):
+    """The fp16 variant (ModelOpt AutoCast) on ONNX Runtime, against transformers' full path on the photos,
+    judged by the fp16 tolerance (max |Δ| ≤ 2e-2 of the scale, rel. L2 ≤ 1e-2, token cosine ≥ 0.999)."""
+    pytest.importorskip("modelopt")
+    import shutil
+
+    from runtime_helpers import reference
+
+    from tokcomp_edge.core.bundle import Bundle
+    from tokcomp_edge.core.tolerance import DEFAULTS
+    from tokcomp_edge.export.variants import ensure_variant
+
+    folder, model, shared = family_bundle("internvl")
+    bundle = shutil.copytree(shared, tmp_path / "internvl_fp16")  # the session's bundle stays fp32-only
+    ensure_variant(Bundle.load(bundle), "fp16")
+    tol = DEFAULTS["fp16"]
+    with _open(bundle, variant="fp16") as rt:
+        out = rt.encode(photos())
+    for path, emb in zip(photos(), out.embeddings):
+        ref = reference("internvl", folder, model, path)
+        assert emb.shape == ref.shape
+        assert np.abs(emb - ref).max() <= tol.rtol * float(np.abs(ref).max())
+        assert np.linalg.norm(emb - ref) / np.linalg.norm(ref) <= tol.max_rel_l2
+        cos = (emb * ref).sum(-1) / (np.linalg.norm(emb, axis=-1) * np.linalg.norm(ref, axis=-1))
+        assert cos.min() >= tol.min_cosine
