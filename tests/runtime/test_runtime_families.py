@@ -28,7 +28,7 @@ def _encode(bundle, images, **kw):
 
 # One-tile families whose path llava already covers run in the full suite only (an export each costs seconds).
 FAMILIES = ["llava", pytest.param("paligemma", marks=pytest.mark.slow), pytest.param("gemma3", marks=pytest.mark.slow),
-            "internvl", "idefics3", "llava_onevision"]
+            "internvl", "idefics3", pytest.param("smolvlm", marks=pytest.mark.slow), "llava_onevision"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
