@@ -177,6 +177,9 @@ def test_export_the_pick_and_onnxruntime_latency(capsys, llava, photos, prompts,
     d = json.loads((out / "sweep.json").read_text())
     assert d["pick"] == "pool:2" and d["latency"]["backend"] == "onnxruntime"
     assert all(r["latency_ms"] > 0 for r in d["candidates"])
+    v = d["validation"]
+    assert v["passed"] and (out / v["reports"]["html"]).is_file()
+    assert v["reports"]["html"] in (out / "sweep.html").read_text()  # the sweep links the validation report
     manifest = json.loads((out / "bundle" / "manifest.json").read_text())
     assert manifest["compression"]["spec"] == "pool:2" and manifest["vlm"]["tokens_per_tile"] == 16
     # The device runtime's layout of the exported pick (runtime/layout.py, issue 18) has the placeholder count

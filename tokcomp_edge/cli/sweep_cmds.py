@@ -65,6 +65,10 @@ def sweep(
         typer.echo(json.dumps(result.to_dict(), indent=1, allow_nan=False))
     else:
         print_table(result.to_dict())
+    v = result.validation
+    if v and not v["passed"]:
+        raise CheckFailed(f"the exported pick {result.pick} failed validation: {v['failures'][0]}",
+                          f"see {result.out}/{v['reports'].get('html', '')}")
     if result.infeasible:
         raise CheckFailed(f"{result.infeasible.rstrip('.')}; the measured table is in {result.out}/sweep.html")
 
@@ -87,6 +91,10 @@ def print_table(d: dict) -> None:
         console().print(f"[bold]pick[/] {d['pick']}  ({d['constraint']['rule']})")
     console().print(f"  [dim]{d['out']}/sweep.json, sweep.html"
                     + (f"; bundle {d['bundle']}" if d.get("bundle") else "") + "[/]")
+    v = d.get("validation")
+    if v:
+        console().print(f"  validation of the export: {'passed' if v['passed'] else 'FAILED'} "
+                        f"[dim]({d['out']}/{v['reports'].get('html', '')})[/]")
 
 
 def register(app: typer.Typer) -> None:

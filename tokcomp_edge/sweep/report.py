@@ -141,6 +141,11 @@ def render_html(d: dict[str, Any]) -> str:
              for e in d["examples"]]))
     if d.get("bundle"):
         p.append(f"<p>Exported: <code>{escape(d['bundle'])}</code></p>")
+    v = d.get("validation")
+    if v:
+        link = v["reports"].get("html")
+        p.append(f"<p>Validation of the export: <b>{'passed' if v['passed'] else 'FAILED'}</b>"
+                 + (f" — <a href='{escape(link)}'>{escape(link)}</a>" if link else "") + "</p>")
     p.append(f"<p class='muted'>Latency: {escape(d['latency'].get('label', ''))}. Schema {d['schema']} "
              f"v{d['schema_version']}; every pair's reference answer is in sweep.json as token ids.</p></body></html>")
     return "\n".join(p)

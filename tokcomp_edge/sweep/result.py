@@ -85,6 +85,7 @@ class SweepResult:
         latency: how latency was measured.
         timing: wall seconds (fidelity, latency, total) and seconds per candidate × pair.
         bundle: the exported bundle's path (with `export`).
+        validation: `tokcomp validate` of that bundle: passed, failures, its report files (relative to out).
         out: the folder written.
     """
 
@@ -102,6 +103,7 @@ class SweepResult:
     timing: dict[str, float]
     warnings: list[str] = field(default_factory=list)
     bundle: str | None = None
+    validation: dict[str, Any] | None = None
     out: str | None = None
 
     def __bool__(self) -> bool:

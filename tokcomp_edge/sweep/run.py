@@ -222,6 +222,18 @@ def _examples(lm, path, pixels, pairs, refs, k, rows, spec) -> list[dict[str, An
     return out
 
 
+def _validate(cfg: SweepConfig, bundle: Path) -> dict[str, Any]:
+    """`tokcomp validate` of the exported pick on the sweep's images (ONNX Runtime CPU vs PyTorch); its report
+    goes to bundle/reports, linked from sweep.html by a path relative to the sweep folder."""
+    from ..validation import ValidateConfig, validate
+
+    t0 = time.perf_counter()
+    res = validate(ValidateConfig(target=bundle, images=Path(cfg.images), max_images=4,
+                                  iterations=cfg.latency_runs, quiet=cfg.quiet))
+    paths = {k: str(Path(v).relative_to(bundle.parent)) for k, v in res.report_paths.items()}
+    return {"passed": res.passed, "failures": res.failures, "reports": paths, "seconds": time.perf_counter() - t0}
+
+
 def _write(cfg: SweepConfig, result: SweepResult, out: Path, pick: str | None, t_start: float) -> None:
     import json
 
@@ -231,9 +243,11 @@ def _write(cfg: SweepConfig, result: SweepResult, out: Path, pick: str | None, t
         if cfg.export and pick is not None:
             from ..export import ExportConfig, export_bundle
 
-            res = export_bundle(ExportConfig(model=cfg.model, compress=pick, out=tmp / "bundle", quiet=cfg.quiet))
+            t0 = time.perf_counter()
+            export_bundle(ExportConfig(model=cfg.model, compress=pick, out=tmp / "bundle", quiet=cfg.quiet))
             result.bundle = str(out / "bundle")
-            result.timing["export_s"] = res.times.total()
+            result.timing["export_s"] = time.perf_counter() - t0
+            result.validation = _validate(cfg, tmp / "bundle")
         result.out = str(out)
         result.timing["total_s"] = time.perf_counter() - t_start
         d = result.to_dict()
