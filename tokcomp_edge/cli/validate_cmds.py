@@ -32,6 +32,9 @@ def validate(
     max_rel_l2: Annotated[Multi, typer.Option(help="[OUTPUT=]VALUE largest relative L2 error.")] = None,
     min_cosine: Annotated[Multi, typer.Option(help="[OUTPUT=]VALUE smallest per-token cosine.")] = None,
     min_jaccard: Annotated[Multi, typer.Option(help="[OUTPUT=]VALUE smallest mean Jaccard of kept tokens (prune).")] = None,
+    min_image_jaccard: Annotated[Multi, typer.Option(help="[OUTPUT=]VALUE smallest Jaccard of any one image's kept set or merge map.")] = None,
+    count_atol: Annotated[Multi, typer.Option(help="[OUTPUT=]VALUE largest |Δ| of ToMe's sizes (patches per merged token).")] = None,
+    score_atol: Annotated[Multi, typer.Option(help="[OUTPUT=]VALUE largest gap between two PyTorch ToMe match scores that counts as a near-tie (with the PyTorch reference, a merge map equal to its replay with that decision flipped passes).")] = None,
     llm: Annotated[Multi, typer.Option(help="LLM preset for token economics (repeatable): qwen2-0.5b, qwen2-1.5b, qwen2-7b, vicuna-7b, vicuna-13b [default: a VLM bundle's own LLM, else qwen2-0.5b and vicuna-7b].")] = None,
     llm_hidden: Annotated[Optional[int], typer.Option(help="Custom LLM width (with --llm-layers).")] = None,
     llm_layers: Annotated[Optional[int], typer.Option(help="Custom LLM decoder blocks.")] = None,
@@ -69,7 +72,8 @@ def validate(
 
     overrides = tuple(parse_override(flag, v) for flag, values in
                       (("atol", atol), ("rtol", rtol), ("max-rel-l2", max_rel_l2), ("min-cosine", min_cosine),
-                       ("min-jaccard", min_jaccard)) for v in (values or []))
+                       ("min-jaccard", min_jaccard), ("min-image-jaccard", min_image_jaccard),
+                       ("count-atol", count_atol), ("score-atol", score_atol)) for v in (values or []))
     custom = None
     if llm_hidden is not None or llm_layers is not None:
         if llm_hidden is None or llm_layers is None:

@@ -15,12 +15,13 @@ min_jaccard, never for min_image_jaccard.
 ToMe's `sizes` are patch counts: each row's size must equal the patches its merge map puts there (+1 for a
 protected prefix row), and rows with the same patches must count alike, both within count_atol (0: exact).
 score_atol judges a ToMe merge-map difference by the match scores, as prune swaps are judged (issue 15
-part 2b): where the PyTorch module runs (export parity, export/tome_parity.py), a target whose merge map
+part 2b): where the PyTorch module runs (export parity, export/tome_parity.py; `validate --torch`, every
+comparison it makes with PyTorch or the golden reference, validation/tome_judge.py), a target whose merge map
 differs is explained when it equals PyTorch's own run with one near-tie decision flipped — a rank-boundary
 pair or a best-vs-second-best match whose gap in PyTorch's scores is ≤ score_atol (compression/tome_replay.py,
 at most MAX_REPLAYS per image) — and its outputs are then judged against that replay's with these same
 thresholds; the check names the block and the gap. The golden reference keeps PyTorch's own outputs.
-Without a PyTorch module (validate, the variant checks) a merge map must agree within min_jaccard as it
+Without a PyTorch module (validate --torch off, the variant checks) a merge map must agree within min_jaccard as it
 is (fp32 and export parity: exactly), and the failure says where it would be judged.
 Every bound is judged as `not (err <= bound)`, so NaN fails; zero compared elements fail.
 A threshold set to None is reported but not judged. The defaults and why: docs/validate-and-report.md, "Default tolerances, and why".

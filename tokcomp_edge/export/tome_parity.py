@@ -52,7 +52,7 @@ def _merging_blocks(model) -> list[int] | None:
 
 def _named(y, names: list[str]) -> dict[str, np.ndarray]:
     ys = y if isinstance(y, tuple) else (y,)
-    return {n: t.numpy() for n, t in zip(names, ys)}
+    return {n: t.detach().cpu().numpy() for n, t in zip(names, ys)}
 
 
 def explain_by_replay(model, x: np.ndarray, expected: dict[str, np.ndarray], got: dict[str, np.ndarray],
@@ -83,7 +83,9 @@ def explain_by_replay(model, x: np.ndarray, expected: dict[str, np.ndarray], got
     if atol is None:
         return ReplayVerdict(None, ["score_atol is not set, so no merge decision counts as a near-tie"])
     blocks = _merging_blocks(model)
-    xt = torch.from_numpy(x)
+    param = next(model.parameters(), None)  # validate's PyTorch runner may hold the module on CUDA
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    xt = xt.to(param.device) if param is not None else xt
     ties = near_ties(model, xt, atol, limit)
     notes, todo = [], {}
     for b in differ:

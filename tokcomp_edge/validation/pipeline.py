@@ -44,6 +44,7 @@ from .target import Target, resolve_target, stored_debug
 from .next_step import check_cause, next_step
 from .pytorch_choice import torch_cuda, torch_decision
 from .timed_runs import time_target, time_target_and_pytorch
+from .tome_judge import golden_rejudged, torch_judged
 
 MAX_IMAGE_PANELS = 8  # prune masks drawn over at most this many --images in the HTML
 
@@ -224,19 +225,31 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
                 try:
                     fp32 = {o: default_tolerance("fp32") for o in target.outputs}
                     step = steps.task("accuracy vs PyTorch", 3)
+                    hi_b = bundle.batch_range[1]
+                    # A ToMe merge map that differs from PyTorch's is judged by its near-tie replays (tome_judge).
+                    checks = golden_rejudged(checks, tr, {b: (o, _expected(ref, target.outputs, b), golden_images(
+                        bundle, ref, b, pre, tspecs).pixel_values) for b, o in golden_out.items()},
+                        tols=tols, layout=layout, notes=notes)
                     b0 = min(bundle.reference_batches())
                     rb = golden_images(bundle, ref, b0, pre, tspecs)
-                    rebuilt = infer_batched(tr, tspecs, rb, 1, bundle.batch_range[1])
-                    checks += compare_outputs(rebuilt, _expected(ref, target.outputs, b0), source="pytorch-rebuild",
-                                              tols=fp32, layout=layout)
+                    rebuilt = infer_batched(tr, tspecs, rb, 1, hi_b)
+                    exp = _expected(ref, target.outputs, b0)
+                    checks += torch_judged(compare_outputs(rebuilt, exp, source="pytorch-rebuild", tols=fp32,
+                                                           layout=layout), tr, rebuilt, exp, rb.pixel_values, hi_b,
+                                           source="pytorch-rebuild", tols=fp32, layout=layout, notes=notes,
+                                           torch_is="actual")
                     step()
                     if seeded is not None:
-                        exp = infer_batched(tr, tspecs, seeded, 1, bundle.batch_range[1])
-                        checks += compare_outputs(seeded_out, exp, source="pytorch-seeded", tols=tols, layout=layout)
+                        exp = infer_batched(tr, tspecs, seeded, 1, hi_b)
+                        checks += torch_judged(compare_outputs(seeded_out, exp, source="pytorch-seeded", tols=tols,
+                                                               layout=layout), tr, seeded_out, exp, seeded.pixel_values,
+                                               hi_b, source="pytorch-seeded", tols=tols, layout=layout, notes=notes)
                     step()
                     if images is not None:
-                        exp = infer_batched(tr, tspecs, images, 1, bundle.batch_range[1])
-                        checks += compare_outputs(images_out, exp, source="pytorch-images", tols=tols, layout=layout)
+                        exp = infer_batched(tr, tspecs, images, 1, hi_b)
+                        checks += torch_judged(compare_outputs(images_out, exp, source="pytorch-images", tols=tols,
+                                                               layout=layout), tr, images_out, exp, images.pixel_values,
+                                               hi_b, source="pytorch-images", tols=tols, layout=layout, notes=notes)
                     step()
                     torch_gpu = tr.gpu_memory()
                     torch_info = dict(tr.info)
