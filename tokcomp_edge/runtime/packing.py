@@ -17,8 +17,9 @@ packing on the smaller grid, which is what a VLM fed these tokens must see (tran
 uncompressed grid and would refuse it).
 
 The bilinear resize reproduces PyTorch's CPU kernel step by step in float32 (source index
-scale·(i + ½) − ½ clamped at 0, weights 1 − λ / λ, the width pass inside the height pass), so it agrees with
-`F.interpolate` to float rounding.
+scale·(i + ½) − ½ rounded once and clamped at 0, weights 1 − λ / λ, the width pass inside the height pass):
+its weights are PyTorch's bit for bit, and its values agree with `F.interpolate` to 1–2 float32 ulps (the
+kernel's vectorised accumulation rounds in an order numpy cannot follow exactly).
 """
 
 from __future__ import annotations
@@ -71,7 +72,9 @@ def unpad(feature: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
 def _linear_indices(in_size: int, out_size: int):
     """Source indices and weights of one axis, as PyTorch's CPU upsample_bilinear computes them (float32)."""
     scale = np.float32(in_size) / np.float32(out_size)
-    src = scale * (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5)
+    # scale·(i + ½) − ½ rounded once to float32, as the compiled kernel's fused multiply-add does (the float64
+    # product of a float32 and a half-integer is exact; two float32 roundings differ by up to 1e-6).
+    src = (np.float64(scale) * (np.arange(out_size, dtype=np.float64) + 0.5) - 0.5).astype(np.float32)
     src = np.maximum(src, np.float32(0.0))
     i0 = src.astype(np.int64)
     lam1 = np.clip(src - i0.astype(np.float32), np.float32(0.0), np.float32(1.0)).astype(np.float32)
@@ -86,10 +89,16 @@ def bilinear(feature: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     h0, h1, a0, a1 = _linear_indices(x.shape[1], size[0])
     w0, w1, b0, b1 = _linear_indices(x.shape[2], size[1])
     rows0, rows1 = x[:, h0, :], x[:, h1, :]
-    # Width pass inside the height pass, in PyTorch's order of operations.
-    t0 = rows0[:, :, w0] * b0 + rows0[:, :, w1] * b1
-    t1 = rows1[:, :, w0] * b0 + rows1[:, :, w1] * b1
-    return (t0 * a0[:, None] + t1 * a1[:, None]).astype(np.float32)
+    # Width pass inside the height pass, in PyTorch's order of operations: out = t·w, then out += t'·w' as a
+    # fused multiply-add (one rounding; float64 holds the exact product of two float32 values).
+    t0 = _fma(rows0[:, :, w1], b1, rows0[:, :, w0] * b0)
+    t1 = _fma(rows1[:, :, w1], b1, rows1[:, :, w0] * b0)
+    return _fma(t1, a1[:, None], t0 * a0[:, None])
+
+
+def _fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """float32(a·b + c) with one rounding, for float32 a, b, c."""
+    return (a.astype(np.float64) * b.astype(np.float64) + c.astype(np.float64)).astype(np.float32)
 
 
 def pack_image_features(tiles: np.ndarray, grid: tuple[int, int], original_size: tuple[int, int],
