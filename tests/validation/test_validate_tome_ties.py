@@ -162,3 +162,53 @@ def test_tome_tolerance_flags_reach_the_report(siglip_tome, tmp_path):
     assert tol["merge_map"]["score_atol"] == 0 and tol["tokens"]["score_atol"] == 1e-5
     assert tol["sizes"]["count_atol"] == 0.5 and tol["merge_map"]["count_atol"] == 0
     assert all(t["min_image_jaccard"] == 0.75 for t in tol.values())
+
+
+def test_golden_and_rebuild_checks_are_judged_by_the_replays(siglip_tome):
+    """The golden comparison (target vs the bundle's golden outputs, replayed on the rebuilt module) and the
+    rebuild check (rebuilt module vs golden, roles swapped) take the same judgement: a side that is PyTorch's
+    golden run with its closest near-tie flipped passes with the note; strictly it fails."""
+    import dataclasses
+
+    import torch
+
+    from tokcomp_edge.compression.tome_replay import near_ties, replay
+    from tokcomp_edge.core.bundle import Bundle
+    from tokcomp_edge.core.comparison import OutputLayout, compare_outputs
+    from tokcomp_edge.core.tolerance import resolve_tolerances
+    from tokcomp_edge.validation.runners.pytorch import TorchRunner
+    from tokcomp_edge.validation.tome_judge import golden_rejudged, torch_judged
+
+    bundle = Bundle.load(siglip_tome)
+    ref = bundle.reference()
+    b = max(bundle.reference_batches())
+    names = [o["name"] for o in bundle.manifest["onnx"]["outputs"]]
+    x, golden = ref[f"pixel_values.b{b}"], {n: ref[f"{n}.b{b}"] for n in names}
+    layout = OutputLayout.from_manifest(bundle.manifest)
+    tols = resolve_tolerances("fp32", names)
+    runner = TorchRunner(bundle.manifest)
+    runner.activate()
+    try:
+        xt = torch.from_numpy(x)
+        ties = near_ties(runner.model, xt, 2e-4)  # a few per image at most: the closest is among them
+        d = min((d for ds in ties.decisions.values() for d in ds), key=lambda d: d.gap)
+        flipped = {n: t.numpy() for n, t in zip(names, replay(runner.model, xt, [d]))}
+        assert not np.array_equal(flipped["merge_map"], golden["merge_map"])
+        wide = {n: dataclasses.replace(t, score_atol=2 * d.gap) for n, t in tols.items()}
+        plain = compare_outputs(flipped, golden, source="golden", tols=wide, layout=layout)
+        assert not all(c.passed for c in plain)
+        notes: list[str] = []
+        checks = golden_rejudged(plain, runner, {b: (flipped, golden, x)}, tols=wide, layout=layout, notes=notes)
+        assert all(c.passed for c in checks) and len(checks) == len(plain), [c.failures for c in checks]
+        assert notes and notes[0].startswith(f"golden (batch {b}) · merge_map: explained: block {d.step}")
+        # The rebuild check: the rebuilt module's own run (here = golden) is the `actual` side; a stored golden
+        # that took the other side of the tie (another device at export) must be one of its replays.
+        plain = compare_outputs(golden, flipped, source="pytorch-rebuild", tols=wide, layout=layout)
+        notes = []
+        checks = torch_judged(plain, runner, golden, flipped, x, b, source="pytorch-rebuild", tols=wide,
+                              layout=layout, notes=notes, torch_is="actual")
+        assert not all(c.passed for c in plain) and all(c.passed for c in checks), notes
+        assert notes[0].startswith(f"pytorch-rebuild (batch {b}) · merge_map: explained: block {d.step}")
+    finally:
+        runner.deactivate()
+
