@@ -197,3 +197,22 @@ def test_fp16_variant_is_within_its_tolerance_of_transformers(family_bundle, tmp
         assert np.linalg.norm(emb - ref) / np.linalg.norm(ref) <= tol.max_rel_l2
         cos = (emb * ref).sum(-1) / (np.linalg.norm(emb, axis=-1) * np.linalg.norm(ref, axis=-1))
         assert cos.min() >= tol.min_cosine
+
+
+def test_other_outputs_travel_per_image(family_bundle, tmp_path, capsys):
+    """A pruned bundle's `indices` (per tile) come back per image beside the embeddings, in the library and in
+    embeddings.npz (`image_<i>.indices`); the layout counts the kept tokens."""
+    from vlm_helpers import run_main
+
+    _, _, bundle = family_bundle("llava", "prune:24:norm")
+    with _open(bundle) as rt:
+        out = rt.encode(photos()[:3])
+    for emb, lay, extra in zip(out.embeddings, out.layout, out.outputs):
+        assert emb.shape == (24, 48) and lay.tokens == 24 and set(extra) == {"indices"}
+        idx = extra["indices"]
+        assert idx.shape == (1, 24) and len(set(idx[0].tolist())) == 24 and idx.min() >= 0 and idx.max() < 64
+    code, _, err = run_main(capsys, "encode", bundle, *photos()[:2], "--out", tmp_path / "enc")
+    assert code == 0, err
+    with np.load(tmp_path / "enc" / "embeddings.npz") as npz:
+        assert sorted(npz.files) == ["image_0", "image_0.indices", "image_1", "image_1.indices"]
+        assert np.array_equal(npz["image_1.indices"], out.outputs[1]["indices"])

@@ -6,8 +6,9 @@
 
 The folder is staged beside DIR and renamed into place when both files are complete (atomic.py), so a bad
 image, an engine of another bundle or a full disk leaves nothing behind (and an older DIR intact).
-`embeddings.npz` holds `image_0`, `image_1`, … in argument order ([tokens_i, llm_hidden] float32);
-`layout.json` holds one ImageLayout per image, the timings and what ran.
+`embeddings.npz` holds `image_0`, `image_1`, … in argument order ([tokens_i, llm_hidden] float32), and the
+bundle's other outputs per image as `image_<i>.<output>` (Qwen3-VL's `deepstack_<k>`, a pruner's `indices`:
+[tiles, …]); `layout.json` holds one ImageLayout per image, the timings and what ran.
 """
 
 from __future__ import annotations
@@ -91,9 +92,12 @@ def encode_files(cfg: EncodeConfig) -> EncodeFilesResult:
         result = rt.encode([Path(p) for p in cfg.images])
         ran = rt.backend.label
     arrays = {f"image_{i}": emb for i, emb in enumerate(result.embeddings)}
+    for i, extra in enumerate(result.outputs):
+        arrays.update({f"image_{i}.{name}": value for name, value in extra.items()})
     document = {"schema": SCHEMA, "schema_version": 1, "bundle": str(cfg.bundle), "backend": ran,
                 "engine": str(cfg.engine) if cfg.engine else None,
                 "images": [{"key": f"image_{i}", "file": str(p), "shape": list(arrays[f"image_{i}"].shape),
+                            "outputs": {f"image_{i}.{k}": list(v.shape) for k, v in result.outputs[i].items()},
                             "layout": lay.to_dict()} for i, (p, lay) in enumerate(zip(cfg.images, result.layout))],
                 "timings": result.timings.to_dict()}
     buf = io.BytesIO()

@@ -97,13 +97,14 @@ class Router:
             groups.setdefault(id(rt), (rt, []))[1].append(i)
         embeddings: list[Any] = [None] * len(decoded)
         layouts: list[Any] = [None] * len(decoded)
+        others: list[Any] = [{} for _ in decoded]
         parts = []
         for rt, idx in groups.values():
             out = rt.encode([decoded[i] for i in idx], multi_image=multi_image)
             parts.append(out.timings)
-            for i, emb, lay in zip(idx, out.embeddings, out.layout):
-                embeddings[i], layouts[i] = emb, lay
-        return EncodeResult(embeddings, layouts, Timings.sum(parts, (time.perf_counter() - t0) * 1e3))
+            for i, emb, lay, extra in zip(idx, out.embeddings, out.layout, out.outputs):
+                embeddings[i], layouts[i], others[i] = emb, lay, extra
+        return EncodeResult(embeddings, layouts, Timings.sum(parts, (time.perf_counter() - t0) * 1e3), others)
 
     def encode_stream(self, images: Iterable[Any], per_request: int = 1, *,
                       multi_image: bool = False) -> Iterator[EncodeResult]:

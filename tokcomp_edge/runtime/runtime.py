@@ -83,11 +83,15 @@ class EncodeResult:
         embeddings: [tokens_i, llm_hidden] float32 per image: what replaces that image's placeholders.
         layout: ImageLayout per image (`to_dict()` for JSON).
         timings: Timings of the request.
+        outputs: per image, the bundle's other outputs for its tiles ([tiles, …] each, in tile order): Qwen3-VL's
+            `deepstack_<i>` (added to the LLM's hidden states at the image positions), a pruner's `indices`.
+            Empty dicts for bundles whose only output is `tokens`.
     """
 
     embeddings: list[np.ndarray]
     layout: list[ImageLayout]
     timings: Timings
+    outputs: list[dict[str, np.ndarray]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.embeddings)
@@ -245,18 +249,21 @@ class VisionRuntime:
                     break
             if not req.prepared:
                 return
-            tokens = req.finish()
+            outs = req.finish()
             t_post = time.perf_counter()
             embeddings, layouts = [], []
-            for prep, tile_tokens in zip(req.prepared, np.split(tokens, np.cumsum(req.counts)[:-1])):
-                emb, lay = self._postprocess(prep.tiled, tile_tokens, multi_image)
+            cuts = np.cumsum(req.counts)[:-1]
+            split = {k: np.split(v, cuts) for k, v in outs.items()}
+            for i, prep in enumerate(req.prepared):
+                emb, lay = self._postprocess(prep.tiled, split["tokens"][i], multi_image)
                 embeddings.append(emb)
                 layouts.append(lay)
+            others = [{k: v[i] for k, v in split.items() if k != "tokens"} for i in range(len(req.prepared))]
             now = time.perf_counter()
             timings = Timings(preprocess_ms=sum(p.ms for p in req.prepared), inference_ms=req.inference_ms,
                               postprocess_ms=(now - t_post) * 1e3, total_ms=(now - t0) * 1e3,
                               images=len(req.prepared), tiles=int(sum(req.counts)), calls=req.calls)
-            yield EncodeResult(embeddings, layouts, timings)
+            yield EncodeResult(embeddings, layouts, timings, others)
 
     def _postprocess(self, tiled: TiledImage, tokens: np.ndarray, multi_image: bool) -> tuple[np.ndarray, ImageLayout]:
         """One image's tiles' tokens [n, T, D] → its embedding [tokens, D] and its layout."""
@@ -318,7 +325,7 @@ class _Request:
     prepared: list[_Prepared] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
     _pending: list[np.ndarray] = field(default_factory=list)
-    _done: list[np.ndarray] = field(default_factory=list)
+    _done: list[dict[str, np.ndarray]] = field(default_factory=list)
     inference_ms: float = 0.0
     calls: int = 0
 
@@ -341,10 +348,13 @@ class _Request:
         out = self.backend.run(tiles)
         self.inference_ms += self.backend.inference_ms
         self.calls += self.backend.calls
-        self._done.append(out["tokens"])
+        self._done.append(out)
 
-    def finish(self) -> np.ndarray:
+    def finish(self) -> dict[str, np.ndarray]:
+        """Every output of the request's tiles, concatenated in tile order."""
         if self._pending:
             self._run(np.concatenate(self._pending))
             self._pending = []
-        return np.concatenate(self._done) if len(self._done) > 1 else self._done[0]
+        if len(self._done) == 1:
+            return self._done[0]
+        return {k: np.concatenate([d[k] for d in self._done]) for k in self._done[0]}
