@@ -199,6 +199,7 @@ def test_fp16_variant_is_within_its_tolerance_of_transformers(family_bundle, tmp
         assert cos.min() >= tol.min_cosine
 
 
+@pytest.mark.slow  # one more export (a pruned llava)
 def test_other_outputs_travel_per_image(family_bundle, tmp_path, capsys):
     """A pruned bundle's `indices` (per tile) come back per image beside the embeddings, in the library and in
     embeddings.npz (`image_<i>.indices`); the layout counts the kept tokens."""
