@@ -47,6 +47,9 @@ class ImageLayout:
         prompt: the text the processor inserts for this image, with the compressed counts.
         token_ids: its ids, or None when the bundle records no tokenizer ids for some piece.
         bundle: the bundle's name (which bundle a routed request used).
+        image_grid_thw: Qwen-VL: [1, h, w], the patch grid the merger read (after any extra compression), which
+            the LLM's get_rope_index needs to place the image's tokens with M-RoPE (manifest vlm.qwen); the
+            stock processor computes it from the image, a compressed bundle's is smaller. None elsewhere.
     """
 
     family: str
@@ -60,6 +63,7 @@ class ImageLayout:
     prompt: str = ""
     token_ids: list[int] | None = None
     bundle: str = ""
+    image_grid_thw: list[int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -153,6 +157,7 @@ def image_layout(tiled: TiledImage, manifest: dict[str, Any], tokens: int | None
     per_tile = [n] * tiled.tiles
     total = n * tiled.tiles
     newlines: list[int] = list(newline_positions)
+    grid_thw: list[int] | None = None
     p = _Pieces(prompt)
     if fam == "internvl":
         p.special("start")
@@ -194,6 +199,8 @@ def image_layout(tiled: TiledImage, manifest: dict[str, Any], tokens: int | None
         total = int(tokens)
         p.special("image", total)
     elif fam in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "lfm2_vl"):
+        if fam != "lfm2_vl":
+            grid_thw = _qwen_grid(vlm, manifest, n)
         p.special("start")
         p.special("image", total)
         p.special("end")
@@ -205,4 +212,18 @@ def image_layout(tiled: TiledImage, manifest: dict[str, Any], tokens: int | None
     text, ids = p.result()
     return ImageLayout(family=fam, rows=rows, cols=cols, thumbnail=tiled.thumbnail, tiles=tiled.tiles,
                        tokens_per_tile=per_tile, tokens=total, newline_positions=newlines, prompt=text,
-                       token_ids=ids, bundle=str(manifest.get("name", "")))
+                       token_ids=ids, bundle=str(manifest.get("name", "")), image_grid_thw=grid_thw)
+
+
+def _qwen_grid(vlm: dict[str, Any], manifest: dict[str, Any], n: int) -> list[int]:
+    """manifest vlm.qwen.image_grid_thw, checked against the tokens per tile it must give (t·h·w / merge²)."""
+    q = vlm.get("qwen") or {}
+    thw, merge = q.get("image_grid_thw"), int(q.get("merge_size") or 2)
+    if not thw or len(thw) != 3:
+        raise BundleError(f"{manifest.get('name', 'the bundle')} records no vlm.qwen.image_grid_thw "
+                          "(the LLM's M-RoPE needs it)", REEXPORT)
+    thw = [int(v) for v in thw]
+    if thw[0] * thw[1] * thw[2] != n * merge * merge:
+        raise BundleError(f"vlm.qwen.image_grid_thw {thw} gives {thw[0] * thw[1] * thw[2] // (merge * merge)} "
+                          f"tokens, the bundle emits {n} per tile", REEXPORT)
+    return thw
