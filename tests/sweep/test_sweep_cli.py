@@ -73,6 +73,24 @@ def test_table_and_infeasible_exit_1(capsys, llava, photos, prompts, tmp_path):
     assert d["model"]["llm_dtype"] == "bfloat16" and (none["top1"], none["kl"], none["match"]) == (1.0, 0.0, 1.0)
 
 
+def test_listed_pairs(capsys, llava, photos, tmp_path):
+    folder, _ = llava
+    names = sorted(p.name for p in photos.iterdir())
+    listing = tmp_path / "pairs.tsv"
+    listing.write_text(f"# image<tab>question\n{names[1]}\thow many shapes are there ?\n"
+                       f"{names[0]}\twhat colour is the shape ?\n{names[1]}\twhat colour is the shape ?\n")
+    out = tmp_path / "s"
+    rc, stdout, err = run_main(capsys, "sweep", f"hf:{folder}", "--images", photos, "--pairs", listing, "--out", out,
+                               *FAST, "--candidates", "pool:2", "--json")
+    assert rc == 0, err
+    d = json.loads(stdout)
+    assert [(Path(p["image"]).name, p["prompt"]) for p in d["pairs"]] == [
+        (names[1], "how many shapes are there ?"), (names[0], "what colour is the shape ?"),
+        (names[1], "what colour is the shape ?")]
+    assert [p["prompt_index"] for p in d["pairs"]] == [0, 1, 1] and d["pick"] is None  # no constraint: no pick
+    assert [x["pairs"] for x in d["candidates"][1]["per_prompt"]] == [1, 2]
+
+
 def _no_llm_folder(src: Path, dest: Path) -> Path:
     import shutil
 
@@ -88,7 +106,8 @@ def _no_llm_folder(src: Path, dest: Path) -> Path:
 
 
 @pytest.mark.parametrize("case", ["no_images", "bad_images", "empty_prompts", "binary_prompts", "typo", "budget",
-                                  "two_constraints", "no_llm", "family", "answer_tokens", "dtype", "no_tokenizer"])
+                                  "two_constraints", "no_llm", "family", "answer_tokens", "dtype", "no_tokenizer",
+                                  "pairs_no_tab", "pairs_missing_image", "pairs_and_prompts"])
 def test_bad_input_one_line_exit_2_nothing_written(capsys, llava, photos, prompts, tmp_path, case):
     folder, _ = llava
     imgs, prm, model, extra = photos, prompts, f"hf:{folder}", ["--candidates", "pool:2", "--tokens", "16"]
@@ -128,15 +147,23 @@ def test_bad_input_one_line_exit_2_nothing_written(capsys, llava, photos, prompt
         for name in ("config.json", "model.safetensors"):
             (bare / name).symlink_to(folder / name)
         model = f"hf:{bare}"
+    elif case.startswith("pairs"):
+        listing = tmp_path / "pairs.tsv"
+        first = sorted(photos.iterdir())[0].name
+        listing.write_text({"pairs_no_tab": f"{first} what colour ?\n", "pairs_missing_image": "nope.jpg\twhat ?\n",
+                            "pairs_and_prompts": f"{first}\twhat ?\n"}[case])
+        extra = ["--pairs", listing]
+        prm = prm if case == "pairs_and_prompts" else None
     out = tmp_path / "out"
-    rc, _, err = run_main(capsys, "sweep", model, "--images", imgs, "--prompts", prm, "--out", out, "-q",
-                          "--latency", "none", *extra)
+    rc, _, err = run_main(capsys, "sweep", model, "--images", imgs, *(["--prompts", prm] if prm else []),
+                          "--out", out, "-q", "--latency", "none", *extra)
     assert rc == 2, err
     assert len(err.strip().splitlines()) == 1 and err.startswith("error:")
     want = {"no_images": "holds no", "bad_images": "no usable image", "empty_prompts": "holds no prompt",
             "binary_prompts": "not UTF-8 text", "typo": "prnue", "budget": "--tokens 0",
             "two_constraints": "both given", "no_llm": "no LLM tensors", "family": "internvl",
-            "answer_tokens": "--answer-tokens 0", "dtype": "int8", "no_tokenizer": "no usable tokenizer"}[case]
+            "answer_tokens": "--answer-tokens 0", "dtype": "int8", "no_tokenizer": "no usable tokenizer",
+            "pairs_no_tab": "IMAGE<tab>PROMPT", "pairs_missing_image": "nope.jpg", "pairs_and_prompts": "both given"}[case]
     assert want in err
     assert not out.exists()
 

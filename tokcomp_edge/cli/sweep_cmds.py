@@ -16,6 +16,8 @@ def sweep(
     images: Annotated[Path, typer.Option(help="Folder of JPEG/PNG images (your own, as deployed).")],
     prompts: Annotated[Optional[Path], typer.Option(help="Text file, one prompt a line [default: a small generic set, "
                                                         "docs/sweep.md].")] = None,
+    pairs: Annotated[Optional[Path], typer.Option(help="Instead of every image × every prompt: a file of "
+                                                       "IMAGE<tab>PROMPT lines (IMAGE in the --images folder).")] = None,
     tokens: Annotated[Optional[int], typer.Option(help="Pick the best top1 with at most N tokens per tile.")] = None,
     max_ms: Annotated[Optional[float], typer.Option(help="Pick the best top1 within X ms of vision-path latency.")] = None,
     min_agreement: Annotated[Optional[float], typer.Option(help="Pick the fewest tokens whose top1 95 % lower bound "
@@ -56,8 +58,8 @@ def sweep(
     from ..errors import CheckFailed
     from ..sweep import SweepConfig, run_sweep
 
-    cfg = SweepConfig(model=model, images=images, prompts=prompts, candidates=candidates, tokens=tokens,
-                      max_ms=max_ms, min_agreement=min_agreement, answer_tokens=answer_tokens, max_pairs=max_pairs,
+    cfg = SweepConfig(model=model, images=images, prompts=prompts, pairs=pairs, candidates=candidates,
+                      tokens=tokens, max_ms=max_ms, min_agreement=min_agreement, answer_tokens=answer_tokens, max_pairs=max_pairs,
                       out=out, force=force, llm_dtype=llm_dtype, latency=latency, latency_runs=latency_runs,
                       seed=seed, export=export, answers=answers, quiet=quiet or json_out)
     result = run_sweep(cfg)

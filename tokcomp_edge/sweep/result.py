@@ -26,6 +26,8 @@ class SweepConfig:
         model: `hf:<folder>` of a whole VLM checkpoint (LLM weights and tokenizer included).
         images: a folder of JPEG/PNG/BMP/WebP images.
         prompts: a text file, one prompt a line (blank lines skipped); None → DEFAULT_PROMPTS.
+        pairs: instead of images × prompts, a file of `IMAGE<TAB>PROMPT` lines (questions about one photo each;
+            IMAGE relative to `images`).
         candidates: comma-separated specs (`none` is always added); None → the family's default grid.
         tokens, max_ms, min_agreement: the pick's constraint (at most one; none → fronts only).
         answer_tokens: K, the reference answer's length (greedy; an eos ends it earlier).
@@ -46,6 +48,7 @@ class SweepConfig:
     model: str
     images: Path
     prompts: Path | None = None
+    pairs: Path | None = None
     candidates: str | None = None
     tokens: int | None = None
     max_ms: float | None = None

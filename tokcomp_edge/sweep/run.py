@@ -18,7 +18,7 @@ from .candidates import candidate_grid, parse_candidates
 from .choose import Constraint, NoFeasibleCandidate, choose, pareto_front
 from .cost import LATENCY_BACKENDS, economics, measure_latency
 from .fidelity import Pair, features, log_probs, per_prompt, score, summarise
-from .inputs import check_images, read_prompts
+from .inputs import check_images, read_pairs, read_prompts
 from .result import SweepConfig, SweepResult
 
 EXAMPLES = 4  # pairs whose answers the report shows side by side
@@ -30,7 +30,7 @@ def default_out(model: str) -> Path:
     return DEFAULT_EXPORT_ROOT / f"{model_slug(model)}_sweep"
 
 
-def _check(cfg: SweepConfig) -> tuple[Constraint, list[str], Path]:
+def _check(cfg: SweepConfig):
     constraint = Constraint(tokens=cfg.tokens, max_ms=cfg.max_ms, min_agreement=cfg.min_agreement)
     if not isinstance(cfg.answer_tokens, int) or cfg.answer_tokens < 1:
         raise InputError(f"--answer-tokens {cfg.answer_tokens} is not a length", "give an integer ≥ 1, e.g. 24")
@@ -51,13 +51,49 @@ def _check(cfg: SweepConfig) -> tuple[Constraint, list[str], Path]:
     if cfg.export and constraint.kind is None:
         raise InputError("--export exports the pick, and no constraint picks one",
                          "add --tokens N, --max-ms X or --min-agreement A")
-    prompts = read_prompts(cfg.prompts)
+    if cfg.pairs is not None and cfg.prompts is not None:
+        raise InputError("--pairs and --prompts were both given", "give the questions one way: --prompts (every "
+                         "image × every prompt) or --pairs (IMAGE<tab>PROMPT lines)")
     check_images(Path(cfg.images))
+    listed = read_pairs(Path(cfg.pairs), Path(cfg.images)) if cfg.pairs is not None else None
+    prompts = list(dict.fromkeys(q for _, q in listed)) if listed else read_prompts(cfg.prompts)
     out = Path(cfg.out) if cfg.out else default_out(cfg.model)
     if out.exists() and not cfg.force:
         raise OutputError(f"{out} already exists", "pass --force to replace it, or choose another --out")
     ensure_writable_parent(out, probe_only=True)
-    return constraint, prompts, out
+    return constraint, prompts, listed, out
+
+
+def _pairs(cfg: SweepConfig, prompts: list[str], listed, policy):
+    """The images decoded and the pairs: --pairs as listed, else images × prompts (image-major); --max-pairs
+    keeps the first N (only their images are decoded). Returns (ImageBatch, pairs, warnings)."""
+    from ..calibration.images import load_images
+
+    if listed is not None:
+        keep = listed[:cfg.max_pairs] if cfg.max_pairs is not None else listed
+        batch = load_images(list(dict.fromkeys(f for f, _ in keep)), policy)
+        where = {Path(p): i for i, p in enumerate(batch.paths)}
+        pairs = [Pair(0, where[f], str(f), prompts.index(q), q) for f, q in keep if f in where]
+        warnings = batch.warnings()
+        if len(keep) < len(listed):
+            warnings.append(f"used the first {len(keep)} of the {len(listed)} listed pairs (--max-pairs)")
+        if len(pairs) < len(keep):
+            warnings.append(f"{len(keep) - len(pairs)} listed pair(s) dropped: their image could not be read")
+    else:
+        # Only the images the pairs will use are decoded (--max-pairs bounds them, image-major).
+        need = -(-cfg.max_pairs // len(prompts)) if cfg.max_pairs is not None else None
+        batch = load_images(Path(cfg.images), policy, limit=need)
+        pairs = [Pair(0, i, str(p), j, q) for i, p in enumerate(batch.paths) for j, q in enumerate(prompts)]
+        # load_images' own note on unread files names --max-images; here --max-pairs left them out, said below.
+        warnings = [w for w in batch.warnings() if "--max-images" not in w]
+        if batch.unread or (cfg.max_pairs is not None and len(pairs) > cfg.max_pairs):
+            total = (len(batch) + batch.unread) * len(prompts)
+            warnings.append(f"used the first {cfg.max_pairs} (image, prompt) pairs of about {total} (--max-pairs), "
+                            f"image-major order; {batch.unread} image file(s) not read")
+            pairs = pairs[:cfg.max_pairs]
+    if not pairs:
+        raise InputError(f"no (image, prompt) pair is left to measure in {cfg.images}", "give readable images")
+    return batch, [Pair(k, p.image_index, p.image, p.prompt_index, p.prompt) for k, p in enumerate(pairs)], warnings
 
 
 def run_sweep(cfg: SweepConfig) -> SweepResult:
@@ -76,14 +112,13 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
     require_extra("export", "tokcomp sweep", modules)  # exit 3 naming [export], before any work
     import torch
 
-    from ..calibration.images import load_images
     from ..image_policy import policy_for_spec
     from ..vlm import load_vlm, resolve_vlm
     from ..vlm.path import vision_path
     from .llm import load_language_model
 
     t_start = time.perf_counter()
-    constraint, prompts, out = _check(cfg)
+    constraint, prompts, listed, out = _check(cfg)
     if not (isinstance(cfg.model, str) and cfg.model.startswith("hf:")):
         raise InputError(f"{cfg.model!r} is not an hf: folder; the sweep runs the VLM's own LLM from its checkpoint",
                          "give hf:<folder> holding config.json, the weights (LLM included) and the tokenizer")
@@ -94,20 +129,8 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
         lm = load_language_model(cfg.model, cfg.llm_dtype)
         loaded = load_vlm(cfg.model)
     paths = {c.spec: vision_path(loaded.tower, c.plan, loaded.projector).eval() for c in runnable}
-    # Only the images the pairs will use are decoded (--max-pairs bounds them, image-major).
-    need = -(-cfg.max_pairs // len(prompts)) if cfg.max_pairs is not None else None
-    batch = load_images(Path(cfg.images), policy_for_spec(loaded.spec.tower, vlm.family.model_type), limit=need)
+    batch, pairs, warnings = _pairs(cfg, prompts, listed, policy_for_spec(loaded.spec.tower, vlm.family.model_type))
     pixels = torch.from_numpy(batch.pixel_values)
-    pairs = [Pair(index=0, image_index=i, image=str(p), prompt_index=j, prompt=q)
-             for i, p in enumerate(batch.paths) for j, q in enumerate(prompts)]
-    # load_images' own note on unread files names --max-images; here --max-pairs left them out, said below.
-    warnings = [w for w in batch.warnings() if "--max-images" not in w]
-    if batch.unread or (cfg.max_pairs is not None and len(pairs) > cfg.max_pairs):
-        total = (len(batch) + batch.unread) * len(prompts)
-        warnings.append(f"used the first {cfg.max_pairs} (image, prompt) pairs of about {total} (--max-pairs), "
-                        f"image-major order; {batch.unread} image file(s) not read")
-        pairs = pairs[:cfg.max_pairs]
-    pairs = [Pair(k, p.image_index, p.image, p.prompt_index, p.prompt) for k, p in enumerate(pairs)]
 
     t_fid = time.perf_counter()
     refs, scores, text_tokens = _fidelity(cfg, lm, paths, runnable, pixels, pairs)
