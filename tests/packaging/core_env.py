@@ -3,7 +3,7 @@
 Used by tests/packaging/test_core_install.py and by `make bench` (size and start-up time). Built under
 `.cache/core-venv` (git-ignored) and reused while the pinned package list is unchanged, so a test run pays
 for it once (~30 s); tokcomp-edge itself is reinstalled from a freshly built wheel every time, since the
-source changes between runs.
+source changes between runs (one wheel per process and source state, shared by the environments it builds).
 
 How it is built — the README's Jetson lines, pinned so pip needs no resolver round trips:
 1. `python -m venv --without-pip .cache/core-venv` (pip runs from this environment with `--python`, so the
@@ -12,10 +12,18 @@ How it is built — the README's Jetson lines, pinned so pip needs no resolver r
    recursively through the installed packages' metadata to the versions this (workstation) environment has;
 3. a wheel of this checkout, installed with `--no-deps` (non-editable: the test runs the installed copy);
 4. `pip check`: the core closure is complete — exactly what `pip install tokcomp-edge` would have pulled.
+
+`build_core_env(ORT_CACHE, extra="ort")` builds the same way a second environment, `.cache/core-ort-venv`:
+the core plus pyproject's `[ort]` extra (`pip install 'tokcomp-edge[ort]'`, a Jetson-like install that runs
+bundles on ONNX Runtime), so the core environment itself stays free of ONNX Runtime. This workstation has
+`onnxruntime-gpu` (nvidia-modelopt's choice on x86-64), one project with `onnxruntime` under another name: the
+CPU `onnxruntime` is pinned to its version, so both environments run the same ONNX Runtime release.
 """
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import json
 import os
 import shutil
@@ -28,6 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "core-venv"
+ORT_CACHE = ROOT / ".cache" / "core-ort-venv"
 STAMP = ".tokcomp-core-pins.json"
 
 
@@ -51,13 +60,30 @@ class CoreEnv:
         return env
 
 
-def core_requirements() -> list[str]:
-    """pyproject.toml's `[project] dependencies` (the core install)."""
+# An extra's distribution that this environment holds under another name: the same project and release,
+# built for CUDA, with the same requirements (its CUDA ones sit behind its own extras, which stay off).
+SAME_PROJECT = {"onnxruntime": ("onnxruntime-gpu",)}
+
+
+def _pyproject() -> dict:
     try:
         import tomllib  # novm: the tests run on the workstation's Python
     except ModuleNotFoundError:  # pragma: no cover
         import tomli as tomllib
-    return list(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def core_requirements() -> list[str]:
+    """pyproject.toml's `[project] dependencies` (the core install)."""
+    return list(_pyproject()["dependencies"])
+
+
+def extra_requirements(extra: str) -> list[str]:
+    """pyproject.toml's `[project.optional-dependencies] <extra>`, e.g. `ort` → ["onnxruntime>=1.22"]."""
+    extras = _pyproject().get("optional-dependencies", {})
+    if extra not in extras:
+        raise RuntimeError(f"pyproject.toml has no [{extra}] extra (it has {sorted(extras)})")
+    return list(extras[extra])
 
 
 def resolve_closure(requirements: list[str]) -> dict[str, str]:
@@ -78,14 +104,25 @@ def resolve_closure(requirements: list[str]) -> dict[str, str]:
         name = canonicalize_name(req.name)
         if name in pins:
             continue
-        try:
-            dist = metadata.distribution(req.name)
-        except metadata.PackageNotFoundError as exc:
-            raise RuntimeError(f"core dependency {req.name} is not installed in this environment; "
-                               "run `make venv` first") from exc
+        dist = _installed(req.name)
+        if dist is None:
+            raise RuntimeError(f"dependency {req.name} is not installed in this environment; "
+                               "run `make venv` first")
+        if req.specifier and not req.specifier.contains(dist.version, prereleases=True):
+            raise RuntimeError(f"{req} is needed but this environment has {dist.metadata['Name']} {dist.version}")
         pins[name] = dist.version
         todo += [Requirement(r) for r in (dist.requires or [])]
     return dict(sorted(pins.items()))
+
+
+def _installed(name: str):
+    """The installed distribution `name`, or one of SAME_PROJECT's other names for it; None when neither."""
+    for candidate in (name, *SAME_PROJECT.get(name, ())):
+        try:
+            return metadata.distribution(candidate)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def _pip(*args: str, python: Path | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -119,14 +156,39 @@ def _build_wheel(dest: Path) -> Path:
     return next(dest.glob("tokcomp_edge-*.whl"))
 
 
-def build_core_env(path: Path = CACHE) -> CoreEnv:
-    """Create or refresh the core-only venv at `path`; returns where its python and tokcomp are.
+_WHEELS: dict[str, Path] = {}
+
+
+def _source_digest() -> str:
+    """sha256 over what the wheel is built from (paths and bytes), so an edit between builds is seen."""
+    h = hashlib.sha256()
+    files = [ROOT / "pyproject.toml", ROOT / "README.md", *(ROOT / "tokcomp_edge").rglob("*")]
+    for f in sorted(files):
+        if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc":
+            h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def _wheel() -> Path:
+    """This checkout's wheel, built once per process and source state: both environments install the same one."""
+    key = _source_digest()
+    if key not in _WHEELS or not _WHEELS[key].is_file():
+        dest = Path(tempfile.mkdtemp(prefix="tokcomp-wheel-"))
+        atexit.register(shutil.rmtree, dest, ignore_errors=True)
+        _WHEELS[key] = _build_wheel(dest)
+    return _WHEELS[key]
+
+
+def build_core_env(path: Path = CACHE, extra: str | None = None) -> CoreEnv:
+    """Create or refresh the core-only venv at `path` (with `extra`: the core plus that extra's closure).
+
+    Returns where its python and tokcomp are. The pins (the extra's included) key the cache.
 
     Raises:
         IndexUnreachable: pip reached no index (callers skip).
         RuntimeError: any other failure (callers fail), including an incomplete closure (`pip check`).
     """
-    pins = resolve_closure(core_requirements())
+    pins = resolve_closure(core_requirements() + (extra_requirements(extra) if extra else []))
     key = json.dumps({"python": sys.version, "pins": pins}, sort_keys=True)
     python = path / "bin" / "python"
     stamp = path / STAMP
@@ -136,10 +198,8 @@ def build_core_env(path: Path = CACHE) -> CoreEnv:
         res = _pip("install", "--no-deps", "--quiet", *[f"{n}=={v}" for n, v in pins.items()], python=python)
         _check(res, "installing the core dependencies")
         stamp.write_text(key)
-    with tempfile.TemporaryDirectory(prefix="tokcomp-wheel-") as tmp:
-        wheel = _build_wheel(Path(tmp))
-        res = _pip("install", "--no-deps", "--force-reinstall", "--quiet", str(wheel), python=python)
-        _check(res, "installing tokcomp-edge into the core environment")
+    res = _pip("install", "--no-deps", "--force-reinstall", "--quiet", str(_wheel()), python=python)
+    _check(res, "installing tokcomp-edge into the core environment")
     res = _pip("check", python=python)
     if res.returncode != 0:
         raise RuntimeError(f"the core environment is incomplete (pip check):\n{res.stdout}{res.stderr}")

@@ -2,6 +2,8 @@
 running the device-side commands on a bundle the workstation environment exported.
 
 The environment is built by core_env.py (cached in .cache/core-venv, reused while the pins stay the same).
+A second one, the core plus the `[ort]` extra (.cache/core-ort-venv, built the same way), runs the device
+runtime — `tokcomp encode` and `VisionRuntime` — on ONNX Runtime and must give what this environment gives.
 Every command runs the *installed* tokcomp console script, with no PYTHONPATH, from a folder outside the
 checkout — so nothing of this environment or checkout can leak in. Size and start-up time are measured by
 `make bench` (benchmarks/run.py), not here.
@@ -15,11 +17,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # --import-mode=importlib: make the helper importable
 
-from core_env import IndexUnreachable, build_core_env  # noqa: E402
+from core_env import ORT_CACHE, IndexUnreachable, build_core_env, core_requirements, resolve_closure  # noqa: E402
 
 PHOTOS = Path(__file__).resolve().parents[1] / "calibration" / "photos"
 
@@ -30,6 +33,15 @@ def core():
         return build_core_env()
     except IndexUnreachable as exc:
         pytest.skip(f"cannot build the core environment: {exc}")
+
+
+@pytest.fixture(scope="module")
+def core_ort():
+    """`pip install 'tokcomp-edge[ort]'`: the core plus ONNX Runtime (CPU), in its own cached venv."""
+    try:
+        return build_core_env(ORT_CACHE, extra="ort")
+    except IndexUnreachable as exc:
+        pytest.skip(f"cannot build the core + [ort] environment: {exc}")
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +130,6 @@ def test_device_side_commands_run(core, made, tmp_path, args):
     if args[0] == "report":
         assert (tmp_path / "rendered").is_dir() and any((tmp_path / "rendered").glob("*.html"))
     if args[0] == "preprocess" and "--nhwc" not in args:
-        import numpy as np
-
         assert np.load(tmp_path / "pixels.npy").shape == (len(list(PHOTOS.glob("*.jpg"))), 3, 224, 224)
 
 
@@ -146,3 +156,95 @@ def test_commands_that_need_an_extra_name_it(core, made, tmp_path, args, extra):
     assert res.returncode == 3, res.stdout + res.stderr
     assert f"pip install 'tokcomp-edge[{extra}]'" in one_error_line(res)
     assert "Traceback" not in res.stderr
+
+
+# Multi-tile InternVL photos: 2x4 crops + thumbnail (9 tiles: three calls at the bundle's batch max of 4),
+# 3x2 + thumbnail, and one tile (a square photo is a 1x1 grid with no thumbnail).
+ENCODE_PHOTOS = ("hubble-400x180.jpg", "rocket-200x300.jpg", "camera-gray-180x180.jpg")
+HEAVY = ("torch", "transformers", "timm", "torchvision", "modelopt")
+
+# Run in the core + [ort] venv: the library path, with the three kinds of input a device program passes (a
+# path, a PIL image, an HWC uint8 frame), then what got imported on the way.
+ENCODE_SCRIPT = """
+import json, sys
+import numpy as np
+from PIL import Image
+from tokcomp_edge.runtime import VisionRuntime
+
+bundle, out, a, b, c = sys.argv[1:]
+with VisionRuntime.open(bundle) as rt:
+    res = rt.encode([a, Image.open(b), np.asarray(Image.open(c).convert("RGB"))])
+    label = rt.backend.label
+np.savez(out, *res.embeddings)
+print(json.dumps({"layout": [lay.to_dict() for lay in res.layout], "backend": label,
+                  "tiles": res.timings.tiles, "calls": res.timings.calls,
+                  "heavy": sorted(m for m in sys.modules if m.split(".")[0] in %r)}))
+""" % (HEAVY,)
+
+
+def _same_embeddings(got, want, where: str) -> None:
+    """Equal to the workstation's, or within 1e-6 (the same ONNX Runtime release on the same CPU: equal)."""
+    assert got.dtype == want.dtype == np.float32 and got.shape == want.shape, where
+    if not np.array_equal(got, want):
+        assert float(np.max(np.abs(got - want))) <= 1e-6, where
+
+
+def test_the_ort_environment_is_the_core_plus_onnxruntime(core_ort, tmp_path):
+    from packaging.utils import canonicalize_name
+
+    code = ("import importlib.util as u, importlib.metadata as md, json, sys\n"
+            "import tokcomp_edge.runtime\n"
+            f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})\n"
+            "after_runtime = 'onnxruntime' in sys.modules\n"
+            "import onnxruntime as ort\n"
+            "print(json.dumps({'heavy': heavy, 'after_runtime': after_runtime, 'ort': ort.__file__,\n"
+            "  'version': ort.__version__, 'providers': ort.get_available_providers(),\n"
+            f"  'absent': [m for m in {HEAVY!r} if u.find_spec(m) is None],\n"
+            "  'dists': sorted(d.metadata['Name'] for d in md.distributions())}))")
+    res = subprocess.run([str(core_ort.python), "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env=core_ort.env(), timeout=120)
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert info["heavy"] == [] and info["absent"] == list(HEAVY)
+    assert not info["after_runtime"]  # the backend is imported when a session opens, not with the package
+    assert Path(info["ort"]).is_relative_to(core_ort.path) and "CPUExecutionProvider" in info["providers"]
+    assert info["version"] == core_ort.pins["onnxruntime"]
+    # Exactly the core closure plus [ort]'s: nothing of the workstation came along.
+    core_pins = resolve_closure(core_requirements())
+    assert set(core_pins) < set(core_ort.pins) and "onnxruntime" not in core_pins
+    assert sorted(canonicalize_name(d) for d in info["dists"]) == sorted([*core_ort.pins, "tokcomp-edge"])
+
+
+def test_encode_on_onnxruntime_equals_the_workstation(core_ort, made, tmp_path):
+    from tokcomp_edge.runtime import VisionRuntime
+
+    images = [PHOTOS / name for name in ENCODE_PHOTOS]
+    with VisionRuntime.open(made["vlm"]) as rt:  # the workstation's runtime and ONNX Runtime
+        want = rt.encode(images)
+    want_layout = [json.loads(json.dumps(lay.to_dict())) for lay in want.layout]
+    assert [lay["tiles"] for lay in want_layout] == [9, 7, 1] and want.timings.calls == 5
+
+    # The CLI, as a device user runs it.
+    res = tokcomp(core_ort, "encode", made["vlm"], *images, "--out", tmp_path / "cli", "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = json.loads(res.stdout)
+    assert "onnxruntime" in doc["backend"]
+    assert (doc["timings"]["tiles"], doc["timings"]["calls"]) == (17, want.timings.calls)
+    with np.load(tmp_path / "cli" / "embeddings.npz") as npz:
+        assert sorted(npz.files) == ["image_0", "image_1", "image_2"]
+        for i, item in enumerate(doc["images"]):
+            assert item["file"] == str(images[i]) and item["layout"] == want_layout[i]
+            assert item["shape"] == [want_layout[i]["tokens"], 48]
+            _same_embeddings(npz[f"image_{i}"], want.embeddings[i], f"tokcomp encode, image_{i}")
+
+    # The library, as a device program calls it.
+    res = subprocess.run([str(core_ort.python), "-c", ENCODE_SCRIPT, str(made["vlm"]), str(tmp_path / "py.npz"),
+                          *map(str, images)], capture_output=True, text=True, cwd=tmp_path, env=core_ort.env(),
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert info["heavy"] == [] and "onnxruntime" in info["backend"]
+    assert info["layout"] == want_layout and (info["tiles"], info["calls"]) == (17, want.timings.calls)
+    with np.load(tmp_path / "py.npz") as npz:
+        for i in range(len(images)):
+            _same_embeddings(npz[f"arr_{i}"], want.embeddings[i], f"VisionRuntime.encode, image {i}")
