@@ -13,7 +13,7 @@ manifest["vlm"]["prompt"] (recorded at export; None where the folder had no toke
 | llava_onevision | (packed count) `<image>`: base n + unpadded crops + one newline per row (`tokens`, `newline_positions`) |
 | gemma3 | `\\n\\n<start_of_image>` + n `<image_soft_token>` + `<end_of_image>\\n\\n` (pan-and-scan: Gemma3Processor's sentence around the image and its crops) |
 | paligemma, llava | n `<image>` (PaliGemma's processor adds `<bos>` after the last image of the prompt: prompt-level, not here) |
-| qwen2_vl, qwen2_5_vl, qwen3_vl, qwen3_5 | `<\\|vision_start\\|>` + n `<\\|image_pad\\|>` + `<\\|vision_end\\|>` (the start/end come from the chat template) |
+| qwen2_vl, qwen2_5_vl, qwen3_vl, qwen3_5 | `<\\|vision_start\\|>` + n `<\\|image_pad\\|>` + `<\\|vision_end\\|>` (the start/end come from the chat template); `image_grid_thw` = manifest vlm.qwen's, the grid M-RoPE needs |
 | lfm2_vl | `<\\|image_start\\|>` + n `<image>` + `<\\|image_end\\|>` (one static tile) |
 
 token_ids are the ids of exactly this text, tokenized alone: special tokens split the text there, but text
