@@ -228,7 +228,7 @@ def test_pool2_layout_counts_what_it_produces_and_carries_the_pooled_grid(static
     (grid t·h·w / merge²) gives exactly that count, so the LLM's M-RoPE places what the engine emits."""
     import torch
 
-    _, _, processor, plain, tile = static_bundle(family)
+    _, model, processor, plain, tile = static_bundle(family)
     _, _, _, pooled, _ = static_bundle(family, "pool:2")
     paths = photos()
     a, b = _encode(plain, paths), _encode(pooled, paths)
@@ -250,3 +250,13 @@ def test_pool2_layout_counts_what_it_produces_and_carries_the_pooled_grid(static
         assert told.count(pad) == lb.tokens
         for name, d in xb.items():  # DeepStack layers pooled the same way
             assert d.shape == (1, lb.tokens, ea.shape[1]), name
+        # The LLM's own M-RoPE (get_rope_index) on the layout's ids with its grid: one position per token, the
+        # image's (t, h, w) positions spanning the pooled token grid; the stock grid does not fit the ids.
+        ids = torch.tensor([lb.token_ids])
+        mm = (ids == model.config.image_token_id).int()
+        pos, _ = model.model.get_rope_index(ids, mm, image_grid_thw=torch.tensor([lb.image_grid_thw]))
+        img = pos[:, 0, mm[0].bool()]
+        assert img.shape[1] == lb.tokens
+        assert [int(r.max() - r.min()) + 1 for r in img] == [1, lb.image_grid_thw[1] // 2, lb.image_grid_thw[2] // 2]
+        with pytest.raises(RuntimeError):
+            model.model.get_rope_index(ids, mm, image_grid_thw=torch.tensor([la.image_grid_thw]))
