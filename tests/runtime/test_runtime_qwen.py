@@ -53,7 +53,12 @@ def _qwen_model(family: str):
 
     preset = VLM_PRESETS[QWEN[family][0]]
     torch.manual_seed(0)
-    model = getattr(T, FAM[family].hf_class)(hf_config_object(family, preset.config, preset.name)).eval()
+    conf = hf_config_object(family, preset.config, preset.name)
+    # Inside the tiny vocabulary (as the published ids are inside theirs), so the LLM can embed the whole prompt.
+    conf.vision_start_token_id, conf.vision_end_token_id = 7, 8
+    if family != "qwen3_5":  # M-RoPE sections that fit the tiny LLM's head (24 = 2·(4+4+4)); the default fits 128
+        conf.text_config.rope_parameters = {**conf.text_config.rope_parameters, "mrope_section": [4, 4, 4]}
+    model = getattr(T, FAM[family].hf_class)(conf).eval()
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():  # transformers zero-initialises some parameters: perturb all
         for p in model.parameters():
@@ -260,3 +265,39 @@ def test_pool2_layout_counts_what_it_produces_and_carries_the_pooled_grid(static
         assert [int(r.max() - r.min()) + 1 for r in img] == [1, lb.image_grid_thw[1] // 2, lb.image_grid_thw[2] // 2]
         with pytest.raises(RuntimeError):
             model.model.get_rope_index(ids, mm, image_grid_thw=torch.tensor([la.image_grid_thw]))
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_splice_with_the_layout_grid_equals_the_vlm_forward(static_bundle, family):
+    """The LLM side of the recipe: the layout's ids in a prompt, encode()'s rows at its image positions, M-RoPE
+    positions from get_rope_index with the layout's image_grid_thw (Qwen3-VL: the DeepStack outputs added at
+    the same positions, as the model adds its own) == the VLM's forward from the processor's pixels."""
+    import torch
+    from transformers import AutoImageProcessor
+
+    folder, model, _, bundle, tile = static_bundle(family)
+    path = photos()[0]
+    out = _encode(bundle, [path])
+    emb, lay, extra = out.embeddings[0], out.layout[0], out.outputs[0]
+    ids = torch.tensor([[1, 2, 3] + lay.token_ids + [4, 2]])
+    mm = (ids == model.config.image_token_id).int()
+    batch = AutoImageProcessor.from_pretrained(folder, backend="pil")(images=[_at_tile(path, tile, family)],
+                                                                      return_tensors="pt")
+    with torch.no_grad():
+        want = model(input_ids=ids, pixel_values=batch["pixel_values"], image_grid_thw=batch["image_grid_thw"],
+                     mm_token_type_ids=mm).logits
+        pos, _ = model.model.get_rope_index(ids, mm, image_grid_thw=torch.tensor([lay.image_grid_thw]))
+        embeds = model.get_input_embeddings()(ids)
+        mask = mm.bool()
+        embeds[mask] = torch.from_numpy(emb)
+        kw = {}
+        if family == "qwen3_vl":
+            kw = {"visual_pos_masks": mask,
+                  "deepstack_visual_embeds": [torch.from_numpy(extra[k][0]) for k in sorted(extra)]}
+        hidden = model.model.language_model(inputs_embeds=embeds, position_ids=pos, **kw).last_hidden_state
+        got = model.lm_head(hidden)
+        plain = model.lm_head(model.model.language_model(inputs_embeds=embeds).last_hidden_state)
+    err = float((got - want).abs().max() / want.abs().max())
+    assert err < 1e-4, err
+    # The positions matter: 1-D positions (no grid) give other logits.
+    assert float((plain - want).abs().max() / want.abs().max()) > 1e-3
