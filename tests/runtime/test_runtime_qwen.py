@@ -293,7 +293,7 @@ def test_splice_with_the_layout_grid_equals_the_vlm_forward(static_bundle, famil
         kw = {}
         if family == "qwen3_vl":
             kw = {"visual_pos_masks": mask,
-                  "deepstack_visual_embeds": [torch.from_numpy(extra[k][0]) for k in sorted(extra)]}
+                  "deepstack_visual_embeds": [torch.from_numpy(extra[f"deepstack_{k}"][0]) for k in range(len(extra))]}
         hidden = model.model.language_model(inputs_embeds=embeds, position_ids=pos, **kw).last_hidden_state
         got = model.lm_head(hidden)
         plain = model.lm_head(model.model.language_model(inputs_embeds=embeds).last_hidden_state)
