@@ -301,3 +301,24 @@ def test_splice_with_the_layout_grid_equals_the_vlm_forward(static_bundle, famil
     assert err < 1e-4, err
     # The positions matter: 1-D positions (no grid) give other logits.
     assert float((plain - want).abs().max() / want.abs().max()) > 1e-3
+
+
+def test_a_qwen_manifest_without_its_grid_is_refused(static_bundle):
+    """The grid is what the LLM's M-RoPE needs: a manifest that lacks it, or whose grid does not give the tokens
+    the bundle emits, is one BundleError line, not a layout without positions."""
+    from tokcomp_edge.errors import BundleError
+    from tokcomp_edge.runtime.layout import image_layout
+    from tokcomp_edge.runtime.processor import ProcessorParams
+    from tokcomp_edge.runtime.tiling import tile_image
+
+    _, _, _, bundle, tile = static_bundle("qwen3_vl")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    tiled = tile_image(_at_tile(photos()[0], tile, "qwen3_vl"), ProcessorParams.from_manifest(manifest))
+    assert image_layout(tiled, manifest).image_grid_thw == manifest["vlm"]["qwen"]["image_grid_thw"]
+    wrong = json.loads(json.dumps(manifest))
+    wrong["vlm"]["qwen"]["image_grid_thw"] = [1, 2, 2]
+    with pytest.raises(BundleError, match="gives 1 tokens"):
+        image_layout(tiled, wrong)
+    del wrong["vlm"]["qwen"]
+    with pytest.raises(BundleError, match="no vlm.qwen.image_grid_thw"):
+        image_layout(tiled, wrong)
