@@ -10,6 +10,7 @@ AutoProcessor.from_pretrained load it in transformers.
 Run:
     python -m benchmarks.shapes_vlm                      # the fixture: train unless the cache has it; accuracy
     python -m benchmarks.shapes_vlm --out DIR --force    # train from scratch into DIR
+    python -m benchmarks.shapes_vlm --compare            # + accuracy at pool:2, pool:4, prune:32, prune:16
 
 API (for the sweep's tests and `make bench`):
     fixture_path(train=True) -> Path
@@ -20,11 +21,26 @@ API (for the sweep's tests and `make bench`):
         Held-out (image, question, answer, kind) items: image a PIL RGB 64×64, question the text to put
         in the prompt, answer the one expected word, kind its type; types in turn (balanced). Never drawn
         from the training stream.
+    write_sweep_inputs(folder, n=16, seed=0, prompts=SWEEP_PROMPTS) -> {"images", "prompts", "truth"}
+        An images folder (PNG, held-out scenes), a prompts file (one question of each type) and the ground
+        truth per (image name, prompt) for `tokcomp sweep --images … --prompts …` and the bench's accuracy.
+    truth(scene) -> {question: answer}
+        Every question a scene answers unambiguously.
     accuracy(answers, items) -> Accuracy
         Ground-truth exact-answer score of `answers` (strings, one per item, as decoded); an answer counts
         when its stripped, lower-cased text equals the expected word. Per type too.
+    load(folder=None) -> (LlavaForConditionalGeneration, LlavaProcessor)
+        The checkpoint (eval mode, eager attention) and its processor, by transformers' from_pretrained.
     answer(model, processor, items, pixel_values=None, batch=64) -> list[str]
-        Greedy answers of a LlavaForConditionalGeneration (the processor's chat template, up to 3 new tokens).
+        Greedy answers of a LlavaForConditionalGeneration (the processor's chat template, generate, up to
+        3 new tokens; an answer is one word then `</s>`).
+    selected_features(model, pixel_values) -> Tensor [B, 64, 64]
+        The tower's features as the projector reads them (hidden_states[-2], CLS dropped, raster 8×8).
+    answer_with_features(model, processor, items, features) -> list[str]
+        Greedy answers with `features` [B, T, 64] (e.g. compressed) through the projector, spliced into T
+        `<image>` placeholders; with the uncompressed features it gives what `answer` gives.
+    compress_features(features, "none" | "pool:S" | "prune:K"), compare(model, processor, items) -> dict
+        Post-tower compressions in plain torch and their ground-truth accuracy (`--compare`).
     cache_key() -> str
         sha256 (16 hex) of the code of shapes_data.py and shapes_model.py (their AST: docstrings and
         comments excluded) and the recipe: what the weights depend on.
@@ -131,6 +147,43 @@ def heldout(n: int = 200, seed: int = 0) -> list[HeldoutItem]:
     return [HeldoutItem(Image.fromarray(D.render(s)), q.text, q.answer, q.kind) for s, q in D.heldout_items(seed, n)]
 
 
+# One question of each type, worded as trained: the prompts file `write_sweep_inputs` writes.
+SWEEP_PROMPTS = ("what colour is the circle ?", "which shape is on the left ?", "how many shapes are there ?",
+                 "how many red shapes are there ?", "which mark is there ?", "is the square big or small ?",
+                 "is the triangle on the left or the right ?")
+
+
+def truth(scene: D.Scene) -> dict[str, str]:
+    """Every question the scene answers unambiguously → its answer (all colours' counts included)."""
+    out = {q.text: q.answer for qs in D.questions(scene).values() for q in qs}
+    for c in D.COLOURS:
+        out[f"how many {c} shapes are there ?"] = D.NUMBERS[sum(s.colour == c for s in scene.shapes)]
+    return out
+
+
+def write_sweep_inputs(folder: Path, n: int = 16, seed: int = 0, prompts=SWEEP_PROMPTS) -> dict:
+    """A `tokcomp sweep` input set from the held-out stream: `folder/images/NNN.png` (lossless), the prompts
+    file `folder/prompts.txt` and `folder/truth.json` {image name: {prompt: answer}} for the pairs the
+    scene answers (a prompt about an absent shape, or an ambiguous position, has no truth: skip the pair).
+
+    Returns {"images": Path, "prompts": Path, "truth": {name: {prompt: answer}}}.
+    """
+    from PIL import Image
+
+    folder = Path(folder)
+    images = folder / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    table = {}
+    for i, scene in enumerate(D.scenes(seed, D.HELDOUT, n)):
+        name = f"{i:03d}.png"
+        Image.fromarray(D.render(scene)).save(images / name)
+        known = truth(scene)
+        table[name] = {p: known[p] for p in prompts if p in known}
+    (folder / "prompts.txt").write_text("\n".join(prompts) + "\n")
+    (folder / "truth.json").write_text(json.dumps(table, indent=1) + "\n")
+    return {"images": images, "prompts": folder / "prompts.txt", "truth": table}
+
+
 def accuracy(answers, items) -> Accuracy:
     answers, items = list(answers), list(items)
     if len(answers) != len(items):
@@ -208,6 +261,37 @@ def answer_with_features(model, processor, items, features, max_new_tokens: int 
     return out
 
 
+def compress_features(features, how: str):
+    """A few post-tower compressions written with torch alone (the sweep's own are tokcomp's modules):
+    `none`, `pool:S` (S×S average of the 8×8 grid, raster order), `prune:K` (the K tokens of largest L2
+    norm, kept in grid order)."""
+    import torch
+
+    b, n, c = features.shape
+    name, _, arg = how.partition(":")
+    if name == "none":
+        return features
+    if name == "pool":
+        grid = features.transpose(1, 2).reshape(b, c, M.GRID, M.GRID)
+        return torch.nn.functional.avg_pool2d(grid, int(arg)).flatten(2).transpose(1, 2)
+    if name == "prune":
+        keep = features.norm(dim=-1).topk(int(arg), dim=1).indices.sort(dim=1).values
+        return features.gather(1, keep.unsqueeze(-1).expand(-1, -1, c))
+    raise ValueError(f"unknown compression {how!r}")
+
+
+def compare(model, processor, items, methods=("none", "pool:2", "pool:4", "prune:32", "prune:16")) -> dict:
+    """Ground-truth accuracy of the VLM when its image features are compressed each way (answer_with_features)."""
+    px = processor(images=[it.image for it in items], return_tensors="pt")["pixel_values"]
+    feats = selected_features(model, px)
+    out = {}
+    for how in methods:
+        x = compress_features(feats, how)
+        out[how] = {"tokens": int(x.shape[1]),
+                    **accuracy(answer_with_features(model, processor, items, x), items).to_dict()}
+    return out
+
+
 def load(folder: Path | None = None):
     """(model, processor) from the fixture folder (eval mode)."""
     from transformers import AutoProcessor, LlavaForConditionalGeneration
@@ -217,12 +301,25 @@ def load(folder: Path | None = None):
     return model, AutoProcessor.from_pretrained(folder)
 
 
+def train(recipe: M.Recipe = RECIPE, log=print):
+    """shapes_model.train with torch's process-wide settings (threads, deterministic algorithms) put back
+    afterwards, so that a caller's (a test session's) other work is not changed by it."""
+    import torch
+
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        return M.train(recipe, log=log)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
 def build(folder: Path, recipe: M.Recipe = RECIPE, log=print) -> dict:
     """Train and write the checkpoint folder atomically (a temporary sibling renamed into place)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    model, losses = M.train(recipe, log=log)
+    model, losses = train(recipe, log=log)
     seconds = time.perf_counter() - t0
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
@@ -238,6 +335,9 @@ def build(folder: Path, recipe: M.Recipe = RECIPE, log=print) -> dict:
         if folder.exists():
             shutil.rmtree(folder)
         tmp.rename(folder)
+        folder.chmod(0o755)  # mkdtemp made it private; a checkpoint folder is read by others
+        for f in folder.iterdir():
+            f.chmod(0o644)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -251,6 +351,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, help="train into this folder (default: the fixture's cache)")
     ap.add_argument("--force", action="store_true", help="train even when the folder holds this key")
     ap.add_argument("--heldout", type=int, default=700, help="held-out items to score (default 700)")
+    ap.add_argument("--compare", action="store_true",
+                    help="also score pool:2, pool:4, prune:32, prune:16 (post-tower, torch alone)")
     args = ap.parse_args(argv)
     if args.out is not None:
         if args.force or recorded_key(args.out) != cache_key():
@@ -261,7 +363,12 @@ def main(argv=None) -> int:
     model, processor = load(folder)
     items = heldout(args.heldout)
     acc = accuracy(answer(model, processor, items), items)
-    print(json.dumps({"folder": str(folder), **acc.to_dict()}, indent=1))
+    result = {"folder": str(folder), **acc.to_dict()}
+    if args.compare:
+        result["compressed"] = {k: {"tokens": v["tokens"], "accuracy": round(v["accuracy"], 4),
+                                    "by_kind": {t: round(d["accuracy"], 3) for t, d in v["by_kind"].items()}}
+                                for k, v in compare(model, processor, items).items()}
+    print(json.dumps(result, indent=1))
     return 0
 
 
