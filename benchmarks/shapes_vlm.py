@@ -12,8 +12,9 @@ shapes_model.train, seed 0, 4000 steps at batch 16, 26 min on one thread of a sh
 stage 2: shapes_finetune, 2000 steps from it, 7 min) answer 81 % of 200 held-out questions exactly
 (chance ≈ 35 %): mark, size and counting 1.00, side 0.75, colour 0.72, "which shape is on the left/…" 0.21.
 Stage 1 alone gave 0.73. Issue 19 asked for ≥ 90 %: not reached (position is the weak type). Compression
-costs it: `--compare` (stage 1 figures, 350 items: none 0.71, pool:2 0.46, pool:4 0.29, prune:32 by L2
-norm 0.35, prune:16 0.26); tests/sweep/test_shapes_fixture.py checks pool:2 costs ≥ 10 points.
+costs it: `--compare --heldout 210`: none 0.80 (64 tokens), pool:2 0.43 (16: the mark 1.00 → 0.10,
+counting 1.00 → 0.03), pool:4 0.29 (4), prune:32 by L2 norm 0.38, prune:16 0.26;
+tests/sweep/test_shapes_fixture.py checks that pool:2 costs ≥ 10 points.
 
 Run:
     python -m benchmarks.shapes_vlm                      # the fixture: train unless the cache has it; accuracy
