@@ -149,7 +149,7 @@ def test_engine_of_another_bundle_is_refused(family_bundle, tmp_path):
     with pytest.raises(InputError, match="was built from variant fp32"):
         _open(internvl, engine=plan, variant="nhwc")
     plan.write_bytes(b"another build")
-    with pytest.raises(BundleError, match="not the file its engine.json describes"):
+    with pytest.raises(BundleError, match="not the file its sidecar describes"):
         _open(internvl, engine=plan)
 
 

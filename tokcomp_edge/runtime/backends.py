@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core.bundle import Bundle, sha256_file
+from ..core.bundle import Bundle
+from ..engines.sidecar import check_engine_file, read_sidecar, sidecar_batch_range, sidecar_onnx_sha
 from ..errors import BundleError, InputError, RuntimeMissing
 
 BACKENDS = ("onnxruntime", "tensorrt")
@@ -194,20 +195,11 @@ class OrtBackend(Backend):
 
 def engine_sidecar(plan: Path) -> dict[str, Any]:
     """The engine's engine.json, after checking that the .plan is the file it describes (its sha256)."""
-    from ..engines.engine_info import read_engine_info
-
     plan = Path(plan)
     if not plan.is_file():
         raise InputError(f"engine {plan} does not exist", "pass the .plan written by `tokcomp build`")
-    sidecar = read_engine_info(plan)
-    want = (sidecar.get("engine") or {}).get("sha256")
-    if not want:
-        raise BundleError(f"the engine.json of {plan.name} records no sha256 of the engine",
-                          "rebuild the engine with `tokcomp build`")
-    have = sha256_file(plan)
-    if have != want:
-        raise BundleError(f"engine {plan.name} is not the file its engine.json describes (sha256 {have[:12]}…, "
-                          f"recorded {str(want)[:12]}…)", "keep each .plan with the engine.json its build wrote")
+    sidecar = read_sidecar(plan)
+    check_engine_file(plan, sidecar)
     return sidecar
 
 
@@ -230,21 +222,17 @@ def match_engine(bundle: Bundle, engine: Path, variant: str | None = None) -> tu
                           f"{bundle.path} does not have", "pass the bundle the engine was built from")
     onnx_file = bundle.variant(built_from)["file"]
     have = bundle.manifest["files"][onnx_file]["sha256"]
-    want = rec.get("onnx_sha256")
+    want = sidecar_onnx_sha(sidecar)
     if want != have:
         raise BundleError(f"engine {Path(engine).name} was not built from bundle {bundle.path} (its source ONNX "
                           f"sha256 is {str(want)[:12]}…, the bundle's {onnx_file} is {have[:12]}…)",
                           "pass the bundle the engine was built from, or rebuild the engine from this bundle")
     io = variant_io(bundle, built_from)
-    prof = sidecar.get("profile") if isinstance(sidecar.get("profile"), dict) else {}
-    shapes = (prof.get("shapes") or {}).get(io.input_name) if isinstance(prof.get("shapes"), dict) else None
-    try:
-        lo, hi = (int(shapes["min"][0]), int(shapes["max"][0])) if shapes else (
-            int(prof["batch"]["min"]), int(prof["batch"]["max"]))
-    except (KeyError, TypeError, IndexError, ValueError) as exc:
+    batch = sidecar_batch_range(sidecar, io.input_name)
+    if batch is None:
         raise BundleError(f"the engine.json of {Path(engine).name} records no batch range for {io.input_name}",
-                          "rebuild the engine with `tokcomp build`") from exc
-    return built_from, (lo, hi), sidecar
+                          "rebuild the engine with `tokcomp build`")
+    return built_from, batch, sidecar
 
 
 class _Pinned:
