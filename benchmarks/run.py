@@ -19,6 +19,9 @@ against transformers' processor + PyTorch get_image_features on 16 images from t
 multi-tile), interleaved, and the runtime's host overhead per image against its inference time.
 And a Qwen-VL vision path at a static tile (default qwen2.5-vl-3b at 448: 32 blocks, 1024 patches → 256
 tokens): export wall time and peak RSS, and PyTorch eager vs ONNX Runtime CPU at batch 1, interleaved.
+And the sweep (benchmarks/sweep_bench.py): `tokcomp sweep` on the trained shapes VLM over held-out scenes with
+their own questions, every method at 16 and 8 tokens: per candidate top1/kl/match, latency and the task accuracy
+against the ground truth; per budget whether the chooser's pick is the most accurate (`--sweep-only`: just it).
 
 Writes benchmarks/results/bench-<UTC time>.json and prints tables.
 """
@@ -189,6 +192,11 @@ def main() -> int:
     ap.add_argument("--no-inside", action="store_true", help="skip the ToMe (compression inside the encoder) run")
     ap.add_argument("--no-debug", action="store_true", help="skip timing `tokcomp debug` against `validate`")
     ap.add_argument("--no-runtime", action="store_true", help="skip the device runtime's encode vs transformers run")
+    ap.add_argument("--no-sweep", action="store_true", help="skip the sweep on the trained shapes VLM")
+    ap.add_argument("--sweep-only", action="store_true", help="only the sweep on the trained shapes VLM")
+    ap.add_argument("--sweep-pairs", type=int, default=None, help="held-out pairs for the sweep (default 280)")
+    ap.add_argument("--sweep-fixture", type=Path, default=None,
+                    help="the shapes VLM folder for the sweep (default: the fixture for its code, trained if missing)")
     args = ap.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     from rich.console import Console
@@ -196,6 +204,12 @@ def main() -> int:
     console = Console(width=160)
     results = {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": args.model,
                "compress": args.compress, "cpu_count": os.cpu_count(), "target_ratio": TARGET_RATIO}
+    if args.sweep_only:
+        with tempfile.TemporaryDirectory(prefix="tokcomp-bench-") as tmp:
+            results["sweep"] = _sweep(Path(tmp), console, args)
+        from sweep_bench import print_sweep
+
+        return _write(results, console, lambda: print_sweep(results["sweep"], console))
     console.print("building / measuring the core-only environment …")
     results["core_env"] = bench_core_env()
     if args.core_only:
@@ -251,10 +265,18 @@ def main() -> int:
             results["tome"] = bench_tome(Path(tmp), console)
             results["tome_overhead"] = bench_tome_overhead(Path(tmp), console, Path(tmp) / "inside-tome-13")
             results["visionzip"] = bench_visionzip(Path(tmp), console)
+        if not args.no_sweep:
+            results["sweep"] = _sweep(Path(tmp), console, args)
     from importlib.metadata import version
 
     results["versions"] = {p: version(p) for p in ("torch", "onnxruntime-gpu", "onnx", "transformers")}
     return _write(results, console, lambda: _print_latency(console, args, results))
+
+
+def _sweep(tmp: Path, console, args) -> dict:
+    from sweep_bench import PAIRS, bench_sweep
+
+    return bench_sweep(tmp, console, pairs=args.sweep_pairs or PAIRS, folder=args.sweep_fixture)
 
 
 def _write(results: dict, console, show) -> int:
@@ -294,6 +316,10 @@ def _print_latency(console, args, results: dict) -> None:
 
         print_tome(results["tome"], console)
         print_inside_extra(results, console)
+    if "sweep" in results:
+        from sweep_bench import print_sweep
+
+        print_sweep(results["sweep"], console)
     print_core(console, results["core_env"])
 
 
