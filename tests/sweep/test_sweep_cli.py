@@ -132,11 +132,12 @@ def test_bad_input_one_line_exit_2_nothing_written(capsys, llava, photos, prompt
         extra = ["--tokens", "16", "--min-agreement", "0.9"]
     elif case == "no_llm":
         model = f"hf:{_no_llm_folder(folder, tmp_path / 'vision-only')}"
-    elif case == "family":
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vlm"))
-        from vlm_helpers import build_vlm, save_vlm
+    elif case == "family":  # a text-only LLM: no family whose image layout the sweep builds
+        import transformers as T
 
-        model = f"hf:{save_vlm(build_vlm('internvl'), tmp_path / 'internvl')}"
+        T.LlamaConfig(hidden_size=48, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                      vocab_size=300).save_pretrained(tmp_path / "llama")
+        model = f"hf:{tmp_path / 'llama'}"
     elif case == "answer_tokens":
         extra = ["--answer-tokens", "0"]
     elif case == "dtype":
@@ -161,7 +162,7 @@ def test_bad_input_one_line_exit_2_nothing_written(capsys, llava, photos, prompt
     assert len(err.strip().splitlines()) == 1 and err.startswith("error:")
     want = {"no_images": "holds no", "bad_images": "no usable image", "empty_prompts": "holds no prompt",
             "binary_prompts": "not UTF-8 text", "typo": "prnue", "budget": "--tokens 0",
-            "two_constraints": "both given", "no_llm": "no LLM tensors", "family": "internvl",
+            "two_constraints": "both given", "no_llm": "no LLM tensors", "family": "'llama'",
             "answer_tokens": "--answer-tokens 0", "dtype": "int8", "no_tokenizer": "no usable tokenizer",
             "pairs_no_tab": "IMAGE<tab>PROMPT", "pairs_missing_image": "nope.jpg", "pairs_and_prompts": "both given"}[case]
     assert want in err

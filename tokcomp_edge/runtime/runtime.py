@@ -287,20 +287,7 @@ class VisionRuntime:
         return emb, (lay if lay.bundle else replace(lay, bundle=self.name))
 
     def _onevision_grid(self, tiled: TiledImage) -> tuple[int, int]:
-        """The crop grid pack_image_features views the features as: config.json's grid_pinpoints (the model's,
-        which transformers reads there) at the tile size; it must describe the crops the processor made."""
-        from .tile_geometry import select_best_resolution
-
-        pins = self.params.model_grid_pinpoints or self.params.image_grid_pinpoints
-        grid = tiled.grid
-        if pins:
-            h, w = select_best_resolution(tiled.size, pins)
-            grid = (h // self.params.tile[0], w // self.params.tile[1])
-        if grid[0] * grid[1] != tiled.tiles - 1:
-            raise BundleError(f"config.json's grid pinpoints give a {grid[0]}x{grid[1]} grid for a "
-                              f"{tiled.size[1]}x{tiled.size[0]} image, the processor cut {tiled.tiles - 1} crops",
-                              "re-export from a folder whose config.json and processor pinpoints agree")
-        return grid
+        return onevision_grid(self.params, tiled)
 
     # -- lifetime ----------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -315,6 +302,24 @@ class VisionRuntime:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def onevision_grid(params: ProcessorParams, tiled: TiledImage) -> tuple[int, int]:
+    """The crop grid pack_image_features views the features as: config.json's grid_pinpoints (the model's,
+    which transformers reads there) at the tile size; it must describe the crops the processor made.
+    (Also the sweep's, which packs its PyTorch features as the runtime packs the engine's.)"""
+    from .tile_geometry import select_best_resolution
+
+    pins = params.model_grid_pinpoints or params.image_grid_pinpoints
+    grid = tiled.grid
+    if pins:
+        h, w = select_best_resolution(tiled.size, pins)
+        grid = (h // params.tile[0], w // params.tile[1])
+    if grid[0] * grid[1] != tiled.tiles - 1:
+        raise BundleError(f"config.json's grid pinpoints give a {grid[0]}x{grid[1]} grid for a "
+                          f"{tiled.size[1]}x{tiled.size[0]} image, the processor cut {tiled.tiles - 1} crops",
+                          "re-export from a folder whose config.json and processor pinpoints agree")
+    return grid
 
 
 @dataclass

@@ -46,6 +46,8 @@ class PairScore:
     kl_sum: float
     argmax: list[int]
     answer: list[int] | None = None  # the candidate's own greedy answer (SweepConfig.answers)
+    image_tokens: int | None = None  # image tokens the LLM read for this pair (all tiles, newlines, packing)
+    tiles: int | None = None  # tiles the image became (the runtime's tiling)
 
     @property
     def match(self) -> bool:
@@ -55,6 +57,8 @@ class PairScore:
         d = {"positions": self.positions, "agree": self.agree, "kl_sum": self.kl_sum, "match": self.match}
         if self.answer is not None:
             d["answer"] = self.answer
+        if self.image_tokens is not None:
+            d.update(image_tokens=self.image_tokens, tiles=self.tiles)
         return d
 
 
@@ -77,7 +81,8 @@ def score(ref_tokens: list[int], ref_logp, cand_logits) -> PairScore:
 
 
 def features(path, pixel_values):
-    """The vision path's tokens for one tile [1, 3, H, W] → [T, D] (the first output)."""
+    """The vision path's tokens for one tile [1, 3, H, W] → [T, D] (the first output; a whole image's tiles,
+    packing and layout: images.py)."""
     import torch
 
     with torch.no_grad():

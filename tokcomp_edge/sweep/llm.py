@@ -15,11 +15,33 @@ from typing import Any
 
 from ..errors import InputError, UnsupportedModelType, WeightsError
 
-# Families the sweep splices features into; the others are refused until their LLM-side layout is in.
-SWEEP_FAMILIES = ("llava",)
+# Qwen-VL families: M-RoPE positions from the layout's image_grid_thw (get_rope_index), Qwen3-VL's DeepStack.
+QWEN = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5")
+# Families the sweep lays out and splices (every family `tokcomp export hf:` handles; layout.py knows each).
+SWEEP_FAMILIES = ("llava", "llava_onevision", "internvl", "idefics3", "smolvlm", "gemma3", "paligemma",
+                  "lfm2_vl", *QWEN)
 DEFAULT_TEMPLATE = "USER: {image}\n{prompt} ASSISTANT:"
 # The LLM's weights as loaded (the vision path stays float32, as exported; its features are cast at the splice).
 LLM_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class LlmInput:
+    """A prompt ready for `steps`: the embeddings and what the family's LLM needs besides them.
+
+    Attributes:
+        embeds: inputs_embeds [1, L, D].
+        prefill: keyword arguments of the prefill call only (Qwen: position_ids [3, 1, L] from get_rope_index,
+            + visual_pos_masks / deepstack_visual_embeds for Qwen3-VL; Gemma 3 / PaliGemma: token_type_ids,
+            which make the image (PaliGemma: the whole prefix) attend bidirectionally, as the model's own
+            prefill does).
+        rope_delta: Qwen: M-RoPE's offset of the text positions after the image (the cached decode steps
+            sit at cache length + delta on all three axes, as transformers' compute_3d_position_ids places them).
+    """
+
+    embeds: Any
+    prefill: dict[str, Any] = field(default_factory=dict)
+    rope_delta: Any = None
 
 
 @dataclass
@@ -29,10 +51,14 @@ class LanguageModel:
     Attributes:
         model: transformers' `…ForConditionalGeneration` (eval, float32).
         tokenizer: the folder's tokenizer.
-        image_token, image_token_id: the placeholder the processor expands to one token per image feature.
+        image_token, image_token_id: the placeholder token, one per image feature.
         template: `processor chat template` or the fallback text with `{image}` / `{prompt}`.
         processor: the folder's processor when it has one (its chat template is used).
         eos_ids: tokens that end an answer.
+        family: the VLM's model_type.
+        marker: the text that stands for one image in the rendered prompt and that the family's processor
+            replaces with the image's layout (Gemma 3: `<start_of_image>`, Qwen: vision_start + image_pad +
+            vision_end, InternVL: `<IMG_CONTEXT>`; the image token elsewhere). Empty: the image token.
     """
 
     model: Any
@@ -42,26 +68,54 @@ class LanguageModel:
     template: str
     processor: Any = None
     eos_ids: frozenset[int] = field(default_factory=frozenset)
+    family: str = "llava"
+    marker: str = ""
+
+    @property
+    def image_marker(self) -> str:
+        return self.marker or self.image_token
 
     def render(self, prompt: str) -> str:
-        """The prompt text with one image placeholder, as the processor's chat template renders it."""
+        """The prompt text with one image marker, as the processor's chat template renders it (PaliGemma, which
+        has none: the processor's own prefix layout, image + bos + prompt + newline)."""
+        marker = self.image_marker
         if self.processor is not None and getattr(self.processor, "chat_template", None):
             msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
             return self.processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        if self.family == "paligemma":
+            return f"{marker}{self.tokenizer.bos_token or ''}{prompt}\n"
         if getattr(self.tokenizer, "chat_template", None):
-            msgs = [{"role": "user", "content": f"{self.image_token}\n{prompt}"}]
+            msgs = [{"role": "user", "content": f"{marker}\n{prompt}"}]
             return self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-        return DEFAULT_TEMPLATE.format(image=self.image_token, prompt=prompt)
+        return DEFAULT_TEMPLATE.format(image=marker, prompt=prompt)
 
-    def prompt_ids(self, prompt: str, n_image_tokens: int) -> list[int]:
-        """Token ids of the rendered prompt with the placeholder expanded to `n_image_tokens` copies (what the
-        processor does when its image-token count is the candidate's)."""
-        ids = list(self.tokenizer(self.render(prompt))["input_ids"])
-        at = [i for i, t in enumerate(ids) if t == self.image_token_id]
-        if len(at) != 1:
-            raise InputError(f"the rendered prompt holds {len(at)} image tokens ({self.image_token!r}, id "
-                             f"{self.image_token_id}), expected one", "check the folder's chat template and tokenizer")
-        return ids[:at[0]] + [self.image_token_id] * n_image_tokens + ids[at[0] + 1:]
+    def prompt_ids(self, prompt: str, image) -> list[int]:
+        """Token ids of the rendered prompt with the image marker replaced by the image's layout text and the
+        whole tokenized, as the family's processor does it when its image-token count is the candidate's.
+
+        Args:
+            image: the runtime's ImageLayout for the candidate (its `prompt` text, `tokens` count), or a plain
+                count `n` (the image token n times: LLaVA's layout).
+        Raises:
+            InputError: the rendered prompt does not hold the marker exactly once;
+            InputError: the tokenized prompt holds another number of image tokens than the layout says.
+        """
+        text = self.render(prompt)
+        marker = self.image_marker
+        if text.count(marker) != 1:
+            raise InputError(f"the rendered prompt holds {text.count(marker)} image markers ({marker!r}), expected one",
+                             "check the folder's chat template and tokenizer")
+        if isinstance(image, int):
+            piece, n = self.image_token * image, image
+        else:
+            piece, n = image.prompt, int(image.tokens)
+        ids = list(self.tokenizer(text.replace(marker, piece))["input_ids"])
+        got = sum(1 for t in ids if t == self.image_token_id)
+        if got != n:
+            raise InputError(f"the prompt tokenizes to {got} image tokens ({self.image_token!r}, id "
+                              f"{self.image_token_id}) for a layout of {n}", "check the folder's tokenizer: the "
+                              "image placeholders must be special tokens")
+        return ids
 
     def embeds(self, ids: list[int], features):
         """inputs_embeds [1, L, D]: the token embeddings with `features` [T, D] at the image-token positions
@@ -77,9 +131,44 @@ class LanguageModel:
         emb[0, mask] = features.to(emb.dtype)
         return emb
 
-    def steps(self, embeds, k: int, forced: list[int] | None = None):
+    def inputs(self, ids: list[int], image) -> LlmInput:
+        """`steps`' input for a prompt and one image (a sweep ImageInput: features, layout, DeepStack; or bare
+        features [T, D] for the families that need nothing else)."""
+        import torch
+
+        feats = getattr(image, "features", image)
+        emb = self.embeds(ids, feats)
+        t = torch.tensor([ids])
+        mask = t == self.image_token_id
+        if self.family in QWEN:
+            grid = getattr(getattr(image, "layout", None), "image_grid_thw", None)
+            if grid is None:
+                raise ValueError("a Qwen prompt needs the layout's image_grid_thw for its M-RoPE positions")
+            # The LLM's own rule: the grid (the reduced one under compression) / merge² tokens, M-RoPE positions.
+            pos, delta = self.model.model.get_rope_index(t, mask.int(), image_grid_thw=torch.tensor([grid]))
+            kw: dict[str, Any] = {"position_ids": pos}
+            deep = getattr(image, "deepstack", None) or []
+            if deep:
+                kw.update(visual_pos_masks=mask, deepstack_visual_embeds=[d.to(emb.dtype) for d in deep])
+            return LlmInput(emb, kw, delta)
+        if self.family == "gemma3":  # what Gemma3Processor returns as token_type_ids: 1 at the image tokens
+            return LlmInput(emb, {"token_type_ids": mask.long()})
+        if self.family == "paligemma":  # PaliGemmaProcessor: 0 over the whole prefix (no suffix)
+            return LlmInput(emb, {"token_type_ids": torch.zeros_like(t)})
+        return LlmInput(emb)
+
+    def _forward(self, embeds, cache, kw: dict[str, Any]):
+        if self.family in QWEN:
+            # The text model itself: the VLM's forward derives DeepStack from pixel_values only.
+            out = self.model.model.language_model(inputs_embeds=embeds, cache=cache, use_cache=True, **kw)
+            return self.model.lm_head(out.last_hidden_state[:, -1:])
+        return self.model(inputs_embeds=embeds, cache=cache, use_cache=True, logits_to_keep=1, **kw).logits
+
+    def steps(self, inp, k: int, forced: list[int] | None = None):
         """Greedy decode of up to `k` tokens (stop after an eos), or a teacher-forced pass feeding `forced`.
 
+        Args:
+            inp: an LlmInput (`inputs`), or bare inputs_embeds [1, L, D] for families with 1-D positions.
         Returns:
             (tokens, logits [len(tokens), V] float32): the token at each answer position and the logits it
             was predicted from (with `forced`, the tokens are `forced`).
@@ -87,20 +176,27 @@ class LanguageModel:
         import torch
         from transformers import DynamicCache
 
+        if not isinstance(inp, LlmInput):
+            inp = LlmInput(inp)
         n = k if forced is None else len(forced)
+        length = int(inp.embeds.shape[1])
         out_tokens, rows = [], []
         with torch.no_grad():
             cache = DynamicCache(config=self.model.config.get_text_config())
-            out = self.model(inputs_embeds=embeds, cache=cache, use_cache=True, logits_to_keep=1)
+            logits = self._forward(inp.embeds, cache, inp.prefill)
             for i in range(n):
-                logits = out.logits[0, -1].float()
-                rows.append(logits)
-                tok = int(forced[i]) if forced is not None else int(torch.argmax(logits))
+                row = logits[0, -1].float()
+                rows.append(row)
+                tok = int(forced[i]) if forced is not None else int(torch.argmax(row))
                 out_tokens.append(tok)
                 if i == n - 1 or (forced is None and tok in self.eos_ids):
                     break
                 nxt = self.model.get_input_embeddings()(torch.tensor([[tok]]))
-                out = self.model(inputs_embeds=nxt, cache=cache, use_cache=True)  # the cache grows in place
+                kw = {}
+                if inp.rope_delta is not None:  # the next token's M-RoPE position on all three axes
+                    at = torch.tensor(length + i).view(1, 1, 1) + inp.rope_delta.view(1, -1, 1)
+                    kw["position_ids"] = at.expand(3, 1, 1)
+                logits = self._forward(nxt, cache, kw)  # the cache grows in place
         return out_tokens, torch.stack(rows)
 
     def text(self, tokens: list[int]) -> str:
@@ -112,6 +208,21 @@ def _llm_tensor_names(spec, names: list[str]) -> list[str]:
 
     vision = checkpoint_names(spec, names)
     return [n for n in names if n not in vision]
+
+
+def check_family(model_id: str) -> str:
+    """The folder's config.json model_type, refused in one line (UnsupportedModelType, exit 2) unless the
+    sweep lays its images out — before any model is built or the VLM spec is read."""
+    from ..core.hf_files import read_json
+
+    folder = Path(model_id[3:]).expanduser()
+    fam = read_json(folder / "config.json").get("model_type")
+    if fam not in SWEEP_FAMILIES:
+        raise UnsupportedModelType(
+            f"tokcomp sweep supports {', '.join(SWEEP_FAMILIES)} folders; {folder} is {fam!r}, whose LLM-side "
+            "image-token layout the sweep does not build", "sweep a VLM checkpoint of one of those families "
+            "(`tokcomp models` lists them)")
+    return str(fam)
 
 
 def load_language_model(model_id: str, dtype: str = "float32") -> LanguageModel:
@@ -139,13 +250,9 @@ def load_language_model(model_id: str, dtype: str = "float32") -> LanguageModel:
         raise InputError(f"{model_id!r} is not an hf: folder; the sweep runs the VLM's own LLM from its checkpoint",
                          "give hf:<folder> holding config.json, the weights (LLM included) and the tokenizer")
     folder = Path(model_id[3:]).expanduser()
+    check_family(model_id)
     spec = resolve_vlm(model_id)
     fam = spec.family.model_type
-    if fam not in SWEEP_FAMILIES:
-        raise UnsupportedModelType(
-            f"tokcomp sweep supports {', '.join(SWEEP_FAMILIES)} folders so far; {folder} is {fam}, whose "
-            "LLM-side image-token layout the sweep does not build yet", "export it with `tokcomp export` "
-            "(no sweep), or sweep a LLaVA checkpoint")
     src = find_weights(folder)
     if not _llm_tensor_names(spec, src.names):
         raise WeightsError(f"{src.path} holds the vision path only, no LLM tensors; the sweep runs the VLM's "
@@ -161,13 +268,14 @@ def load_language_model(model_id: str, dtype: str = "float32") -> LanguageModel:
         processor = _load(transformers.AutoProcessor, folder, required=False)
     finally:
         hf_logging.set_verbosity(was)
-    missing = [k for k in info.get("missing_keys", []) if "vision_tower" not in k and "projector" not in k]
+    vision = (spec.family.vision_attr, spec.family.projector_attr, "vision_tower", "projector")
+    missing = [k for k in info.get("missing_keys", []) if not any(v in k for v in vision)]
     if missing:
         raise WeightsError(f"{src.path} lacks {len(missing)} LLM tensors (e.g. {missing[0]})",
                            "copy every shard of the checkpoint into the folder")
     model.eval()
     image_id = int(getattr(model.config, "image_token_id", None) or model.config.image_token_index)
-    image_token = getattr(processor, "image_token", None) or tokenizer.convert_ids_to_tokens(image_id)
+    image_token, marker = _placeholders(spec, image_id, tokenizer, processor)
     eos = getattr(model.generation_config, "eos_token_id", None)
     eos = {eos} if isinstance(eos, int) else set(eos or [])
     if tokenizer.eos_token_id is not None:
@@ -177,7 +285,23 @@ def load_language_model(model_id: str, dtype: str = "float32") -> LanguageModel:
     return LanguageModel(model=model, tokenizer=tokenizer, image_token=str(image_token), image_token_id=image_id,
                          template="processor chat template" if getattr(processor, "chat_template", None) else
                          ("tokenizer chat template" if getattr(tokenizer, "chat_template", None) else DEFAULT_TEMPLATE),
-                         processor=processor, eos_ids=frozenset(eos))
+                         processor=processor, eos_ids=frozenset(eos), family=fam, marker=marker)
+
+
+def _placeholders(spec, image_id: int, tokenizer, processor) -> tuple[str, str]:
+    """(image token text, the marker the family's processor replaces): from the prompt record the export
+    writes (vlm/processor_record.py: the tokenizer's own names, the processor's fallbacks)."""
+    from ..vlm.processor_record import prompt_record
+
+    toks = prompt_record(spec, 0)["tokens"]
+    image = (toks.get("image") or {}).get("text") or getattr(processor, "image_token", None) \
+        or tokenizer.convert_ids_to_tokens(image_id)
+    fam = spec.family.model_type
+    if fam == "gemma3":
+        return str(image), str(toks["boi"]["text"])
+    if fam in QWEN:
+        return str(image), f"{toks['start']['text']}{image}{toks['end']['text']}"
+    return str(image), str(image)
 
 
 def _load(cls, folder: Path, required: bool = True):

@@ -16,8 +16,8 @@ from ..console import console, stage
 from ..errors import InputError, OutputError
 from .candidates import candidate_grid, parse_candidates
 from .choose import Constraint, NoFeasibleCandidate, choose, pareto_front
-from .cost import LATENCY_BACKENDS, economics, measure_latency
-from .fidelity import Pair, features, log_probs, per_prompt, score, summarise
+from .cost import LATENCY_BACKENDS, measure_latency
+from .fidelity import Pair, log_probs, per_prompt, score, summarise
 from .inputs import check_images, read_pairs, read_prompts
 from .result import SweepConfig, SweepResult
 
@@ -115,13 +115,15 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
     from ..image_policy import policy_for_spec
     from ..vlm import load_vlm, resolve_vlm
     from ..vlm.path import vision_path
-    from .llm import load_language_model
+    from .images import CandidateImages, onevision_newline, processor_params
+    from .llm import check_family, load_language_model
 
     t_start = time.perf_counter()
     constraint, prompts, listed, out = _check(cfg)
     if not (isinstance(cfg.model, str) and cfg.model.startswith("hf:")):
         raise InputError(f"{cfg.model!r} is not an hf: folder; the sweep runs the VLM's own LLM from its checkpoint",
                          "give hf:<folder> holding config.json, the weights (LLM included) and the tokenizer")
+    check_family(cfg.model)
     vlm = resolve_vlm(cfg.model)
     cands = parse_candidates(cfg.candidates, vlm) if cfg.candidates is not None else candidate_grid(vlm)
     runnable = [c for c in cands if c.refused is None]
@@ -131,9 +133,12 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
     paths = {c.spec: vision_path(loaded.tower, c.plan, loaded.projector).eval() for c in runnable}
     batch, pairs, warnings = _pairs(cfg, prompts, listed, policy_for_spec(loaded.spec.tower, vlm.family.model_type))
     pixels = torch.from_numpy(batch.pixel_values)
+    params = processor_params(vlm)  # the runtime's tiling, from the record an export would write
+    newline = onevision_newline(vlm, cfg.model)
+    encoders = {c.spec: CandidateImages(paths[c.spec], c.plan, c.spec, params, newline) for c in runnable}
 
     t_fid = time.perf_counter()
-    refs, scores, text_tokens = _fidelity(cfg, lm, paths, runnable, pixels, pairs)
+    refs, scores, text_tokens = _fidelity(cfg, lm, encoders, runnable, params, pairs)
     fid_s = time.perf_counter() - t_fid
 
     t_lat = time.perf_counter()
@@ -145,13 +150,16 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
     lat_s = time.perf_counter() - t_lat
     native = next(c.tokens for c in runnable if c.spec == "none")
     mean_text = round(sum(text_tokens) / len(text_tokens))
+    tiles = [s.tiles for s in scores["none"]]
+    native_image = _mean_image_tokens(scores["none"])
     rows = []
     for c in runnable:
         s = summarise(scores[c.spec], seed=cfg.seed)
         med = lat["per_candidate"].get(c.spec, {}).get("median_ms")
         rows.append({"spec": c.spec, "tokens": c.tokens, "arithmetic": c.plan.arithmetic, **s,
                      "top1_lo": s["top1_ci"][0], "latency_ms": med,
-                     "economics": economics(vlm, native, c.tokens, mean_text),
+                     "economics": _economics(vlm, native_image, _mean_image_tokens(scores[c.spec]), tiles,
+                                             mean_text),
                      "per_prompt": per_prompt(scores[c.spec], pairs),
                      "per_pair": [x.to_dict() for x in scores[c.spec]]})
     fronts = {"tokens": pareto_front(rows, "tokens"),
@@ -163,12 +171,14 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
     except NoFeasibleCandidate as exc:
         infeasible, closest = exc.one_line(), exc.closest
     shown = pick or closest
-    examples = _examples(lm, paths[shown], pixels, pairs, refs, cfg.answer_tokens, rows, shown) if shown else []
+    examples = _examples(lm, encoders[shown], params, pairs, refs, cfg.answer_tokens, shown) if shown else []
     result = SweepResult(
         config=cfg.to_dict(),
         model={"id": cfg.model, "family": vlm.family.model_type, "native_tokens_per_tile": native,
-               "tiles_per_image": 1, "llm": vlm.llm.to_dict(), "template": lm.template,
-               "image_token": lm.image_token, "image_token_id": lm.image_token_id, "llm_dtype": cfg.llm_dtype,
+               "tiles_per_image": round(sum(tiles) / len(tiles), 3), "tiles_per_pair": tiles,
+               "image_tokens_per_image": native_image, "llm": vlm.llm.to_dict(), "template": lm.template,
+               "image_token": lm.image_token, "image_marker": lm.image_marker, "image_token_id": lm.image_token_id,
+               "llm_dtype": cfg.llm_dtype,
                "weights": loaded.weights.to_dict(), "text_tokens_mean": mean_text,
                "preprocess": batch_policy(loaded, vlm)},
         candidates=rows, refused=[c.to_dict() for c in cands if c.refused is not None],
@@ -197,47 +207,71 @@ def _progress(total: int, quiet: bool):
                     console=console(), disable=quiet, transient=False)
 
 
-def _fidelity(cfg, lm, paths, runnable, pixels, pairs):
-    """Image-major: each image's features per candidate once, then per prompt the reference answer and every
-    candidate teacher-forced on it (one reference's log-probs in memory at a time)."""
+def _fidelity(cfg, lm, encoders, runnable, params, pairs):
+    """Image-major: each image tiled once as the runtime tiles it and encoded per candidate (features, layout,
+    DeepStack), then per prompt the reference answer and every candidate teacher-forced on it (one
+    reference's log-probs in memory at a time)."""
+    from .images import tile
+
     refs, scores, text_tokens = [], {c.spec: [] for c in runnable}, []
     with _progress(len(pairs) * len(runnable), cfg.quiet) as bar:
         task = bar.add_task("candidates × pairs", total=len(pairs) * len(runnable))
-        feats: dict[str, Any] = {}
-        current = None
+        inputs: dict[str, Any] = {}
+        current = tiled = None
         for pair in pairs:
             if pair.image_index != current:
-                x = pixels[pair.image_index:pair.image_index + 1]
-                feats = {c.spec: features(paths[c.spec], x) for c in runnable}
+                tiled = tile(pair.image, params)
+                inputs = {c.spec: encoders[c.spec].encode(tiled) for c in runnable}
                 current = pair.image_index
-            # The reference: the uncompressed path's features, greedy.
-            ref_ids = lm.prompt_ids(pair.prompt, feats["none"].shape[0])
-            tokens, logits = lm.steps(lm.embeds(ref_ids, feats["none"]), cfg.answer_tokens)
+            # The reference: the uncompressed path's features in the uncompressed layout, greedy.
+            ref = inputs["none"]
+            ref_ids = lm.prompt_ids(pair.prompt, ref.layout)
+            tokens, logits = lm.steps(lm.inputs(ref_ids, ref), cfg.answer_tokens)
             ref_logp = log_probs(logits)
             refs.append({"tokens": tokens})
-            text_tokens.append(len(ref_ids) - feats["none"].shape[0])
+            text_tokens.append(len(ref_ids) - ref.tokens)
             for c in runnable:
-                f = feats[c.spec]
-                ids = lm.prompt_ids(pair.prompt, f.shape[0])  # the candidate's own placeholder count
-                emb = lm.embeds(ids, f)
-                _, cand_logits = lm.steps(emb, cfg.answer_tokens, forced=tokens)
+                x = inputs[c.spec]
+                ids = lm.prompt_ids(pair.prompt, x.layout)  # the candidate's own placeholder count and layout
+                inp = lm.inputs(ids, x)
+                _, cand_logits = lm.steps(inp, cfg.answer_tokens, forced=tokens)
                 s = score(tokens, ref_logp, cand_logits)
+                s.image_tokens, s.tiles = x.tokens, tiled.tiles
                 if cfg.answers:
-                    s.answer = lm.steps(emb, cfg.answer_tokens)[0]
+                    s.answer = lm.steps(inp, cfg.answer_tokens)[0]
                 scores[c.spec].append(s)
                 bar.advance(task)
     return refs, scores, text_tokens
 
 
-def _examples(lm, path, pixels, pairs, refs, k, rows, spec) -> list[dict[str, Any]]:
+def _mean_image_tokens(scores) -> float:
+    return round(sum(s.image_tokens for s in scores) / len(scores), 3)
+
+
+def _economics(vlm, native: float, tokens: float, tiles: list[int], text_tokens: int) -> dict[str, Any]:
+    """Prefill FLOPs and KV-cache bytes saved per image, on the MEAN image tokens the LLM read over the sweep's
+    images (tiles, OneVision's newlines and packing included), not a per-tile figure times a fixed tile count."""
+    from .cost import llm_shape
+    from ..validation.economics import llm_saving
+
+    s = llm_saving(llm_shape(vlm), native, tokens, text_tokens)
+    return {"tokens_per_image": tokens, "tiles": round(sum(tiles) / len(tiles), 3), "text_tokens": text_tokens,
+            "basis": "mean over the sweep's images", "prefill_flops": s.flops_compressed,
+            "prefill_flops_saved": s.flops_saved, "saved_fraction": s.saved_fraction,
+            "kv_bytes_saved": s.kv_cache_bytes_saved}
+
+
+def _examples(lm, encoder, params, pairs, refs, k, spec) -> list[dict[str, Any]]:
     """Reference vs `spec`'s own greedy answer on the first pairs of distinct prompts (the report's examples)."""
+    from .images import tile
+
     seen, out = set(), []
     for pair, ref in zip(pairs, refs, strict=True):
         if pair.prompt_index in seen and len(pairs) > EXAMPLES:
             continue
         seen.add(pair.prompt_index)
-        f = features(path, pixels[pair.image_index:pair.image_index + 1])
-        own, _ = lm.steps(lm.embeds(lm.prompt_ids(pair.prompt, f.shape[0]), f), k)
+        x = encoder.encode(tile(pair.image, params))
+        own, _ = lm.steps(lm.inputs(lm.prompt_ids(pair.prompt, x.layout), x), k)
         out.append({"pair": pair.index, "image": Path(pair.image).name, "prompt": pair.prompt, "spec": spec,
                     "reference": lm.text(ref["tokens"]), "candidate": lm.text(own), "same": own == ref["tokens"]})
         if len(out) >= EXAMPLES:
