@@ -28,14 +28,22 @@ def sweep(
     max_pairs: Annotated[Optional[int], typer.Option(help="Use at most N (image, prompt) pairs, image-major.")] = None,
     llm_dtype: Annotated[str, typer.Option(help="The LLM's dtype: float32 | bfloat16 | float16 (bfloat16 halves a "
                                                 "7B LLM's memory).")] = "float32",
-    latency: Annotated[str, typer.Option(help="Latency backend: onnxruntime | pytorch | none.")] = "onnxruntime",
+    backend: Annotated[str, typer.Option("--backend", "--latency", help="What the vision-path latency is measured "
+                                         "on: onnxruntime (CPU) | tensorrt (an engine per candidate; needs TensorRT "
+                                         "and a GPU) | pytorch | none.")] = "onnxruntime",
+    profile: Annotated[Optional[str], typer.Option("--profile", "-p", help="With --backend tensorrt: the build "
+                                                   "profile of the engines (`tokcomp profiles`, or a .toml) "
+                                                   "[default: fp16].")] = None,
     latency_runs: Annotated[int, typer.Option(help="Timed calls per candidate (interleaved).")] = 15,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap intervals.")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Folder for sweep.json + sweep.html [default: "
                                                      "export/<model>_sweep].")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
     export: Annotated[bool, typer.Option("--export", help="Export the pick with the normal pipeline into "
-                                         "<out>/bundle.")] = False,
+                                         "<out>/bundle and validate it (with --backend tensorrt: its engine, "
+                                         "built into <out>/engines).")] = False,
+    variants: Annotated[str, typer.Option(help="With --export: extra variants of the bundle, comma-separated: "
+                                               "fp16, nhwc, fp16-nhwc (as `tokcomp export --variants`).")] = "",
     answers: Annotated[bool, typer.Option("--answers", help="Also record every candidate's own greedy answer per "
                                           "pair (token ids; for task-accuracy benchmarks).")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print sweep.json to stdout instead of the table.")] = False,
@@ -52,6 +60,8 @@ def sweep(
       tokcomp sweep hf:checkpoints/llava-1.5-7b-hf --images photos/ --candidates "pool:2,prune:144:cls-attn,visionzip:54:10" --json
 
       tokcomp sweep hf:checkpoints/llava-1.5-7b-hf --images photos/ --min-agreement 0.95 --export
+
+      tokcomp sweep hf:checkpoints/llava-1.5-7b-hf --images photos/ --backend tensorrt --max-ms 8 --export
     """
     import json
 
@@ -60,8 +70,10 @@ def sweep(
 
     cfg = SweepConfig(model=model, images=images, prompts=prompts, pairs=pairs, candidates=candidates,
                       tokens=tokens, max_ms=max_ms, min_agreement=min_agreement, answer_tokens=answer_tokens, max_pairs=max_pairs,
-                      out=out, force=force, llm_dtype=llm_dtype, latency=latency, latency_runs=latency_runs,
-                      seed=seed, export=export, answers=answers, quiet=quiet or json_out)
+                      out=out, force=force, llm_dtype=llm_dtype, latency=backend, profile=profile,
+                      latency_runs=latency_runs, seed=seed, export=export,
+                      variants=tuple(v.strip() for v in variants.split(",") if v.strip()), answers=answers,
+                      quiet=quiet or json_out)
     result = run_sweep(cfg)
     if json_out:
         typer.echo(json.dumps(result.to_dict(), indent=1, allow_nan=False))
@@ -92,7 +104,8 @@ def print_table(d: dict) -> None:
     if d["pick"]:
         console().print(f"[bold]pick[/] {d['pick']}  ({d['constraint']['rule']})")
     console().print(f"  [dim]{d['out']}/sweep.json, sweep.html"
-                    + (f"; bundle {d['bundle']}" if d.get("bundle") else "") + "[/]")
+                    + (f"; bundle {d['bundle']}" if d.get("bundle") else "")
+                    + (f"; engine {d['engine']}" if d.get("engine") else "") + "[/]")
     v = d.get("validation")
     if v:
         console().print(f"  validation of the export: {'passed' if v['passed'] else 'FAILED'} "

@@ -2,8 +2,10 @@
 
 Latency is measured interleaved — round r calls every candidate once, in order — so a machine that slows
 down mid-sweep (thermal, another process) slows every candidate alike; the figure is the median per
-candidate. Backends: `onnxruntime` (default: each candidate's path exported to an in-memory ONNX graph at
-batch 1, run on ONNX Runtime CPU — the deployment's kind of runtime), `pytorch` (eager, labelled so), `none`.
+candidate. Backends (`--backend`, also spelled `--latency`): `onnxruntime` (default: each candidate's path
+exported to an in-memory ONNX graph at batch 1, run on ONNX Runtime CPU — the deployment's kind of runtime),
+`tensorrt` (an engine per candidate, exported, built and run by the project's own pipeline: trt_latency.py),
+`pytorch` (eager, labelled so), `none`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from ..validation.economics import LlmShape, llm_saving
 
-LATENCY_BACKENDS = ("onnxruntime", "pytorch", "none")
+LATENCY_BACKENDS = ("onnxruntime", "tensorrt", "pytorch", "none")
 
 
 def llm_shape(vlm_spec) -> LlmShape:
@@ -49,22 +51,50 @@ def _onnx_callable(path, plan, image_size):
     return lambda x: sess.run(None, {INPUT_NAME: x})
 
 
+def _interleaved(calls: dict[str, tuple[Any, Any]], runs: int, warmup: int) -> dict[str, list[float]]:
+    """Round r calls every candidate once, in order; the first `warmup` rounds are not kept. ms per call."""
+    samples: dict[str, list[float]] = {s: [] for s in calls}
+    for r in range(warmup + runs):
+        for spec, (fn, x) in calls.items():
+            t0 = time.perf_counter()
+            fn(x)
+            dt = (time.perf_counter() - t0) * 1e3
+            if r >= warmup:
+                samples[spec].append(dt)
+    return samples
+
+
 def measure_latency(paths: dict[str, Any], plans: dict[str, Any], pixel, backend: str, runs: int = 15,
-                    warmup: int = 2, progress=None) -> dict[str, Any]:
+                    warmup: int = 2, progress=None, starting=None, engines=None) -> dict[str, Any]:
     """Median ms per call of each candidate's vision path at batch 1, interleaved.
 
     Args:
         paths: spec → the vision-path module; plans: spec → its VlmPlan.
         pixel: one preprocessed tile [1, 3, H, W] (torch).
         backend: a LATENCY_BACKENDS entry.
-        progress: called with each spec once its graph is ready (onnxruntime export takes a few seconds).
+        progress: called with each spec once its graph (or engine) is ready (exports take seconds, engine
+            builds minutes).
+        starting: called with each spec before its engine is made (tensorrt only: the progress line).
+        engines: the trt_latency.TrtEngines set-up (tensorrt only).
     Returns:
-        {"backend", "label", "runs", "per_candidate": {spec: {"median_ms", "samples_ms"}}, "export_s"}.
+        {"backend", "label", "runs", "per_candidate": {spec: {"median_ms", "samples_ms"}}, "export_s"}; with
+        tensorrt also "engines": spec → what was built (profile, precision, variant, shapes, seconds).
     """
     import torch
 
     if backend == "none":
         return {"backend": "none", "label": "not measured", "runs": 0, "per_candidate": {}}
+    if backend == "tensorrt":
+        x = pixel.numpy()
+        with engines.open(list(paths), starting=starting, done=progress) as opened:
+            samples = _interleaved({s: (b.infer, x) for s, b in opened.items()}, runs, warmup)
+        profiles = sorted({r["profile"] for r in engines.records.values()})
+        return {"backend": "tensorrt", "runs": runs, "warmup": warmup,
+                "label": f"{engines.label}, profile {', '.join(profiles)}, batch 1 (an engine per candidate, "
+                         "host arrays in and out)",
+                "per_candidate": {s: {"median_ms": statistics.median(v), "samples_ms": v} for s, v in samples.items()},
+                "export_s": {s: r["export_s"] + r["build_s"] for s, r in engines.records.items()},
+                "engines": engines.records}
     calls, export_s = {}, {}
     image_size = tuple(pixel.shape[-2:])
     for spec, path in paths.items():
@@ -76,15 +106,8 @@ def measure_latency(paths: dict[str, Any], plans: dict[str, Any], pixel, backend
         export_s[spec] = time.perf_counter() - t0
         if progress:
             progress(spec)
-    samples: dict[str, list[float]] = {s: [] for s in calls}
     with torch.no_grad():
-        for r in range(warmup + runs):
-            for spec, (fn, x) in calls.items():
-                t0 = time.perf_counter()
-                fn(x)
-                dt = (time.perf_counter() - t0) * 1e3
-                if r >= warmup:
-                    samples[spec].append(dt)
+        samples = _interleaved(calls, runs, warmup)
     label = {"onnxruntime": "ONNX Runtime CPU, batch 1 (each candidate's path exported in memory)",
              "pytorch": "PyTorch eager CPU, batch 1 (not the deployed runtime)"}[backend]
     return {"backend": backend, "label": label, "runs": runs, "warmup": warmup, "threads": torch.get_num_threads(),

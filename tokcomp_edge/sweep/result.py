@@ -35,10 +35,16 @@ class SweepConfig:
         out: the folder for sweep.json + sweep.html (+ bundle/ with `export`); None → export/<model>_sweep.
         force: replace an existing `out`.
         llm_dtype: the LLM's dtype: float32 | bfloat16 | float16 (the vision path stays float32).
-        latency: `onnxruntime` | `pytorch` | `none` (cost.py).
+        latency: the latency backend (`--backend`, also `--latency`): `onnxruntime` | `tensorrt` | `pytorch` |
+            `none` (cost.py; tensorrt builds an engine per candidate, trt_latency.py).
+        profile: the build profile of the TensorRT engines (a `tokcomp build --profile` preset or TOML file);
+            None → fp16. Only with latency `tensorrt`.
         latency_runs: timed calls per candidate.
         seed: the bootstrap's seed.
-        export: export the pick with the normal pipeline into out/bundle.
+        export: export the pick with the normal pipeline into out/bundle and validate it (with latency
+            `tensorrt`: its engine, built into out/engines, is what is validated).
+        variants: extra variants of the exported pick (`fp16`, `nhwc`, `fp16-nhwc`, as `tokcomp export
+            --variants`); only with `export`.
         answers: also decode every candidate's own greedy answer on every pair (per_pair `answer`, token ids):
             what a task-accuracy benchmark scores against ground truth; costs up to K more LLM steps per
             candidate × pair.
@@ -59,14 +65,17 @@ class SweepConfig:
     force: bool = False
     llm_dtype: str = "float32"
     latency: str = "onnxruntime"
+    profile: str | Path | None = None
     latency_runs: int = 15
     seed: int = 0
     export: bool = False
+    variants: tuple[str, ...] = ()
     answers: bool = False
     quiet: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+        return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+                for k, v in self.__dict__.items()}
 
 
 @dataclass
@@ -88,6 +97,7 @@ class SweepResult:
         latency: how latency was measured.
         timing: wall seconds (fidelity, latency, total) and seconds per candidate × pair.
         bundle: the exported bundle's path (with `export`).
+        engine: the pick's TensorRT engine (with `export` and latency `tensorrt`), built from that bundle.
         validation: `tokcomp validate` of that bundle: passed, failures, its report files (relative to out).
         out: the folder written.
     """
@@ -106,6 +116,7 @@ class SweepResult:
     timing: dict[str, float]
     warnings: list[str] = field(default_factory=list)
     bundle: str | None = None
+    engine: str | None = None
     validation: dict[str, Any] | None = None
     out: str | None = None
 

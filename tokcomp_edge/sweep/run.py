@@ -37,7 +37,8 @@ def _check(cfg: SweepConfig):
     if cfg.max_pairs is not None and cfg.max_pairs < 1:
         raise InputError(f"--max-pairs {cfg.max_pairs} leaves no pair", "give an integer ≥ 1, or leave it unset")
     if cfg.latency not in LATENCY_BACKENDS:
-        raise InputError(f"--latency {cfg.latency!r} is not a backend", f"use one of {', '.join(LATENCY_BACKENDS)}")
+        raise InputError(f"--backend {cfg.latency!r} is not a latency backend",
+                         f"use one of {', '.join(LATENCY_BACKENDS)}")
     from .llm import LLM_DTYPES
 
     if cfg.llm_dtype not in LLM_DTYPES:
@@ -46,8 +47,8 @@ def _check(cfg: SweepConfig):
     if cfg.latency_runs < 1:
         raise InputError(f"--latency-runs {cfg.latency_runs} times nothing", "give an integer ≥ 1")
     if constraint.kind == "max_ms" and cfg.latency == "none":
-        raise InputError("--max-ms needs the vision-path latency, and --latency none measures none",
-                         "use --latency onnxruntime (default) or pytorch")
+        raise InputError("--max-ms needs the vision-path latency, and --backend none measures none",
+                         "use --backend onnxruntime (default), tensorrt or pytorch")
     if cfg.export and constraint.kind is None:
         raise InputError("--export exports the pick, and no constraint picks one",
                          "add --tokens N, --max-ms X or --min-agreement A")
@@ -62,6 +63,39 @@ def _check(cfg: SweepConfig):
         raise OutputError(f"{out} already exists", "pass --force to replace it, or choose another --out")
     ensure_writable_parent(out, probe_only=True)
     return constraint, prompts, listed, out
+
+
+def _check_backend(cfg: SweepConfig, out: Path):
+    """--profile, --variants and --backend tensorrt, before any model is loaded: bad values exit 2, then a missing
+    TensorRT or GPU exits 3 (as `tokcomp build` orders them). Returns the TrtEngines set-up, or None."""
+    if cfg.profile is not None and cfg.latency != "tensorrt":
+        raise InputError(f"--profile {cfg.profile} says how TensorRT engines are built, and --backend {cfg.latency} "
+                         "builds none", "add --backend tensorrt, or drop --profile")
+    if cfg.variants and not cfg.export:
+        raise InputError(f"--variants {','.join(cfg.variants)} are made in the exported bundle, and --export was not "
+                         "given", "add --export (with a constraint that picks), or drop --variants")
+    from ..export.variants import parse_variant_key
+
+    fp16 = False
+    for key in cfg.variants:
+        precision, _ = parse_variant_key(key)  # InputError naming the keys for a typo
+        if precision == "int8":
+            raise InputError(f"--variants {key}: int8 needs calibration, which runs on an exported bundle",
+                             "export first, then run `tokcomp calibrate BUNDLE --images DIR`")
+        fp16 = fp16 or precision == "fp16"
+    engines = None
+    if cfg.latency == "tensorrt":
+        from .trt_latency import TrtEngines, check_profile, require_tensorrt
+
+        profile = check_profile(cfg.profile)
+        fp16 = fp16 or profile.precision == "fp16"
+        require_tensorrt()  # RuntimeMissing (exit 3) in one line; nothing loaded, exported or written yet
+        engines = TrtEngines(model=cfg.model, profile=cfg.profile or profile.name, beside=out)
+    if fp16:
+        from ..extras import require_extra
+
+        require_extra("export", "an fp16 variant (ModelOpt AutoCast)", ("modelopt",))
+    return engines
 
 
 def _pairs(cfg: SweepConfig, prompts: list[str], listed, policy):
@@ -107,8 +141,10 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
     """
     from ..extras import require_extra
 
+    exports = cfg.latency == "tensorrt" or cfg.export  # the normal export pipeline runs (onnxslim included)
     modules = ("torch", "transformers", "safetensors") + (("onnxscript", "onnxruntime")
-                                                           if cfg.latency == "onnxruntime" or cfg.export else ())
+                                                           if cfg.latency == "onnxruntime" or exports else ()) + (
+        ("onnxslim",) if exports else ())
     require_extra("export", "tokcomp sweep", modules)  # exit 3 naming [export], before any work
     import torch
 
@@ -127,6 +163,7 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
     vlm = resolve_vlm(cfg.model)
     cands = parse_candidates(cfg.candidates, vlm) if cfg.candidates is not None else candidate_grid(vlm)
     runnable = [c for c in cands if c.refused is None]
+    engines = _check_backend(cfg, out)  # exit 2 for bad values, then 3 without TensorRT/GPU: before any model loads
     with stage(f"load {cfg.model} (LLM included) and its vision path", quiet=cfg.quiet):
         lm = load_language_model(cfg.model, cfg.llm_dtype)
         loaded = load_vlm(cfg.model)
@@ -143,10 +180,12 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
 
     t_lat = time.perf_counter()
     with _progress(len(runnable), cfg.quiet or cfg.latency == "none") as bar:
-        what = "ONNX export per candidate" if cfg.latency == "onnxruntime" else "latency set-up"
+        what = {"onnxruntime": "ONNX export per candidate",
+                "tensorrt": "TensorRT engine per candidate (export + build)"}.get(cfg.latency, "latency set-up")
         task = bar.add_task(what, total=len(runnable))
         lat = measure_latency(paths, {c.spec: c.plan for c in runnable}, pixels[:1], cfg.latency, cfg.latency_runs,
-                              progress=lambda spec: bar.advance(task))
+                              progress=lambda spec: bar.advance(task), engines=engines,
+                              starting=lambda spec: bar.update(task, description=f"{what}: {spec}"))
     lat_s = time.perf_counter() - t_lat
     native = next(c.tokens for c in runnable if c.spec == "none")
     mean_text = round(sum(text_tokens) / len(text_tokens))
@@ -279,19 +318,32 @@ def _examples(lm, encoder, params, pairs, refs, k, spec) -> list[dict[str, Any]]
     return out
 
 
-def _validate(cfg: SweepConfig, bundle: Path) -> dict[str, Any]:
-    """`tokcomp validate` of the exported pick on the sweep's images (ONNX Runtime CPU vs PyTorch); its report
-    goes to bundle/reports, linked from sweep.html by a path relative to the sweep folder."""
+def _validate(cfg: SweepConfig, tmp: Path, engine: Path | None) -> dict[str, Any]:
+    """`tokcomp validate` of the exported pick on the sweep's images: its engine when one was built (--backend
+    tensorrt), else the bundle on ONNX Runtime CPU, both against PyTorch. The report goes to bundle/reports and
+    links back to sweep.html / sweep.json by paths relative to that folder; sweep.html links the report by a
+    path relative to the sweep folder."""
+    import os
+
     from ..validation import ValidateConfig, validate
 
     t0 = time.perf_counter()
-    res = validate(ValidateConfig(target=bundle, images=Path(cfg.images), max_images=4,
-                                  iterations=cfg.latency_runs, quiet=cfg.quiet))
-    paths = {k: str(Path(v).relative_to(bundle.parent)) for k, v in res.report_paths.items()}
-    return {"passed": res.passed, "failures": res.failures, "reports": paths, "seconds": time.perf_counter() - t0}
+    bundle = tmp / "bundle"
+    reports = bundle / "reports"
+    links = (("the sweep that picked this compression", os.path.relpath(tmp / "sweep.html", reports)),
+             ("sweep.json", os.path.relpath(tmp / "sweep.json", reports)))
+    res = validate(ValidateConfig(target=engine if engine is not None else bundle,
+                                  bundle=bundle if engine is not None else None, images=Path(cfg.images),
+                                  max_images=4, iterations=cfg.latency_runs, out_dir=reports, links=links,
+                                  quiet=cfg.quiet))
+    paths = {k: str(Path(v).relative_to(tmp)) for k, v in res.report_paths.items()}
+    return {"passed": res.passed, "failures": res.failures, "reports": paths, "target": res.report["target"]["label"],
+            "seconds": time.perf_counter() - t0}
 
 
 def _write(cfg: SweepConfig, result: SweepResult, out: Path, pick: str | None, t_start: float) -> None:
+    """sweep.json + sweep.html, and with --export the pick's bundle (its --variants made), its engine (--backend
+    tensorrt) and its validation, all in one staged folder: a failed export, build or validation leaves nothing."""
     import json
 
     from .report import render_html
@@ -301,10 +353,22 @@ def _write(cfg: SweepConfig, result: SweepResult, out: Path, pick: str | None, t
             from ..export import ExportConfig, export_bundle
 
             t0 = time.perf_counter()
-            export_bundle(ExportConfig(model=cfg.model, compress=pick, out=tmp / "bundle", quiet=cfg.quiet))
+            export_bundle(ExportConfig(model=cfg.model, compress=pick, out=tmp / "bundle",
+                                       variants=tuple(cfg.variants), quiet=cfg.quiet))
             result.bundle = str(out / "bundle")
             result.timing["export_s"] = time.perf_counter() - t0
-            result.validation = _validate(cfg, tmp / "bundle")
+            engine = None
+            if cfg.latency == "tensorrt":
+                from ..engines.build import BuildConfig, build_engine
+
+                from .trt_latency import DEFAULT_PROFILE
+
+                t0 = time.perf_counter()
+                engine = build_engine(BuildConfig(bundle=tmp / "bundle", profile=cfg.profile or DEFAULT_PROFILE,
+                                                  engines_dir=tmp / "engines", quiet=cfg.quiet)).engine_path
+                result.engine = str(out / engine.relative_to(tmp))
+                result.timing["build_s"] = time.perf_counter() - t0
+            result.validation = _validate(cfg, tmp, engine)
         result.out = str(out)
         result.timing["total_s"] = time.perf_counter() - t_start
         d = result.to_dict()

@@ -41,6 +41,8 @@ class ValidateConfig:
         allow_fallback: accept an ONNX Runtime session that lacks a requested accelerator (CUDA, TensorRT EP)
             and runs on CPU instead — a warning then; without it the validation fails.
         out_dir: where reports go (default `<bundle>/reports`).
+        links: (label, href) pairs the report links to, e.g. the sweep that chose this compression; each href
+            relative to the reports folder (`out_dir`), so the link survives moving the folder tree.
         quiet: no progress display.
         argv: the command line, recorded in the report (informational).
     """
@@ -66,6 +68,7 @@ class ValidateConfig:
     native_fp16: bool = False
     allow_fallback: bool = False
     out_dir: Path | None = None
+    links: tuple[tuple[str, str], ...] = ()
     quiet: bool = False
     argv: tuple[str, ...] = field(default=())
 
@@ -85,6 +88,11 @@ class ValidateConfig:
         for b in self.batches:
             if b < 1:
                 raise InputError(f"--batch {b}: batch sizes are positive integers", "e.g. --batch 1,8")
+        for link in self.links:
+            href = str(link[1]) if len(link) == 2 else ""
+            if not href or Path(href).is_absolute() or "://" in href:
+                raise InputError(f"report link {link!r} is not a (label, relative path) pair",
+                                 "give hrefs relative to the reports folder, e.g. ('sweep', '../../sweep.html')")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -93,6 +101,7 @@ class ValidateConfig:
         d["batches"] = list(self.batches)
         d["llms"] = list(self.llms)
         d["argv"] = list(self.argv)
+        d["links"] = [list(x) for x in self.links]
         return d
 
 

@@ -344,6 +344,7 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
         "warnings": warnings,
         "notes": notes,
         "config": cfg.to_dict(),
+        "links": [{"label": str(label), "href": str(href)} for label, href in cfg.links],
         "target": {
             "kind": target.kind, "path": str(target.path), "variant": target.variant,
             "precision": target.precision, "label": target.label, "batch_range": list(target.batch_range),

@@ -73,6 +73,12 @@ def accuracy_plots(report: dict[str, Any]) -> list[str]:
     return out
 
 
+def links_line(links: list[dict[str, str]]) -> str:
+    """The report's links to where it came from (e.g. the sweep that chose the compression), relative hrefs."""
+    return ("<p>See also: " + " · ".join(f"<a href='{escape(x['href'], quote=True)}'>{escape(x['label'])}</a>"
+                                         for x in links) + "</p>")
+
+
 def render_html(report: dict[str, Any]) -> str:
     """Render a report dict (as loaded from its JSON) to one self-contained HTML page."""
     t = report["target"]
@@ -81,6 +87,8 @@ def render_html(report: dict[str, Any]) -> str:
     parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
              f"<title>{escape(title)}</title><style>{CSS}</style></head><body>",
              f"<h1>{escape(title)} <span class='badge {'pass' if ok else 'fail'}'>{T.verdict(report)}</span></h1>"]
+    if report.get("links"):
+        parts.append(links_line(report["links"]))
     for w in report.get("warnings", []):
         parts.append(f"<div class='warn'>⚠ {escape(w)}</div>")
     if report.get("failures"):

@@ -21,6 +21,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     """Render a report dict (as loaded from its JSON) to Markdown."""
     t = report["target"]
     out = [f"# tokcomp validation — {report['bundle']['name']} · {t['label']}: **{T.verdict(report)}**", ""]
+    if report.get("links"):
+        out += ["See also: " + " · ".join(f"[{x['label']}](<{x['href']}>)" for x in report["links"]), ""]
     if report.get("failures"):
         out += ["## Failures", ""] + [f"- {f}" for f in report["failures"]] + [""]
     for w in report.get("warnings", []):
