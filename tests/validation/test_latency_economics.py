@@ -94,4 +94,4 @@ def test_presets_and_custom():
 def test_token_economics_section():
     e = token_economics(197, 49, [TINY], text_tokens=0)
     assert e["tokens_in"] == 197 and e["tokens_out"] == 49 and e["ratio"] == pytest.approx(49 / 197)
-    assert "F(n) = L·[" in e["formula"] and len(e["llms"]) == 1
+    assert "F(n) = L_kv·[" in e["formula"] and len(e["llms"]) == 1

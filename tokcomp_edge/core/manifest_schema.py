@@ -260,7 +260,10 @@ BLOCK = Obj(required={"index": NONNEG, "module": Str(), "output": Str()})
 
 # A VLM bundle's section (vlm/plan.py VlmPlan.to_dict): what `inspect` and the report's token economics read.
 LLM = Obj(required={"model_type": Str(), "hidden": POS, "layers": POS, "heads": POS, "kv_heads": POS, "mlp": POS,
-                    "gated": Bool()}, optional={"kv_layers": NONNEG})
+                    "gated": Bool()},
+          optional={"kv_layers": NONNEG, "head_dim": POS, "attn_gate": Bool(), "conv_layers": NONNEG,
+                    "conv_kernel": POS, "linear_layers": NONNEG, "linear_k_heads": POS, "linear_k_dim": POS,
+                    "linear_v_heads": POS, "linear_v_dim": POS, "linear_conv_kernel": POS})
 # Qwen-VL: what the LLM side needs to place one tile's tokens (vlm/plan.py _qwen_section).
 QWEN = Obj(required={"image_grid_thw": List(POS, length=3), "merge_size": POS, "llm_tokens": POS,
                      "deepstack_outputs": List(Str(pattern=r"deepstack_\d+", what="deepstack_<i>"))},

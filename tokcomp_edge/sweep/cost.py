@@ -14,7 +14,7 @@ import statistics
 import time
 from typing import Any
 
-from ..validation.economics import LlmShape, llm_saving
+from ..validation.economics import LlmShape, llm_from_facts, llm_saving
 
 LATENCY_BACKENDS = ("onnxruntime", "tensorrt", "pytorch", "none")
 
@@ -22,8 +22,7 @@ LATENCY_BACKENDS = ("onnxruntime", "tensorrt", "pytorch", "none")
 def llm_shape(vlm_spec) -> LlmShape:
     """The LLM's shape from the VLM's text_config (vlm/spec.py LlmFacts)."""
     f = vlm_spec.llm
-    return LlmShape(name=f"{vlm_spec.family.model_type} LLM ({f.model_type})", hidden=f.hidden, layers=f.layers,
-                    mlp=f.mlp, heads=f.heads, kv_heads=f.kv_heads, gated=f.gated, kv_layers=f.kv_layers)
+    return llm_from_facts(f"{vlm_spec.family.model_type} LLM ({f.model_type})", f.to_dict())
 
 
 def tiles_per_image(vlm_spec) -> int:

@@ -2,16 +2,36 @@
 
 Prefill cost of a decoder-only transformer on a prompt of n tokens (multiply–add = 2 FLOPs; the
 causal mask is not discounted, as dense attention kernels compute the full square; norms, rotary
-embeddings, softmax and the LM head are left out — the head runs on the last position only):
+embeddings, softmax, elementwise gates and the LM head are left out — the head runs on the last position
+only). Every layer has its MLP; what mixes the tokens depends on the layer's kind (text_config.layer_types):
 
-    F(n) = L · [ 4·n·d·(d + d_kv)        q, o projections (d×d) + k, v projections (d×d_kv)
-               + 4·n²·d                  Q·Kᵀ and attention·V
-               + 2·g·n·d·m ]             MLP: g = 3 matrices when gated (SwiGLU), 2 otherwise
-    d_kv = d · kv_heads / heads
+    F(n) = Σ_layers mixer(n) + L · 2·g·n·d·m          MLP: g = 3 matrices when gated (SwiGLU), 2 otherwise
+    attention  (L_kv layers, softmax; sliding-window ones too, charged the full square like the causal mask)
+             = 2·n·d·(a·q + 2·q_kv) + 2·n·q·d       q, k, v and o projections; a = 2 when q_proj also
+                                                     writes an output gate (Qwen3.5), else 1
+             + 4·n²·q                                Q·Kᵀ and attention·V — the only term in n²
+    q = heads · head_dim, q_kv = kv_heads · head_dim (head_dim = d / heads unless the config sets it)
+    conv       (LFM2 Lfm2ShortConv) = 2·n·d·3d + 2·n·d·d + 2·n·d·K      in_proj (B, C, x), out_proj, depthwise
+                                                                         conv of kernel K = conv_L_cache
+    linear attention (Qwen3.5 Qwen3_5GatedDeltaNet; H_k, d_k key heads and width, H_v, d_v value ones,
+             c = 2·H_k·d_k + H_v·d_v the convolved q, k, v channels, K its kernel)
+             = 2·n·d·(c + H_v·d_v + 2·H_v) + 2·n·H_v·d_v·d               in_proj_qkv, _z, _b, _a; out_proj
+             + 2·n·c·K                                                   depthwise conv
+             + n·H_v·[4·C·d_k + 2·C·d_v + (C − 1)·(d_k + d_v) + 6·d_k·d_v]   the chunked gated delta rule, C = 64
+    other non-caching layers (a bundle that records kv_layers but not the kinds): the attention
+             projections without the n² term
+
+The gated delta rule is counted as transformers' torch_chunk_gated_delta_rule computes it per chunk of C
+tokens and value head: kβ·Kᵀ and Q·Kᵀ (2·C²·d_k each), the intra-chunk attention·V (2·C²·d_v), the
+state read by the keys and by the queries and its update (2·C·d_k·d_v each), and the two unit-triangular
+solves by forward substitution (C·(C − 1)·d_v and C·(C − 1)·d_k); the padding of n to a multiple of C is
+left out. LFM2's and the delta rule's convolutions are counted on n outputs (the reference kernel computes
+K − 1 more and drops them). tests/validation/test_economics_hybrid.py checks all of it against torch's
+FLOP counter on transformers' own Lfm2Model and Qwen3_5TextModel.
 
 Saved per image (per tile for a VLM path, whose processor may cut one image into several tiles)
     = F(t + tokens_in) − F(t + tokens_out), t = text tokens in the same prompt.
-KV cache saved per image or tile = 2 · L_kv · (tokens_in − tokens_out) · d_kv · bytes per value, L_kv the
+KV cache saved per image or tile = 2 · L_kv · (tokens_in − tokens_out) · q_kv · bytes per value, L_kv the
 layers that cache keys and values: all of them, except in hybrid LLMs, whose convolution (LFM2) or linear-
 attention (Qwen3.5) layers keep a state that does not grow with the prompt.
 """
@@ -22,14 +42,19 @@ from dataclasses import asdict, dataclass
 
 from ..errors import InputError
 
-FORMULA = ("F(n) = L·[4·n·d·(d + d_kv) + 4·n²·d + 2·g·n·d·m], d_kv = d·kv_heads/heads, "
+FORMULA = ("F(n) = L_kv·[2·n·d·(a·q + 2·q_kv) + 2·n·q·d + 4·n²·q] + L·2·g·n·d·m + the conv / linear-attention "
+           "layers of hybrid LLMs (linear in n; validation/economics.py), q = heads·head_dim, "
+           "q_kv = kv_heads·head_dim (head_dim = d/heads by default), a = 2 with an attention output gate, else 1, "
            "g = 3 (gated MLP) or 2; saved = F(t + tokens_in) − F(t + tokens_out); "
-           "KV cache saved = 2·L_kv·(tokens_in − tokens_out)·d_kv·bytes, L_kv = layers with a KV cache")
+           "KV cache saved = 2·L_kv·(tokens_in − tokens_out)·q_kv·bytes, L_kv = layers with a KV cache")
+
+# transformers' torch_chunk_gated_delta_rule chunk length (flash-linear-attention's kernels use 64 too).
+DELTA_CHUNK = 64
 
 
 @dataclass(frozen=True)
 class LlmShape:
-    """The decoder dimensions that set prefill cost.
+    """The decoder dimensions that set prefill cost (the module docstring's symbols).
 
     Attributes:
         name: preset name or "custom".
@@ -38,8 +63,13 @@ class LlmShape:
         mlp: MLP inner width m.
         heads, kv_heads: attention heads and key/value heads (GQA when kv_heads < heads).
         gated: SwiGLU-style MLP with three matrices (Llama, Qwen2, Vicuna: True).
-        kv_layers: layers with a KV cache L_kv (None: all `layers`; fewer in hybrid LLMs such as LFM2 and
-            Qwen3.5, vlm/spec.py kv_cache_layers).
+        kv_layers: layers with a KV cache L_kv, the softmax-attention ones (None: all `layers`; fewer in
+            hybrid LLMs such as LFM2 and Qwen3.5, vlm/spec.py kv_cache_layers).
+        head_dim: attention head width (None: hidden / heads).
+        attn_gate: q_proj also writes a per-head output gate, twice its width (Qwen3.5's attention).
+        conv_layers, conv_kernel: LFM2's short-convolution layers and their kernel (conv_L_cache).
+        linear_layers: Qwen3.5's gated-DeltaNet linear-attention layers; linear_k_heads, linear_k_dim,
+            linear_v_heads, linear_v_dim, linear_conv_kernel: their dimensions (text_config.linear_*).
     """
 
     name: str
@@ -50,13 +80,35 @@ class LlmShape:
     kv_heads: int
     gated: bool = True
     kv_layers: int | None = None
+    head_dim: int | None = None
+    attn_gate: bool = False
+    conv_layers: int = 0
+    conv_kernel: int = 0
+    linear_layers: int = 0
+    linear_k_heads: int = 0
+    linear_k_dim: int = 0
+    linear_v_heads: int = 0
+    linear_v_dim: int = 0
+    linear_conv_kernel: int = 0
 
     def __post_init__(self):
         if self.kv_layers is None:
             object.__setattr__(self, "kv_layers", self.layers)
+        if self.kv_layers + self.conv_layers + self.linear_layers > self.layers:
+            raise InputError(f"LLM {self.name!r}: {self.kv_layers} attention + {self.conv_layers} conv + "
+                             f"{self.linear_layers} linear-attention layers exceed its {self.layers} layers",
+                             "the layer kinds come from text_config.layer_types; re-export the bundle")
+
+    @property
+    def q_dim(self) -> float:
+        """Width of the queries (and of the attention output): heads · head_dim."""
+        return self.heads * self.head_dim if self.head_dim else float(self.hidden)
 
     @property
     def kv_dim(self) -> float:
+        """Width of the cached keys (and values) per layer: kv_heads · head_dim."""
+        if self.head_dim:
+            return self.kv_heads * self.head_dim
         return self.hidden * self.kv_heads / self.heads
 
     def to_dict(self) -> dict:
@@ -108,11 +160,32 @@ def custom_llm(hidden: int, layers: int, mlp: int | None = None, heads: int | No
                     kv_heads=kv_heads, gated=gated)
 
 
+def prefill_terms(llm: LlmShape, n: int) -> dict[str, float]:
+    """The module docstring's F(n) term by term, summed over the layers of each kind (FLOPs for n tokens)."""
+    d, g = llm.hidden, (3 if llm.gated else 2)
+    q, kv = llm.q_dim, llm.kv_dim
+    attn_proj = 2 * n * d * ((2 if llm.attn_gate else 1) * q + 2 * kv) + 2 * n * q * d
+    other = llm.layers - llm.kv_layers - llm.conv_layers - llm.linear_layers
+    hk, dk, hv, dv = llm.linear_k_heads, llm.linear_k_dim, llm.linear_v_heads, llm.linear_v_dim
+    c = 2 * hk * dk + hv * dv
+    return {
+        "attention_projections": float(llm.kv_layers * attn_proj),
+        "attention_scores": float(llm.kv_layers * 4 * n * n * q),
+        "conv": float(llm.conv_layers * (2 * n * d * 3 * d + 2 * n * d * d + 2 * n * d * llm.conv_kernel)),
+        "linear_attention_projections": float(llm.linear_layers * (2 * n * d * (c + hv * dv + 2 * hv)
+                                                                   + 2 * n * hv * dv * d
+                                                                   + 2 * n * c * llm.linear_conv_kernel)),
+        "linear_attention_core": float(llm.linear_layers * n * hv * (4 * DELTA_CHUNK * dk + 2 * DELTA_CHUNK * dv
+                                                                     + (DELTA_CHUNK - 1) * (dk + dv)
+                                                                     + 6 * dk * dv)),
+        "other_projections": float(other * attn_proj),
+        "mlp": float(llm.layers * 2 * g * n * d * llm.mlp),
+    }
+
+
 def prefill_flops(llm: LlmShape, n: int) -> float:
     """F(n) of the module docstring: prefill FLOPs for an n-token prompt."""
-    d, m, g = llm.hidden, llm.mlp, (3 if llm.gated else 2)
-    per_layer = 4 * n * d * (d + llm.kv_dim) + 4 * n * n * d + 2 * g * n * d * m
-    return float(llm.layers * per_layer)
+    return float(sum(prefill_terms(llm, n).values()))
 
 
 @dataclass
@@ -161,10 +234,22 @@ def bundle_llm(manifest: dict) -> LlmShape | None:
     llm = vlm.get("llm")
     if not llm:
         return None
-    return LlmShape(name=f"{vlm.get('family')} LLM ({llm['model_type']})", hidden=int(llm["hidden"]),
-                    layers=int(llm["layers"]), mlp=int(llm["mlp"]), heads=int(llm["heads"]),
-                    kv_heads=int(llm["kv_heads"]), gated=bool(llm["gated"]),
-                    kv_layers=int(llm["kv_layers"]) if "kv_layers" in llm else None)  # older bundles: all layers
+    return llm_from_facts(f"{vlm.get('family')} LLM ({llm['model_type']})", llm)
+
+
+# The optional keys of a manifest's vlm.llm (vlm/spec.py LlmFacts) beyond the required dimensions; a bundle
+# written before one was recorded leaves it at LlmShape's default (kv_layers: every layer).
+_OPTIONAL_FACTS = ("kv_layers", "head_dim", "attn_gate", "conv_layers", "conv_kernel", "linear_layers",
+                   "linear_k_heads", "linear_k_dim", "linear_v_heads", "linear_v_dim", "linear_conv_kernel")
+
+
+def llm_from_facts(name: str, facts: dict) -> LlmShape:
+    """An LlmShape from a VLM's LLM facts (a manifest's vlm.llm, or vlm/spec.py LlmFacts.to_dict())."""
+    extra = {k: (bool(facts[k]) if k == "attn_gate" else int(facts[k]))
+             for k in _OPTIONAL_FACTS if facts.get(k) is not None}
+    return LlmShape(name=name, hidden=int(facts["hidden"]), layers=int(facts["layers"]), mlp=int(facts["mlp"]),
+                    heads=int(facts["heads"]), kv_heads=int(facts["kv_heads"]), gated=bool(facts["gated"]),
+                    **extra)
 
 
 def economics_llms(cfg, manifest: dict) -> list[LlmShape]:

@@ -25,7 +25,9 @@ class LlmFacts:
 
     `layers` counts every decoder layer; `kv_layers` only those that keep a per-token KV cache: hybrid
     LLMs mix attention with layers whose state does not grow with the prompt (LFM2's short convolutions,
-    Qwen3.5's linear attention), named in text_config.layer_types.
+    Qwen3.5's linear attention), named in text_config.layer_types. The other fields size those layers for
+    the prefill FLOPs (validation/economics.py LlmShape, same names); to_dict leaves out the kinds a model
+    does not have.
     """
 
     model_type: str
@@ -36,13 +38,38 @@ class LlmFacts:
     mlp: int
     gated: bool
     kv_layers: int | None = None  # None: every layer
+    head_dim: int | None = None  # None: hidden / heads
+    attn_gate: bool = False
+    conv_layers: int = 0
+    conv_kernel: int = 0
+    linear_layers: int = 0
+    linear_k_heads: int = 0
+    linear_k_dim: int = 0
+    linear_v_heads: int = 0
+    linear_v_dim: int = 0
+    linear_conv_kernel: int = 0
 
     def __post_init__(self):
         if self.kv_layers is None:
             object.__setattr__(self, "kv_layers", self.layers)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not self.attn_gate:
+            del d["attn_gate"]
+        for kind, keys in (("conv_layers", ("conv_kernel",)), ("linear_layers", _LINEAR_DIMS)):
+            if not d[kind]:
+                for k in (kind, *keys):
+                    del d[k]
+        if d["head_dim"] is None:
+            del d["head_dim"]
+        return d
+
+
+# text_config.linear_* of Qwen3.5 / Qwen3-Next's gated-DeltaNet layers, as LlmFacts names them.
+_LINEAR_DIMS = ("linear_k_heads", "linear_k_dim", "linear_v_heads", "linear_v_dim", "linear_conv_kernel")
+_LINEAR_CONFIG = ("linear_num_key_heads", "linear_key_head_dim", "linear_num_value_heads", "linear_value_head_dim",
+                  "linear_conv_kernel_dim")
 
 
 @dataclass(frozen=True)
@@ -149,20 +176,46 @@ def _int_layer(value: Any, where: str) -> int:
 NO_KV_LAYERS = frozenset({"conv", "linear_attention"})
 
 
-def kv_cache_layers(text) -> int:
-    """Decoder layers of a text config that keep a KV cache (text_config.layer_types; LFM2's
-    full_attn_idxs when layer_types is absent; every layer otherwise)."""
+def layer_kinds(text) -> list[str]:
+    """The kind of each decoder layer of a text config: text_config.layer_types; LFM2's full_attn_idxs
+    (the rest "conv") when layer_types is absent; every layer "full_attention" otherwise."""
     n = int(text.num_hidden_layers)
     types = getattr(text, "layer_types", None)
     if types:
-        return sum(1 for t in list(types)[:n] if str(t) not in NO_KV_LAYERS)
+        return [str(t) for t in list(types)[:n]]
     idxs = getattr(text, "full_attn_idxs", None)
     if idxs is not None:
-        return sum(1 for i in set(int(i) for i in idxs) if 0 <= i < n)
-    return n
+        keep = set(int(i) for i in idxs)
+        return ["full_attention" if i in keep else "conv" for i in range(n)]
+    return ["full_attention"] * n
 
 
-def _llm(text) -> LlmFacts:
+def kv_cache_layers(text) -> int:
+    """Decoder layers of a text config that keep a KV cache (layer_kinds not in NO_KV_LAYERS)."""
+    return sum(1 for t in layer_kinds(text) if t not in NO_KV_LAYERS)
+
+
+# Text models whose attention q_proj also writes a per-head sigmoid output gate (twice its width).
+GATED_ATTENTION_TEXT = frozenset({"qwen3_5_text", "qwen3_next"})
+
+
+def _mixer_facts(text, mt: str) -> dict[str, Any]:
+    """head_dim, the output gate and the conv / linear-attention layers' sizes (for the prefill FLOPs)."""
+    kinds = layer_kinds(text)
+    out: dict[str, Any] = {"attn_gate": mt in GATED_ATTENTION_TEXT}
+    hd = getattr(text, "head_dim", None)
+    if hd and int(hd) * int(text.num_attention_heads) != int(text.hidden_size):
+        out["head_dim"] = int(hd)  # recorded only where it is not hidden / heads (Qwen3.5-27B, Gemma 3)
+    if "conv" in kinds:
+        out.update(conv_layers=kinds.count("conv"), conv_kernel=int(text.conv_L_cache))
+    if "linear_attention" in kinds:
+        out["linear_layers"] = kinds.count("linear_attention")
+        out.update({mine: int(getattr(text, theirs)) for mine, theirs in zip(_LINEAR_DIMS, _LINEAR_CONFIG)})
+    return out
+
+
+def llm_facts(text) -> LlmFacts:
+    """The LlmFacts of a text config (a VLM's text_config, completed by transformers' config class)."""
     heads = int(text.num_attention_heads)
     kv = int(getattr(text, "num_key_value_heads", None) or heads)
     mt = str(getattr(text, "model_type", ""))
@@ -174,7 +227,8 @@ def _llm(text) -> LlmFacts:
             step = int(text.block_multiple_of)
             mlp = step * ((int(text.block_ffn_dim_multiplier * mlp) + step - 1) // step)
     return LlmFacts(model_type=mt, hidden=int(text.hidden_size), layers=int(text.num_hidden_layers), heads=heads,
-                    kv_heads=kv, mlp=mlp, gated=mt not in UNGATED_TEXT, kv_layers=kv_cache_layers(text))
+                    kv_heads=kv, mlp=mlp, gated=mt not in UNGATED_TEXT, kv_layers=kv_cache_layers(text),
+                    **_mixer_facts(text, mt))
 
 
 def vlm_spec(name: str, model_type: str, cfg: dict[str, Any], preprocessor: dict[str, Any] | None,
@@ -253,5 +307,5 @@ def vlm_spec(name: str, model_type: str, cfg: dict[str, Any], preprocessor: dict
     else:
         out = int(text.hidden_size)
     return VlmSpec(name=name, family=fam, tower=tower, feature_layer=feature_layer, select=select,
-                   shuffle=shuffle, pool=pool, projector_out=out, llm=_llm(text), config=conf.to_dict(),
+                   shuffle=shuffle, pool=pool, projector_out=out, llm=llm_facts(text), config=conf.to_dict(),
                    preprocessor=pre, preprocessor_source=preprocessor_file if pre else FAMILY_DEFAULT)
