@@ -181,3 +181,16 @@ def test_validate_config_refuses_absolute_links(tmp_path):
     for bad in (("sweep", str(tmp_path / "sweep.html")), ("sweep", "https://example.com/x"), ("sweep", "")):
         with pytest.raises(InputError):
             ValidateConfig(target=tmp_path, links=(bad,)).check()
+
+
+def test_timing_is_interleaved_across_candidates():
+    """The loop every backend (tensorrt's engines included) is timed by: round r calls each candidate once, in
+    order; warm-up rounds are not kept."""
+    from tokcomp_edge.sweep.cost import _interleaved
+
+    log = []
+    calls = {s: (lambda x, s=s: log.append((s, x)), i) for i, s in enumerate(["none", "pool:2", "tome:4"])}
+    samples = _interleaved(calls, runs=3, warmup=2)
+    assert log == [("none", 0), ("pool:2", 1), ("tome:4", 2)] * 5
+    assert {s: len(v) for s, v in samples.items()} == {"none": 3, "pool:2": 3, "tome:4": 3}
+    assert all(t >= 0 for v in samples.values() for t in v)

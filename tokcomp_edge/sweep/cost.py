@@ -84,6 +84,8 @@ def measure_latency(paths: dict[str, Any], plans: dict[str, Any], pixel, backend
     if backend == "none":
         return {"backend": "none", "label": "not measured", "runs": 0, "per_candidate": {}}
     if backend == "tensorrt":
+        if engines is None:
+            raise ValueError("measure_latency(backend='tensorrt') needs engines=TrtEngines(…) (sweep/trt_latency.py)")
         x = pixel.numpy()
         with engines.open(list(paths), starting=starting, done=progress) as opened:
             samples = _interleaved({s: (b.infer, x) for s, b in opened.items()}, runs, warmup)
