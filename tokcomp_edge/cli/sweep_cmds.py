@@ -32,8 +32,8 @@ def sweep(
                                          "on: onnxruntime (CPU) | tensorrt (an engine per candidate; needs TensorRT "
                                          "and a GPU) | pytorch | none.")] = "onnxruntime",
     profile: Annotated[Optional[str], typer.Option("--profile", "-p", help="With --backend tensorrt: the build "
-                                                   "profile of the engines (`tokcomp profiles`, or a .toml) "
-                                                   "[default: fp16].")] = None,
+                                                   "profile of the engines: a preset of `tokcomp profiles` or "
+                                                   "a .toml file; fp16 when not given.")] = None,
     latency_runs: Annotated[int, typer.Option(help="Timed calls per candidate (interleaved).")] = 15,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap intervals.")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Folder for sweep.json + sweep.html [default: "
