@@ -81,8 +81,9 @@ def test_plan_of_builds(llava, tmp_path):
     model = f"hf:{llava[0]}"
     jobs = plan_jobs(["none", "pool:2", "prune:16:cls-attn"], "fp16", tmp_path / "scratch")
     assert [j.spec for j in jobs] == ["none", "pool:2", "prune:16:cls-attn"]
-    assert len({j.bundle for j in jobs}) == 3 and all(j.bundle.is_relative_to(tmp_path / "scratch") for j in jobs)
-    assert all(j.engines_dir.parent == j.bundle.parent and j.profile == "fp16" for j in jobs)
+    assert len({j.bundle.name for j in jobs}) == 3 and all(j.bundle.parent == tmp_path / "scratch" for j in jobs)
+    # One engines root (one timing cache); the engines themselves go to engines/<bundle name>/.
+    assert {j.engines_dir for j in jobs} == {tmp_path / "scratch" / "engines"} and {j.profile for j in jobs} == {"fp16"}
     exp = jobs[1].export_config(model)
     assert (exp.compress, exp.batch_min, exp.batch_max, exp.out) == ("pool:2", 1, 1, jobs[1].bundle)
 
@@ -95,7 +96,8 @@ def test_plan_of_builds(llava, tmp_path):
                      "input": "pixel_values", "shapes": {"min": [1, 3, 128, 128], "opt": [1, 3, 128, 128],
                                                          "max": [1, 3, 128, 128]}}
     assert not plan.variant_ready  # build_engine makes the AutoCast fp16 variant first, as `tokcomp build` does
-    assert plan.engine_path.is_relative_to(jobs[1].engines_dir)
+    assert plan.engine_path.parent == jobs[1].engines_dir / jobs[1].bundle.name
+    assert plan.timing_cache_path.parent == jobs[1].engines_dir / "timing"
     # An fp32 profile builds the exported graph itself.
     from dataclasses import replace
 

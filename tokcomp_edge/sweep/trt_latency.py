@@ -91,15 +91,13 @@ class EngineJob:
 
 
 def plan_jobs(specs: list[str], profile: str | Path, scratch: Path) -> list[EngineJob]:
-    """One EngineJob per candidate, each in its own folder of `scratch` (spec slugs are unique per spec)."""
+    """One EngineJob per candidate: its bundle in its own folder of `scratch` (the folder name is the bundle's
+    name, which names its engine folder), one engines root for all, so that every build after the first reads
+    and extends the same timing cache (profile `timing_cache = "auto"`: the towers' layers repeat)."""
     from ..compression import parse_spec
 
-    jobs = []
-    for i, spec in enumerate(specs):
-        slug = f"{i:02d}_{parse_spec(spec).slug}"
-        jobs.append(EngineJob(spec=spec, bundle=scratch / slug / "bundle", engines_dir=scratch / slug / "engines",
-                              profile=profile))
-    return jobs
+    return [EngineJob(spec=spec, bundle=scratch / f"{i:02d}_{parse_spec(spec).slug}", engines_dir=scratch / "engines",
+                      profile=profile) for i, spec in enumerate(specs)]
 
 
 def prepare(job: EngineJob, model: str):
