@@ -16,6 +16,7 @@ import json
 import numpy as np
 import pytest
 from runtime_helpers import photos, rel_err
+from vlm_helpers import build_lfm2_vl  # on sys.path through runtime_helpers
 
 pytest.importorskip("transformers")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -66,27 +67,6 @@ def _qwen_model(family: str):
     return model
 
 
-def _lfm2_model():
-    import torch
-    import transformers as T
-
-    cfg = T.Lfm2VlConfig(
-        vision_config=dict(model_type="siglip2_vision_model", hidden_size=32, num_hidden_layers=2,
-                           num_attention_heads=2, intermediate_size=64, patch_size=16, num_patches=36,
-                           vision_use_head=False),
-        text_config=dict(model_type="lfm2", hidden_size=48, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=1, intermediate_size=64, vocab_size=300,
-                         layer_types=["conv", "full_attention"]),
-        downsample_factor=2, projector_hidden_size=40, image_token_id=5)
-    torch.manual_seed(0)
-    model = T.Lfm2VlForConditionalGeneration(cfg).eval()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return model
-
-
 def _folder(family: str, root):
     """(folder, model, Processor): saved with save_pretrained, its image processor and tokenizer beside it."""
     import transformers as T
@@ -94,7 +74,7 @@ def _folder(family: str, root):
     from vlm_helpers import save_vlm
 
     if family == "lfm2_vl":
-        model = _lfm2_model()
+        model = build_lfm2_vl(vision_layers=2)
         image = T.Lfm2VlImageProcessor(encoder_patch_size=16, downsample_factor=2, min_image_tokens=4,
                                        max_image_tokens=64, tile_size=128, do_image_splitting=False,
                                        image_mean=[0.5] * 3, image_std=[0.5] * 3, resample=2)

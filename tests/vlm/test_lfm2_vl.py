@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from vlm_helpers import run_main, save_vlm, tile_pixels
+from vlm_helpers import build_lfm2_vl, run_main, save_vlm, tile_pixels
 
 from tokcomp_edge.core.ort_session import ort_session
 
@@ -22,30 +22,10 @@ PROCESSOR = dict(encoder_patch_size=16, downsample_factor=2, min_image_tokens=4,
                  tile_size=TILE, do_image_splitting=False)
 
 
-def _model(seed: int = 0):
-    import transformers as T
-
-    cfg = T.Lfm2VlConfig(
-        vision_config=dict(model_type="siglip2_vision_model", hidden_size=32, num_hidden_layers=3,
-                           num_attention_heads=2, intermediate_size=64, patch_size=16, num_patches=36,
-                           vision_use_head=False),
-        text_config=dict(model_type="lfm2", hidden_size=48, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=1, intermediate_size=64, vocab_size=300,
-                         layer_types=["conv", "full_attention"]),
-        downsample_factor=2, projector_hidden_size=40, image_token_id=5)
-    torch.manual_seed(seed)
-    model = T.Lfm2VlForConditionalGeneration(cfg).eval()
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():  # every parameter perturbed: LayerNorms at 1/0 would hide a wrong order
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return model
-
-
 @pytest.fixture(scope="module")
 def lfm2(tmp_path_factory):
     """(folder, model): the tiny LFM2-VL saved in 3+ safetensors shards with its image processor config."""
-    model = _model()
+    model = build_lfm2_vl(vision_layers=3)
     folder = save_vlm(model, tmp_path_factory.mktemp("lfm2") / "lfm2_vl", max_shard_size="100KB")
     (folder / "preprocessor_config.json").write_text(json.dumps(
         {"image_processor_type": "Lfm2VlImageProcessor", "image_mean": [0.5] * 3, "image_std": [0.5] * 3,

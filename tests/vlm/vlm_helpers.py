@@ -65,6 +65,29 @@ def build_vlm(family: str, seed: int = 0, **over):
     return model
 
 
+def build_lfm2_vl(vision_layers: int, seed: int = 0):
+    """A tiny random Lfm2VlForConditionalGeneration: a SigLIP2 tower of `vision_layers` layers (6×6 position
+    table, patch 16), pixel unshuffle 2, an LFM2 text model of one conv and one attention layer; every
+    parameter perturbed, as in build_vlm (LayerNorms at 1/0 would hide a wrong order)."""
+    import transformers as T
+
+    cfg = T.Lfm2VlConfig(
+        vision_config=dict(model_type="siglip2_vision_model", hidden_size=32, num_hidden_layers=vision_layers,
+                           num_attention_heads=2, intermediate_size=64, patch_size=16, num_patches=36,
+                           vision_use_head=False),
+        text_config=dict(model_type="lfm2", hidden_size=48, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=1, intermediate_size=64, vocab_size=300,
+                         layer_types=["conv", "full_attention"]),
+        downsample_factor=2, projector_hidden_size=40, image_token_id=5)
+    torch.manual_seed(seed)
+    model = T.Lfm2VlForConditionalGeneration(cfg).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return model
+
+
 def save_vlm(model, folder: Path, **kw) -> Path:
     from transformers.utils import logging as hf_logging
 
