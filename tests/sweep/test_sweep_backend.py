@@ -115,10 +115,24 @@ def test_scratch_folder_removed_when_a_build_fails(llava, tmp_path, monkeypatch)
     from tokcomp_edge.sweep.trt_latency import TrtEngines
 
     started = []
+
+    def starting(spec):
+        started.append(spec)
+        # Stands for the timing cache an earlier candidate's build would have left in the shared engines root.
+        (scratch,) = tmp_path.glob(".sweep.engines-*")
+        (scratch / "engines" / "timing").mkdir(parents=True)
+        (scratch / "engines" / "timing" / "gpu-trt10.3.0.cache").write_bytes(b"tactics")
+
     engines = TrtEngines(model=f"hf:{llava[0]}", profile="fp32", beside=tmp_path / "sweep")
-    with pytest.raises(RuntimeMissing), engines.open(["pool:2"], starting=started.append):
+    with pytest.raises(RuntimeMissing), engines.open(["pool:2"], starting=starting):
         pass
     assert started == ["pool:2"] and list(tmp_path.iterdir()) == []
+    # The timing cache outlives the scratch folder: the pick's build (--export) is seeded with it, in the
+    # folder the profile's `timing_cache = "auto"` reads (engines/timing: test_plan_of_builds).
+    assert engines.timing_caches == {"gpu-trt10.3.0.cache": b"tactics"}
+    (seeded,) = engines.seed_timing_caches(tmp_path / "pick" / "engines")
+    assert seeded == tmp_path / "pick" / "engines" / "timing" / "gpu-trt10.3.0.cache"
+    assert seeded.read_bytes() == b"tactics"
 
 
 def test_export_variants_and_the_report_links_back(capsys, llava, photos, prompts, tmp_path):

@@ -229,7 +229,7 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
                 "per_candidate_pair_s": fid_s / max(1, len(runnable) * len(pairs)),
                 "candidates": len(runnable), "pairs": len(pairs)},
         warnings=warnings)
-    _write(cfg, result, out, pick, t_start)
+    _write(cfg, result, out, pick, t_start, engines)
     return result
 
 
@@ -341,7 +341,8 @@ def _validate(cfg: SweepConfig, tmp: Path, engine: Path | None) -> dict[str, Any
             "seconds": time.perf_counter() - t0}
 
 
-def _write(cfg: SweepConfig, result: SweepResult, out: Path, pick: str | None, t_start: float) -> None:
+def _write(cfg: SweepConfig, result: SweepResult, out: Path, pick: str | None, t_start: float,
+           engines=None) -> None:
     """sweep.json + sweep.html, and with --export the pick's bundle (its --variants made), its engine (--backend
     tensorrt) and its validation, all in one staged folder: a failed export, build or validation leaves nothing."""
     import json
@@ -364,6 +365,8 @@ def _write(cfg: SweepConfig, result: SweepResult, out: Path, pick: str | None, t
                 from .trt_latency import DEFAULT_PROFILE
 
                 t0 = time.perf_counter()
+                if engines is not None:  # the candidates' timing caches: the pick's build starts from them
+                    engines.seed_timing_caches(tmp / "engines")
                 engine = build_engine(BuildConfig(bundle=tmp / "bundle", profile=cfg.profile or DEFAULT_PROFILE,
                                                   engines_dir=tmp / "engines", quiet=cfg.quiet)).engine_path
                 result.engine = str(out / engine.relative_to(tmp))

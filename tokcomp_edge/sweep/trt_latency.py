@@ -127,6 +127,8 @@ class TrtEngines:
         beside: the sweep's output folder; the scratch folder is made in its parent.
         records: per spec, what was built (variant, engine bytes, build seconds, export seconds), after `open`.
         label: what ran, after `open` (TensorRT version, GPU, profile).
+        timing_caches: the builds' timing cache files (name → bytes), kept from the scratch folder after `open`
+            so that the pick's own build (--export) starts from them (`seed_timing_caches`).
     """
 
     model: str
@@ -134,6 +136,18 @@ class TrtEngines:
     beside: Path
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     label: str = ""
+    timing_caches: dict[str, bytes] = field(default_factory=dict)
+
+    def seed_timing_caches(self, engines_dir: Path) -> list[Path]:
+        """Write the kept timing caches into `engines_dir/timing/` (where profile `timing_cache = "auto"` reads
+        them); a cache made on another GPU/TensorRT would be refused by the build and left alone."""
+        from ..atomic import write_bytes_atomic
+
+        written = []
+        for name, data in self.timing_caches.items():
+            write_bytes_atomic(Path(engines_dir) / "timing" / name, data)
+            written.append(Path(engines_dir) / "timing" / name)
+        return written
 
     @contextlib.contextmanager
     def open(self, specs: list[str], starting: Callable[[str], None] | None = None,
@@ -174,4 +188,7 @@ class TrtEngines:
             for backend in backends.values():
                 with contextlib.suppress(Exception):  # closing must not hide the error that got us here
                     backend.close()
+            with contextlib.suppress(OSError):
+                for cache in sorted((scratch / "engines" / "timing").glob("*.cache")):
+                    self.timing_caches[cache.name] = cache.read_bytes()
             shutil.rmtree(scratch, ignore_errors=True)
