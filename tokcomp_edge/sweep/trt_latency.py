@@ -189,6 +189,7 @@ class TrtEngines:
                 with contextlib.suppress(Exception):  # closing must not hide the error that got us here
                     backend.close()
             with contextlib.suppress(OSError):
-                for cache in sorted((scratch / "engines" / "timing").glob("*.cache")):
-                    self.timing_caches[cache.name] = cache.read_bytes()
+                # (not named `cache`: tests/trt_api reads that name as a TensorRT ITimingCache)
+                for cache_file in sorted((scratch / "engines" / "timing").glob("*.cache")):
+                    self.timing_caches[cache_file.name] = cache_file.read_bytes()
             shutil.rmtree(scratch, ignore_errors=True)
