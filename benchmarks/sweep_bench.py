@@ -37,6 +37,10 @@ if str(ROOT) not in sys.path:  # run.py and this file run as scripts; the fixtur
 BUDGETS = (16, 8)  # tokens per image, of the fixture's 64 (an 8×8 grid)
 PAIRS = 280  # 40 per question type (7 types); ≈ 1 min of fidelity for the 15 candidates on 2 cores
 ANSWER_TOKENS = 3  # the fixture answers one word then </s>
+# One PyTorch thread: the model is tiny (a 4 × 64 tower, a 2 × 128 LLM), so its ops are too small to split, and
+# on a shared 2-core machine two threads spin-waiting for each other made the same sweep 17× slower (28 pairs:
+# 165 s against 9.6 s of fidelity while other jobs ran).
+THREADS = 1
 LATENCY_RUNS = 31  # a call is ~1 ms here; more runs make the median steadier on a shared machine
 
 
@@ -173,7 +177,7 @@ def _fixture_facts(folder: Path) -> dict:
 
 def bench_sweep(tmp: Path, console, pairs: int = PAIRS, budgets=BUDGETS, candidates: str | None = None,
                 latency: str = "onnxruntime", latency_runs: int = LATENCY_RUNS, folder: Path | None = None,
-                check_generate: bool = True) -> dict:
+                check_generate: bool = True, threads: int = THREADS) -> dict:
     """Run the sweep on `pairs` held-out items of the fixture and score it (see the module docstring).
 
     Args:
@@ -182,10 +186,22 @@ def bench_sweep(tmp: Path, console, pairs: int = PAIRS, budgets=BUDGETS, candida
         candidates: a `--candidates` text; None → bench_specs(budgets).
         latency: the sweep's latency backend (`onnxruntime`, `pytorch`, `none`).
         folder: the fixture folder; None → shapes_vlm.fixture_path() (trained when neither committed nor cached).
+        threads: PyTorch threads for the run (restored after): THREADS.
     Returns:
         a JSON-ready dict: fixture facts, the items, per candidate the sweep's figures + task accuracy and
         the decoded answers, the per-budget verdicts, Spearman, the generate cross-check, timings.
     """
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _bench_sweep(tmp, console, pairs, budgets, candidates, latency, latency_runs, folder, check_generate)
+    finally:
+        torch.set_num_threads(prev)
+
+
+def _bench_sweep(tmp, console, pairs, budgets, candidates, latency, latency_runs, folder, check_generate) -> dict:
     from benchmarks import shapes_vlm as V
 
     from tokcomp_edge.sweep import SweepConfig, run_sweep
@@ -242,30 +258,35 @@ KIND_LABEL = {"colour": "col", "position": "pos", "count": "cnt", "count_colour"
 
 def sweep_table(res: dict):
     """The rich table: one row per candidate, the budget marks, task accuracy overall and per question type."""
+    from rich import box
     from rich.table import Table
 
     fx = res["fixture"]
     t = Table(title=f"sweep on the trained shapes VLM ({fx.get('commit') or fx['path']}, weights "
-                    f"{fx['weights_sha256'][:12]}): {res['pairs']} held-out pairs, task accuracy vs ground truth")
+                    f"{fx['weights_sha256'][:12]}): {res['pairs']} held-out pairs, task accuracy vs ground truth "
+                    "(per question type: correct of type/pairs)", box=box.SIMPLE_HEAD)
     marks: dict[str, list[str]] = {}
     for v in res["verdicts"]:
         if v.get("pick"):
-            marks.setdefault(v["pick"], []).append(f"pick≤{v['tokens']}")
-            for b in v["best"]:
-                marks.setdefault(b, []).append(f"best≤{v['tokens']}")
+            for spec in dict.fromkeys([v["pick"], *v["best"]]):
+                what = "/".join(w for w, ok in (("pick", spec == v["pick"]), ("best", spec in v["best"])) if ok)
+                marks.setdefault(spec, []).append(f"{what}≤{v['tokens']}")
+    per_kind = {k: sum(it["kind"] == k for it in res["items"]) for k in res["kinds"]}
     cols = ["candidate", "tokens", "top1 [95 %]", "kl", "match", "ms", "task [95 %]"]
     cols += [KIND_LABEL.get(k, k) for k in res["kinds"]] + ["budget"]
+    totals = sorted(set(per_kind.values()))
+    of = f"of {totals[0]}" if len(totals) == 1 else "of " + ", ".join(f"{KIND_LABEL.get(k, k)} {n}"
+                                                                     for k, n in per_kind.items())
+    t.title = t.title.replace("correct of type/pairs", f"correct {of}")
     for c in cols:
-        t.add_column(c, justify="left" if c in ("candidate", "budget") else "right")
+        t.add_column(c, justify="left" if c in ("candidate", "budget") else "right", no_wrap=True)
     for r in res["candidates"]:
         a = r["task"]
         lo, hi = r["top1_ci"]
         ms = "" if r["latency_ms"] is None else f"{r['latency_ms']:.2f}"
-        kinds = [f"{a['by_kind'][k]['correct']}/{a['by_kind'][k]['total']}" if k in a["by_kind"] else ""
-                 for k in res["kinds"]]
-        t.add_row(r["spec"], str(r["tokens"]), f"{r['top1']:.3f} [{lo:.3f}, {hi:.3f}]", f"{r['kl']:.3f}",
-                  f"{r['match']:.3f}", ms, f"{a['correct']}/{a['total']} {a['accuracy']:.3f} "
-                  f"[{a['ci'][0]:.2f}, {a['ci'][1]:.2f}]", *kinds, " ".join(marks.get(r["spec"], [])))
+        kinds = [str(a["by_kind"][k]["correct"]) if k in a["by_kind"] else "" for k in res["kinds"]]
+        t.add_row(r["spec"], str(r["tokens"]), f"{r['top1']:.3f} [{lo:.2f}, {hi:.2f}]", f"{r['kl']:.3f}",
+                  f"{r['match']:.3f}", ms, f"{a['accuracy']:.3f} [{a['ci'][0]:.2f}, {a['ci'][1]:.2f}]", *kinds, " ".join(marks.get(r["spec"], [])))
     return t
 
 
@@ -307,8 +328,14 @@ def main(argv=None) -> int:
                     help="the checkpoint folder (default shapes_vlm.fixture_path(): trained when missing)")
     ap.add_argument("--latency", default="onnxruntime", choices=("onnxruntime", "pytorch", "none"))
     ap.add_argument("--candidates", default=None, help="a --candidates text instead of the bench grid")
+    ap.add_argument("--show", type=Path, default=None,
+                    help="print the table of a bench JSON already written (run.py's `sweep` or this one's)")
     args = ap.parse_args(argv)
     c = Console(width=170)
+    if args.show is not None:
+        data = json.loads(args.show.read_text())
+        print_sweep(data.get("sweep", data), c)
+        return 0
     with tempfile.TemporaryDirectory(prefix="tokcomp-sweep-bench-") as d:
         r = bench_sweep(Path(d), c, pairs=args.pairs, candidates=args.candidates, latency=args.latency,
                         folder=args.fixture)
