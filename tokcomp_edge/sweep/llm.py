@@ -283,9 +283,16 @@ def load_language_model(model_id: str, dtype: str = "float32") -> LanguageModel:
     if processor is not None and not hasattr(processor, "apply_chat_template"):
         processor = None
     return LanguageModel(model=model, tokenizer=tokenizer, image_token=str(image_token), image_token_id=image_id,
-                         template="processor chat template" if getattr(processor, "chat_template", None) else
-                         ("tokenizer chat template" if getattr(tokenizer, "chat_template", None) else DEFAULT_TEMPLATE),
+                         template=_template_name(fam, processor, tokenizer),
                          processor=processor, eos_ids=frozenset(eos), family=fam, marker=marker)
+
+
+def _template_name(fam: str, processor, tokenizer) -> str:
+    if getattr(processor, "chat_template", None):
+        return "processor chat template"
+    if fam == "paligemma":
+        return "PaliGemma prefix: {image}<bos>{prompt}\\n"
+    return "tokenizer chat template" if getattr(tokenizer, "chat_template", None) else DEFAULT_TEMPLATE
 
 
 def _placeholders(spec, image_id: int, tokenizer, processor) -> tuple[str, str]:
