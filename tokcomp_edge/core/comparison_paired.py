@@ -97,9 +97,11 @@ def compare_pruned(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray
 # Where a merge-map difference is judged by the score evidence, and what this comparator does not do: it
 # has no PyTorch module to replay near-tie decisions with (export/tome_parity.py needs one), so a map
 # that differs beyond min_jaccard fails as it is, and the sentence says where it would be judged. Where a
-# PyTorch module is at hand (`validate --torch`: validation/tome_judge.py) the replays' verdict replaces it.
-NO_REPLAY = ("; not judged by the match scores here: only export parity and `validate --torch`, which run the "
-             "PyTorch module, replay near-tie merge decisions (run them with the checkpoint available)")
+# PyTorch module is at hand (`validate --torch`: validation/tome_judge.py; the export's fp16 check:
+# export/variant_check.py) the replays' or the forcing's verdict replaces it.
+NO_REPLAY = ("; not judged by the match scores here: only export parity, the fp16 variant check and `validate "
+             "--torch`, which run the PyTorch module, judge merge decisions by them (run them with the checkpoint "
+             "available)")
 
 
 def _check_merge_map(am: np.ndarray, em: np.ndarray, *, source: str, tol: Tolerance, name: str, rows: int) -> Check:

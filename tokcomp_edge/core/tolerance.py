@@ -21,8 +21,13 @@ differs is explained when it equals PyTorch's own run with one near-tie decision
 pair or a best-vs-second-best match whose gap in PyTorch's scores is ≤ score_atol (compression/tome_replay.py,
 at most MAX_REPLAYS per image) — and its outputs are then judged against that replay's with these same
 thresholds; the check names the block and the gap. The golden reference keeps PyTorch's own outputs.
-Without a PyTorch module (validate --torch off, the variant checks) a merge map must agree within min_jaccard as it
-is (fp32 and export parity: exactly), and the failure says where it would be judged.
+Where one flip cannot explain it (fp16 sits within its noise of many decisions at realistic grids), the fp16
+variant check and `validate --torch` on an ONNX target force PyTorch to the target's own decisions, read
+from its per-block maps (compression/tome_forced.py): every decision that differs from PyTorch's on the
+same tokens must be within score_atol in PyTorch's scores, and the outputs must equal the forced run's
+within these thresholds. Without a PyTorch module (validate --torch off, a bundle whose PyTorch module
+cannot be rebuilt, the nhwc and int8 checks) a merge map must agree within min_jaccard as it is (fp32 and
+export parity: exactly), and the failure says where it would be judged.
 Every bound is judged as `not (err <= bound)`, so NaN fails; zero compared elements fail.
 A threshold set to None is reported but not judged. The defaults and why: docs/validate-and-report.md, "Default tolerances, and why".
 

@@ -126,3 +126,80 @@ def explain_by_replay(model, x: np.ndarray, expected: dict[str, np.ndarray], got
                      f"image {b} ({int((am[b] != em[b]).sum())} patches in other rows): none of its "
                      f"{len(todo[b])} near-tie decisions, flipped one at a time, gives the target's merge map")
     return ReplayVerdict(composite if len(found) == len(differ) else None, notes, replays)
+
+
+def _prefix_tokens(model) -> int:
+    from ..encoders.tower import VisionTower
+
+    tower = next((m for m in model.modules() if isinstance(m, VisionTower)), None)
+    return int(tower.spec.prefix_tokens) if tower is not None else 0
+
+
+def explain_by_forcing(model, x: np.ndarray, expected: dict[str, np.ndarray], got: dict[str, np.ndarray],
+                       maps: list[np.ndarray], names: list[str], merge_map: str, tol: Tolerance) -> ReplayVerdict:
+    """Explain the target's merge maps by forcing PyTorch to take its decisions (compression/tome_forced.py).
+
+    For a target that sits within its precision's noise of many decisions (fp16), where one flipped decision
+    (`explain_by_replay`) cannot reproduce several: PyTorch re-runs taking, step by step, the decisions the
+    target's per-step patch → row maps show, and every decision where they differ from PyTorch's own on the
+    same tokens must be a near-tie in PyTorch's scores (gap ≤ tol.score_atol). The verdict's `expected` is
+    the forced run's outputs (the caller judges the target against them within `tol`: exact up to rounding
+    for the target's own map), or None when an image's maps are invalid, PyTorch's scores are not finite,
+    or a differing decision is not a near-tie; the notes say which, per differing image.
+
+    Args:
+        model: the fp32 PyTorch module; x: the batch (float32 NCHW).
+        expected: PyTorch's own outputs (to say which images differ); got: the target's outputs.
+        maps: the target's patch → row map after each ToMe step (the block taps of the merging blocks).
+        names: the module's output names in its output order; merge_map: the merge map's name.
+        tol: the merge map's Tolerance (score_atol None: nothing is explained).
+    """
+    import torch
+
+    from ..compression.tome_forced import forced_run
+
+    em, am = np.asarray(expected[merge_map]), np.asarray(got[merge_map])
+    if am.shape != em.shape:
+        return ReplayVerdict(None, [f"merge map shape {am.shape} is not PyTorch's {em.shape}: nothing to force"])
+    atol = tol.score_atol
+    if atol is None:
+        return ReplayVerdict(None, ["score_atol is not set, so no merge decision counts as a near-tie"])
+    blocks = _merging_blocks(model)
+    if blocks is not None and len(blocks) != len(maps):
+        return ReplayVerdict(None, [f"{len(maps)} per-block maps for the module's {len(blocks)} ToMe steps"])
+    if not maps or not np.array_equal(np.asarray(maps[-1]), am):
+        return ReplayVerdict(None, ["the target's last per-block map is not its merge_map output"])
+    param = next(model.parameters(), None)
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    xt = xt.to(param.device) if param is not None else xt
+    y, forced = forced_run(model, xt, [np.asarray(m) for m in maps], _prefix_tokens(model))
+    ys = _named(y, names)
+    notes = []
+    for b in range(em.shape[0]):
+        if np.array_equal(am[b], em[b]) and b not in forced.invalid and not forced.differing.get(b):
+            continue
+        head = f"image {b} ({int((am[b] != em[b]).sum())} patches in other rows)"
+        if b in forced.invalid:
+            notes.append(f"{head}: its per-block maps are no ToMe step PyTorch can take: {forced.invalid[b]}")
+            continue
+        if b in forced.nonfinite:
+            s = forced.nonfinite[b]
+            where = f"block {blocks[s]}" if blocks and s < len(blocks) else f"ToMe step {s}"
+            notes.append(f"{head}: PyTorch's match scores are not finite in {where}, so no decision can be judged")
+            continue
+        diff = forced.differing.get(b, [])
+        far = [(s, k, g) for s, k, g in diff if not g <= atol]
+        shown = far or sorted(diff, key=lambda d: -d[2])
+        what = ", ".join(f"{'block ' + str(blocks[s]) if blocks and s < len(blocks) else 'step ' + str(s)} "
+                         f"{'rank boundary' if k == 'rank' else 'best match'} gap {g:.3g}" for s, k, g in shown[:3])
+        more = f" and {len(shown) - 3} more" if len(shown) > 3 else ""
+        if far:
+            notes.append(f"{head}: PyTorch forced to the target's decisions: {len(diff)} differ from its own on the "
+                         f"same tokens, {len(far)} of them not near-ties (> score_atol {atol:g}): {what}{more}")
+        else:
+            notes.append(f"explained: {head}: PyTorch forced to the target's decisions: {len(diff)} differ from its "
+                         f"own on the same tokens, all near-ties ≤ score_atol {atol:g} ({what}{more})")
+    ok = all(forced.explained(b, atol) for b in range(em.shape[0]))
+    if ok and not np.array_equal(ys[merge_map], am):  # the forcing did not take: never judge against it
+        return ReplayVerdict(None, notes + ["PyTorch forced to the target's decisions did not reproduce its merge map"], 1)
+    return ReplayVerdict(ys if ok else None, notes, 1)

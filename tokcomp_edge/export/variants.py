@@ -32,7 +32,7 @@ from ..core.tolerance import DEFAULTS, NHWC, Tolerance
 from ..errors import InputError, ParityError
 from .fp16 import Fp16Options, convert_fp16, modelopt_version
 from .nhwc import wrap_nhwc
-from .variant_check import check_fp16, check_nhwc
+from .variant_check import TomeForcing, check_fp16, check_nhwc
 
 PRECISIONS = ("fp32", "fp16", "int8")
 INPUT_LAYOUTS = ("nchw-float", "nhwc-uint8")
@@ -196,7 +196,8 @@ def register_fp16(bundle: Bundle, tmp: Path, options: VariantOptions, facts: dic
     with stage(f"fp16 check: ONNX Runtime CPU vs golden reference (batch {', '.join(map(str, batches))})",
                times, options.quiet):
         result = check_fp16(tmp, src, reference, batches, options.fp16_tolerance,
-                            OutputLayout.from_manifest(bundle.manifest))
+                            OutputLayout.from_manifest(bundle.manifest),
+                            tome=TomeForcing.from_manifest(bundle.manifest))
     if not result:
         raise ParityError(f"fp16 variant fails its check against the golden reference: {result.failure_text()}",
                           "nothing was registered; find the layer that breaks with `tokcomp debug BUNDLE "

@@ -44,7 +44,7 @@ from .target import Target, resolve_target, stored_debug
 from .next_step import check_cause, next_step
 from .pytorch_choice import torch_cuda, torch_decision
 from .timed_runs import time_target, time_target_and_pytorch
-from .tome_judge import golden_rejudged, torch_judged
+from .tome_judge import forcing_maps, golden_rejudged, torch_judged
 
 MAX_IMAGE_PANELS = 8  # prune masks drawn over at most this many --images in the HTML
 
@@ -226,10 +226,12 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
                     fp32 = {o: default_tolerance("fp32") for o in target.outputs}
                     step = steps.task("accuracy vs PyTorch", 3)
                     hi_b = bundle.batch_range[1]
-                    # A ToMe merge map that differs from PyTorch's is judged by its near-tie replays (tome_judge).
+                    # A ToMe merge map that differs from PyTorch's is judged by its near-tie replays, or PyTorch
+                    # forced to the target's own decisions (tome_judge).
+                    tmaps = forcing_maps(runner, manifest)
                     checks = golden_rejudged(checks, tr, {b: (o, _expected(ref, target.outputs, b), golden_images(
                         bundle, ref, b, pre, tspecs).pixel_values) for b, o in golden_out.items()},
-                        tols=tols, layout=layout, notes=notes)
+                        tols=tols, layout=layout, notes=notes, target_maps=tmaps)
                     b0 = min(bundle.reference_batches())
                     rb = golden_images(bundle, ref, b0, pre, tspecs)
                     rebuilt = infer_batched(tr, tspecs, rb, 1, hi_b)
@@ -243,13 +245,15 @@ def validate(cfg: ValidateConfig) -> ValidationResult:
                         exp = infer_batched(tr, tspecs, seeded, 1, hi_b)
                         checks += torch_judged(compare_outputs(seeded_out, exp, source="pytorch-seeded", tols=tols,
                                                                layout=layout), tr, seeded_out, exp, seeded.pixel_values,
-                                               hi_b, source="pytorch-seeded", tols=tols, layout=layout, notes=notes)
+                                               hi_b, source="pytorch-seeded", tols=tols, layout=layout, notes=notes,
+                                               target_maps=tmaps)
                     step()
                     if images is not None:
                         exp = infer_batched(tr, tspecs, images, 1, hi_b)
                         checks += torch_judged(compare_outputs(images_out, exp, source="pytorch-images", tols=tols,
                                                                layout=layout), tr, images_out, exp, images.pixel_values,
-                                               hi_b, source="pytorch-images", tols=tols, layout=layout, notes=notes)
+                                               hi_b, source="pytorch-images", tols=tols, layout=layout, notes=notes,
+                                               target_maps=tmaps)
                     step()
                     torch_gpu = tr.gpu_memory()
                     torch_info = dict(tr.info)

@@ -159,6 +159,15 @@ class OnnxRuntimeRunner(Runner):
             return str(self.onnx_path), "native (graph has subgraphs; emulation not possible)"
         return emulated.SerializeToString(), "emulated fp16 rounding (as an fp16/int8 engine computes)"
 
+    def session_model(self):
+        """The ONNX model (ModelProto) this runner's session loads on the providers it ran on: the emulated
+        graph for an fp16 file on CPU (validation/tome_judge.py reads ToMe's per-block maps from it)."""
+        import onnx
+
+        providers = list(self.info.get("providers") or DEVICES[self.device])
+        source, _ = self._model_source(providers)
+        return onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(source)
+
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # Inputs were built from the manifest and checked by the caller; skipping Polygraphy's per-call
         # metadata check keeps it out of the timed loop.
