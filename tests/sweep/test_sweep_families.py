@@ -25,8 +25,9 @@ PHOTOS = Path(__file__).resolve().parents[1] / "calibration" / "photos"
 PHOTO = PHOTOS / "chelsea-cat-300x200.jpg"  # landscape: InternVL, Idefics3 and OneVision cut several tiles
 PROMPT = "hello the image"
 TOL = 1e-4  # max |logit difference| between the sweep's path and the VLM's own forward
-# Fast in `make test`: a tiling family (InternVL), a packing one (OneVision), an M-RoPE one (Qwen2.5-VL).
-FAST = ("internvl", "llava_onevision", "qwen2_5_vl")
+# Fast in `make test` (about a second each): all but the near-duplicates of a fast one (SmolVLM = Idefics3's
+# layout, Qwen2-VL = Qwen2.5-VL's) and Qwen3.5.
+FAST = ("internvl", "llava_onevision", "qwen2_5_vl", "idefics3", "gemma3", "paligemma", "qwen3_vl", "lfm2_vl")
 ALL = ("internvl", "llava_onevision", "qwen2_5_vl", "idefics3", "smolvlm", "gemma3", "paligemma", "qwen2_vl",
        "qwen3_vl", "qwen3_5", "lfm2_vl")
 FAMILIES = [f if f in FAST else pytest.param(f, marks=pytest.mark.slow) for f in ALL]
@@ -76,8 +77,8 @@ def _reference_logits(family, model, processor, lm, image, answer):
     prompt followed by the answer tokens (no cache): row i predicts answer token i."""
     import torch
 
-    # PaliGemmaProcessor builds its prefix itself (image tokens, bos, the prompt, a newline) from the bare prompt.
-    text = PROMPT if family == "paligemma" else lm.render(PROMPT)
+    # PaliGemmaProcessor builds its prefix itself (image tokens, bos, the prompt, a newline) around the prompt.
+    text = f"<image>{PROMPT}" if family == "paligemma" else lm.render(PROMPT)
     inputs = dict(processor(images=[image], text=[text], return_tensors="pt"))
     inputs.pop("labels", None)
     ids = inputs["input_ids"][0].tolist()
