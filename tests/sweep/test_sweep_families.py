@@ -201,3 +201,27 @@ def test_a_folder_of_no_sweep_family_is_one_line(tmp_path):
         load_language_model(f"hf:{tmp_path / 'llama'}")
     line = ex.value.one_line()
     assert "'llama'" in line and "qwen2_5_vl" in line and "\n" not in line
+
+
+def test_cli_sweeps_a_tiling_family(family_folder, tmp_path, capsys):
+    """`tokcomp sweep` on InternVL: exit 0, the JSON's per-pair tiles and the candidates' own counts."""
+    import json
+    import shutil
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vlm"))
+    from vlm_helpers import run_main
+
+    folder, _, _ = family_folder("internvl")
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(PHOTO, images / PHOTO.name)
+    rc, out, err = run_main(capsys, "sweep", f"hf:{folder}", "--images", images, "--candidates", "none,pool:2",
+                            "--latency", "none", "--answer-tokens", "2", "--max-pairs", "1", "--json", "-q",
+                            "--out", tmp_path / "out")
+    assert rc == 0, err
+    d = json.loads(out)
+    tiles = d["model"]["tiles_per_pair"]
+    assert d["model"]["family"] == "internvl" and tiles[0] > 1
+    rows = {r["spec"]: r for r in d["candidates"]}
+    assert rows["none"]["per_pair"][0]["image_tokens"] == 4 * rows["pool:2"]["per_pair"][0]["image_tokens"]
+    assert rows["none"]["per_pair"][0]["image_tokens"] == rows["none"]["tokens"] * tiles[0]
