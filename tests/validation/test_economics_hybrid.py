@@ -153,4 +153,4 @@ def test_sweep_cost_reads_the_same_shape():
     report = bundle_llm({"vlm": {"family": "lfm2_vl", "llm": spec.llm.to_dict()}})  # what validate reads
     assert prefill_flops(shape, 77) == prefill_flops(report, 77)
     want = llm_saving(shape, 64, 16, 5)
-    assert economics(spec, 64, 16, 5)["prefill_flops_saved"] == want.flops_saved
+    assert economics(spec, 64, 16, [1], 5)["prefill_flops_saved"] == want.flops_saved

@@ -16,7 +16,7 @@ from ..console import console, stage
 from ..errors import InputError, OutputError
 from .candidates import candidate_grid, parse_candidates
 from .choose import Constraint, NoFeasibleCandidate, choose, pareto_front
-from .cost import LATENCY_BACKENDS, measure_latency
+from .cost import LATENCY_BACKENDS, economics, mean_image_tokens, measure_latency
 from .fidelity import Pair, log_probs, per_prompt, score, summarise
 from .inputs import check_images, read_pairs, read_prompts
 from .result import SweepConfig, SweepResult
@@ -190,14 +190,14 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
     native = next(c.tokens for c in runnable if c.spec == "none")
     mean_text = round(sum(text_tokens) / len(text_tokens))
     tiles = [s.tiles for s in scores["none"]]
-    native_image = _mean_image_tokens(scores["none"])
+    native_image = mean_image_tokens(scores["none"])
     rows = []
     for c in runnable:
         s = summarise(scores[c.spec], seed=cfg.seed)
         med = lat["per_candidate"].get(c.spec, {}).get("median_ms")
         rows.append({"spec": c.spec, "tokens": c.tokens, "arithmetic": c.plan.arithmetic, **s,
                      "top1_lo": s["top1_ci"][0], "latency_ms": med,
-                     "economics": _economics(vlm, native_image, _mean_image_tokens(scores[c.spec]), tiles,
+                     "economics": economics(vlm, native_image, mean_image_tokens(scores[c.spec]), tiles,
                                              mean_text),
                      "per_prompt": per_prompt(scores[c.spec], pairs),
                      "per_pair": [x.to_dict() for x in scores[c.spec]]})
@@ -281,23 +281,6 @@ def _fidelity(cfg, lm, encoders, runnable, params, pairs):
                 scores[c.spec].append(s)
                 bar.advance(task)
     return refs, scores, text_tokens
-
-
-def _mean_image_tokens(scores) -> float:
-    return round(sum(s.image_tokens for s in scores) / len(scores), 3)
-
-
-def _economics(vlm, native: float, tokens: float, tiles: list[int], text_tokens: int) -> dict[str, Any]:
-    """Prefill FLOPs and KV-cache bytes saved per image, on the MEAN image tokens the LLM read over the sweep's
-    images (tiles, OneVision's newlines and packing included), not a per-tile figure times a fixed tile count."""
-    from .cost import llm_shape
-    from ..validation.economics import llm_saving
-
-    s = llm_saving(llm_shape(vlm), native, tokens, text_tokens)
-    return {"tokens_per_image": tokens, "tiles": round(sum(tiles) / len(tiles), 3), "text_tokens": text_tokens,
-            "basis": "mean over the sweep's images", "prefill_flops": s.flops_compressed,
-            "prefill_flops_saved": s.flops_saved, "saved_fraction": s.saved_fraction,
-            "kv_bytes_saved": s.kv_cache_bytes_saved}
 
 
 def _examples(lm, encoder, params, pairs, refs, k, spec) -> list[dict[str, Any]]:
