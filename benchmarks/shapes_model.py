@@ -10,14 +10,16 @@ enough to train on a CPU, and the recipe that trains it (benchmarks/shapes_vlm.p
   `<image>` id is config.image_token_index, a CLIPImageProcessor at 64 px and a LlavaProcessor with a
   LLaVA-1.5-style chat template (`USER: <image>\\n… ASSISTANT:`).
 
-Training: end to end, every parameter, AdamW; the loss is the answer tokens' cross-entropy (the answer word
-and `</s>`) plus an auxiliary per-patch classification of the tower's selected features (the colour, kind
-and mark under each patch, whether a shape's centre is in it, its column and row; heads thrown away after
-training). The auxiliary loss shortens training: it teaches the tower where things are, patch by patch, so
-the image tokens carry spatial detail (which is what compression then costs). Each training sequence asks
-several questions about its image in turn (the first turn is exactly the single-question prompt). Seeded, single-process, one thread: the same seed
-on the same machine gives the same weights, bit for bit (checked for short runs; the committed recipe,
-4000 steps, took 26 min on a shared 2-core machine).
+Training (`train`, one loop, one stage): end to end, every parameter, AdamW with a warm-up and a cosine to
+zero; the loss is the answer tokens' cross-entropy (the answer word and `</s>`) plus an auxiliary per-patch
+classification of the tower's selected features (HEADS: the colour, kind and mark under each patch, whether
+a shape's centre is in it, and joint labels that tie each shape's patches to what is asked about it: kind ×
+colour, kind × side, and the kind of the shape farthest to each side; heads thrown away after training).
+The auxiliary loss teaches the tower where things are, patch by patch, so the image tokens carry spatial
+detail (which is what compression then costs). Each training sequence asks several questions about its
+image in turn (the first turn is exactly the single-question prompt). Seeded, single-process, one thread:
+the same seed on the same machine gives the same weights, bit for bit (checked for short runs; the figures
+of the committed recipe are in benchmarks/fixtures/shapes-vlm/shapes_vlm.json).
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ class Recipe:
     lr: float = 1.5e-3
     warmup: int = 60
     aux_weight: float = 1.0
+    # The auxiliary heads trained (names of HEADS, in this order: the order their weights are drawn in).
+    heads: tuple[str, ...] = ("colour", "kind", "mark", "centre", "column", "row")
     # One thread: the sums inside each op are then split the same way on every machine, and on a shared
     # 2-core machine one thread was faster than two.
     threads: int = 1
@@ -138,10 +142,23 @@ def answer_ids(answer: str) -> list[int]:
     return [ids[answer], ids["</s>"]]
 
 
+# The auxiliary per-patch heads, by name → number of classes (0 = none of it under the patch). The joint
+# labels (kind × colour, kind × side, kind of the shape farthest to each side) put on the patches of a
+# shape what a question about that shape reads off it: with them the answer is a bag-of-patches readout
+# for the LLM; with kind and colour labelled apart (the first recipe) the 2-layer LLM mixed up which colour
+# or side went with which shape (colour 0.72, side 0.75) and never learnt the farthest shape (0.21).
+HEADS = {"colour": len(D.COLOURS) + 1, "kind": len(D.KINDS) + 1, "mark": len(D.MARKS) + 1, "centre": 2,
+         "column": GRID, "row": GRID, "kind_colour": len(D.KINDS) * len(D.COLOURS) + 1, "kind_side": len(D.KINDS) * 2 + 1,
+         **{f"extreme_{side}": len(D.KINDS) + 1 for side in D.SIDES}}
+
+
 def patch_labels(scene: D.Scene) -> np.ndarray:
-    """[GRID*GRID, 4] int: per patch, the colour (0 = none, 1–6) and kind (0 = none, 1–3) that cover at least
-    4 of its 64 pixels (the largest such when several do), the mark (0–3) with a pixel in it, and whether
-    a shape's centre lies in it (0/1), its column and its row."""
+    """[GRID*GRID, len(HEADS)] int, per patch: the colour (0 = none, 1–6) and kind (0 = none, 1–3) that
+    cover at least 4 of its 64 pixels (the largest such when several do), the mark (0–3) with a pixel in
+    it, whether a shape's centre lies in it (0/1), its column and row; then for the shape of that kind: its kind and colour
+    jointly, its kind and side (left/right of the middle, 0 when it is within 6 px of it, as the side
+    question), and per side (left, right, top, bottom) its kind when it is the shape farthest that way
+    (0 when it is not, or when the position question has no answer)."""
     colour = np.zeros((D.SIZE, D.SIZE), np.int64)
     kind = np.zeros((D.SIZE, D.SIZE), np.int64)
     mark = np.zeros((D.SIZE, D.SIZE), np.int64)
@@ -153,7 +170,7 @@ def patch_labels(scene: D.Scene) -> np.ndarray:
     if scene.mark != "none":
         x, y = scene.mark_xy
         mark[y:y + D.MARK_SIZE, x:x + D.MARK_SIZE][D._GLYPHS[scene.mark]] = D.MARKS.index(scene.mark) + 1
-    out = np.zeros((GRID * GRID, 6), np.int64)
+    out = np.zeros((GRID * GRID, len(HEADS)), np.int64)
     for j, plane in enumerate((colour, kind, mark)):
         blocks = plane.reshape(GRID, PATCH, GRID, PATCH).transpose(0, 2, 1, 3).reshape(GRID * GRID, -1)
         counts = (blocks[:, :, None] == np.arange(1, 8)[None, None, :]).sum(axis=1)  # [patches, class 1..7]
@@ -162,8 +179,22 @@ def patch_labels(scene: D.Scene) -> np.ndarray:
         out[:, j] = np.where(enough, best + 1, 0)
     for s in scene.shapes:  # the patch holding each shape's centre: what counting reads
         out[(s.cy // PATCH) * GRID + s.cx // PATCH, 3] = 1
-    out[:, 4] = np.arange(GRID * GRID) % GRID  # the patch's column and row: what left/right/top/bottom read
+    out[:, 4] = np.arange(GRID * GRID) % GRID  # the patch's column and row
     out[:, 5] = np.arange(GRID * GRID) // GRID
+    by_kind = {D.KINDS.index(s.kind) + 1: s for s in scene.shapes}  # kinds are distinct within a scene
+    extremes = [D._extreme(scene.shapes, side) for side in D.SIDES]
+    for p in range(GRID * GRID):
+        k = int(out[p, 1])
+        if k == 0:
+            continue
+        s = by_kind.get(k)
+        if s is None:  # the patch's majority kind label is of a shape the scene lacks: cannot happen
+            continue
+        out[p, 6] = (k - 1) * len(names) + names.index(s.colour) + 1
+        if abs(s.cx - D.SIZE // 2) >= 6:
+            out[p, 7] = (k - 1) * 2 + (s.cx >= D.SIZE // 2) + 1
+        for j, e in enumerate(extremes):
+            out[p, 8 + j] = k if e is s else 0
     return out
 
 
@@ -214,8 +245,10 @@ class TrainSet:
         return (pixels(self.images[idx]), ids, mask, labels, torch.from_numpy(self.labels[idx]))
 
 
-def train(recipe: Recipe, log=print):
-    """Train the VLM from its seed; returns the model (eval mode) and the per-step losses."""
+def train(recipe: Recipe, start: Path | None = None, log=print):
+    """Train the VLM from its seed (`start` None) or go on training the checkpoint folder `start` (a later
+    stage: new auxiliary heads, a new AdamW with its own warm-up and cosine, the training scenes of this
+    recipe's seed); returns the model (eval mode) and the per-step losses."""
     import torch
     from transformers import LlavaForConditionalGeneration
 
@@ -223,10 +256,14 @@ def train(recipe: Recipe, log=print):
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(recipe.seed)
     # eager attention: on CPU at these sizes transformers' sdpa path is several times slower
-    model = LlavaForConditionalGeneration._from_config(build_config(), attn_implementation="eager")
+    if start is None:
+        model = LlavaForConditionalGeneration._from_config(build_config(), attn_implementation="eager")
+    else:
+        model = LlavaForConditionalGeneration.from_pretrained(start, attn_implementation="eager")
     width = model.config.vision_config.hidden_size
-    heads = torch.nn.ModuleList([torch.nn.Linear(width, n) for n in (len(D.COLOURS) + 1, len(D.KINDS) + 1,
-                                                                       len(D.MARKS) + 1, 2, GRID, GRID)])
+    names = list(HEADS)
+    columns = [names.index(h) for h in recipe.heads]
+    heads = torch.nn.ModuleList([torch.nn.Linear(width, HEADS[h]) for h in recipe.heads])
     data = TrainSet(recipe)
     params = list(model.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -246,7 +283,7 @@ def train(recipe: Recipe, log=print):
         answer_loss, feats = forward_loss(model, px, ids, mask, labels)
         patches = feats[:, 1:]  # the CLS is dropped, as the projector sees them
         aux = sum(torch.nn.functional.cross_entropy(h(patches).flatten(0, 1), plabels[..., j].flatten())
-                  for j, h in enumerate(heads))
+                  for j, h in zip(columns, heads))
         loss = answer_loss + recipe.aux_weight * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -29,8 +29,13 @@ def test_committed_fixture_is_this_code():
     info = json.loads((folder / V.PROVENANCE).read_text())
     assert info["key"] == V.cache_key()
     assert hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest() == info["sha256"]
-    # issue 19 asks for >= 0.9; this recipe reaches 0.81 (chance is about 0.35): see shapes_vlm.py
-    assert info["heldout"]["accuracy"] >= 0.7
+    # issue 19 asks for >= 0.9 on held-out generated images (chance is about 0.35): see shapes_vlm.py
+    assert info["heldout"]["accuracy"] >= 0.9 and info["heldout"]["total"] == 200
+    assert all(k["accuracy"] >= 0.45 for k in info["heldout"]["by_kind"].values()), info["heldout"]["by_kind"]
+    # the compressions it records tell the methods apart: each costs accuracy
+    cmp = info["compare"]
+    assert cmp["none"]["accuracy"] == info["heldout"]["accuracy"]
+    assert all(cmp[m]["accuracy"] <= cmp["none"]["accuracy"] - 0.2 for m in ("pool:2", "pool:4", "prune:16"))
 
 
 def test_loads_like_a_checkpoint(trained):
@@ -75,6 +80,32 @@ def test_answers_are_ground_truth():
     assert tuple(img[30, 12]) == D.COLOURS["red"] and tuple(img[52, 42]) == (255, 255, 255)
 
 
+def test_patch_labels_tie_each_shape_to_its_answers():
+    """The auxiliary labels on a hand-built scene: each shape's patches carry its kind × colour, its side and,
+    per side, whether it is the shape farthest that way — the answers the questions about it read."""
+    scene = D.Scene((D.Shape("circle", "red", "big", 12, 30), D.Shape("square", "blue", "small", 50, 10)),
+                    "none", (0, 0), 40, 1)
+    lab = M.patch_labels(scene)
+    col = {name: j for j, name in enumerate(M.HEADS)}
+    assert lab.shape == (M.GRID * M.GRID, len(M.HEADS))
+    circle = lab[:, col["kind"]] == D.KINDS.index("circle") + 1
+    square = lab[:, col["kind"]] == D.KINDS.index("square") + 1
+    assert circle.sum() > square.sum() > 0 and not lab[~(circle | square), col["kind_colour"]:].any()
+    n = len(D.COLOURS)
+    assert set(lab[circle, col["kind_colour"]]) == {0 * n + list(D.COLOURS).index("red") + 1}
+    assert set(lab[square, col["kind_colour"]]) == {1 * n + list(D.COLOURS).index("blue") + 1}
+    assert set(lab[circle, col["kind_side"]]) == {1} and set(lab[square, col["kind_side"]]) == {2 * 1 + 1 + 1}
+    c, q = D.KINDS.index("circle") + 1, D.KINDS.index("square") + 1
+    for side, kind, mask in (("left", c, circle), ("bottom", c, circle), ("right", q, square), ("top", q, square)):
+        assert set(lab[mask, col[f"extreme_{side}"]]) == {kind} and not lab[~mask, col[f"extreme_{side}"]].any()
+    # an ambiguous side (centres 5 px apart vertically): no shape is farthest that way
+    near = D.Scene((D.Shape("circle", "red", "small", 12, 30), D.Shape("square", "blue", "small", 50, 35)),
+                   "none", (0, 0), 40, 1)
+    lab = M.patch_labels(near)
+    assert not lab[:, col["extreme_top"]].any() and not lab[:, col["extreme_bottom"]].any()
+    assert lab[:, col["extreme_left"]].any()
+
+
 def test_accuracy_scorer():
     items = V.heldout(3)
     right = [it.answer for it in items]
@@ -85,7 +116,7 @@ def test_accuracy_scorer():
 
 
 def test_heldout_accuracy_and_pooling_costs(trained):
-    """Well above chance uncompressed (greedy, ground truth; ≥ 65 % on these 140, chance ≈ 35 %); 2×2
+    """Well above chance uncompressed (greedy, ground truth; ≥ 85 % on these 140, chance ≈ 35 %); 2×2
     average pooling of the tower's grid before the projector (16 tokens spliced instead of 64) costs at
     least 10 points."""
     import torch
@@ -94,7 +125,7 @@ def test_heldout_accuracy_and_pooling_costs(trained):
     items = V.heldout(140)
     answers = V.answer(model, processor, items)
     full = V.accuracy(answers, items)
-    assert full.value >= 0.65, full.to_dict()
+    assert full.value >= 0.85, full.to_dict()
     px = processor(images=[it.image for it in items], return_tensors="pt")["pixel_values"]
     feats = V.selected_features(model, px)
     grid = feats.transpose(1, 2).reshape(len(items), -1, M.GRID, M.GRID)
@@ -105,9 +136,9 @@ def test_heldout_accuracy_and_pooling_costs(trained):
     assert pool.value <= full.value - 0.10, (full.value, pool.value)
 
 
-def test_short_training_is_reproducible():
-    """Two short trainings from the same seed are equal bit for bit (the full one is the slow test below),
-    and torch's process-wide settings come back as they were."""
+def test_short_training_is_reproducible(tmp_path):
+    """Two short trainings from the same seed are equal bit for bit, a later stage from the saved first one
+    too (the full recipe is the slow test below), and torch's process-wide settings come back as they were."""
     import torch
 
     before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
@@ -118,6 +149,14 @@ def test_short_training_is_reproducible():
     assert la == lb and la[0] != la[-1]
     sa, sb = a.state_dict(), b.state_dict()
     assert all(bool((sa[k] == sb[k]).all()) for k in sa)
+    M.save(a, tmp_path / "stage1")
+    later = M.Recipe(seed=1, train_scenes=24, steps=2, batch=4, turns=2, warmup=1, heads=tuple(M.HEADS))
+    c, lc = V.train(later, start=tmp_path / "stage1", log=None)
+    d, ld = V.train(later, start=tmp_path / "stage1", log=None)
+    assert lc == ld
+    sc, sd = c.state_dict(), d.state_dict()
+    assert all(bool((sc[k] == sd[k]).all()) for k in sc)
+    assert not all(bool((sc[k] == sa[k]).all()) for k in sa)  # it did train on from stage 1
 
 
 @pytest.mark.slow
