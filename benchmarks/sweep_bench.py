@@ -330,11 +330,14 @@ def main(argv=None) -> int:
     ap.add_argument("--candidates", default=None, help="a --candidates text instead of the bench grid")
     ap.add_argument("--show", type=Path, default=None,
                     help="print the table of a bench JSON already written (run.py's `sweep` or this one's)")
+    ap.add_argument("--figure", type=Path, default=None,
+                    help="also write the top1-vs-task-accuracy figure (SVG) of the result shown or measured")
     args = ap.parse_args(argv)
     c = Console(width=170)
     if args.show is not None:
         data = json.loads(args.show.read_text())
         print_sweep(data.get("sweep", data), c)
+        _figure(data.get("sweep", data), args.figure, c)
         return 0
     with tempfile.TemporaryDirectory(prefix="tokcomp-sweep-bench-") as d:
         r = bench_sweep(Path(d), c, pairs=args.pairs, candidates=args.candidates, latency=args.latency,
@@ -349,7 +352,20 @@ def main(argv=None) -> int:
     write_text_atomic(path, json.dumps(r, indent=1) + "\n")
     print_sweep(r, c)
     c.print(f"written {path.relative_to(ROOT)}")
+    _figure(r, args.figure, c)
     return 0
+
+
+def _figure(res: dict, dest: Path | None, console) -> None:
+    if dest is None:
+        return
+    from benchmarks.sweep_figure import figure_svg
+
+    from tokcomp_edge.atomic import write_text_atomic
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(dest, figure_svg(res) + "\n")
+    console.print(f"written {dest}")
 
 
 if __name__ == "__main__":

@@ -124,3 +124,32 @@ def test_spearman_and_wilson_against_scipy():
     assert B.spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
     ci = stats.binomtest(9, 14).proportion_ci(confidence_level=0.95, method="wilson")
     assert B.wilson(9, 14) == pytest.approx([ci.low, ci.high], abs=1e-6)
+
+
+def test_figure_marks_every_candidate_and_rings_the_picks(run, tmp_path):
+    """The docs figure (benchmarks/sweep_figure.py): a standalone SVG with one mark per candidate placed at its
+    (top1, task accuracy), and one red ring per budget's pick, drawn on the pick's own mark."""
+    import xml.etree.ElementTree as ET
+
+    from benchmarks.sweep_figure import PICK_RING
+
+    _, res = run
+    dest = tmp_path / "fig.svg"
+    B._figure(res, dest, Console(file=io.StringIO()))
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    root = ET.fromstring(dest.read_text())
+    titled = [c for c in root.iter("{http://www.w3.org/2000/svg}circle") if c.find("s:title", ns) is not None]
+    assert sorted(c.find("s:title", ns).text.split(": ")[0] for c in titled) == sorted(r["spec"] for r in res["candidates"])
+    rings = [c for c in root.iter("{http://www.w3.org/2000/svg}circle")
+             if c.get("stroke") == PICK_RING and c.find("s:title", ns) is None]
+    picks = {v["pick"] for v in res["verdicts"] if v.get("pick")}
+    at = {(c.get("cx"), c.get("cy")) for c in titled if c.find("s:title", ns).text.split(": ")[0] in picks}
+    # the legend's ring sits outside the plot; the others sit exactly on the picks' marks
+    assert {(c.get("cx"), c.get("cy")) for c in rings} - at and at <= {(c.get("cx"), c.get("cy")) for c in rings}
+    assert len(rings) == len(picks) + 1
+    # the order on the x axis follows top1, on the y axis (SVG y grows downwards) task accuracy
+    by = {c.find("s:title", ns).text.split(": ")[0]: (float(c.get("cx")), float(c.get("cy"))) for c in titled}
+    rows = sorted(res["candidates"], key=lambda r: r["top1"])
+    assert [by[r["spec"]][0] for r in rows] == sorted(by[r["spec"]][0] for r in rows)
+    rows = sorted(res["candidates"], key=lambda r: r["task"]["accuracy"])
+    assert [by[r["spec"]][1] for r in rows] == sorted((by[r["spec"]][1] for r in rows), reverse=True)
