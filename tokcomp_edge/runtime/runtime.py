@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 
 from ..core.bundle import Bundle
-from ..errors import BundleError, CheckFailed, InputError
+from ..errors import BundleError, InputError
 from .backends import Backend, open_backend
-from .layout import ImageLayout, image_layout
-from .packing import pack_image_features
+from .layout import ImageLayout
+from .postprocess import image_embedding
 from .processor import ProcessorParams
 from .tiling import TiledImage, tile_image
 
@@ -267,27 +267,13 @@ class VisionRuntime:
 
     def _postprocess(self, tiled: TiledImage, tokens: np.ndarray, multi_image: bool) -> tuple[np.ndarray, ImageLayout]:
         """One image's tiles' tokens [n, T, D] → its embedding [tokens, D] and its layout."""
-        if self.params.rule == "anyres":
-            grid = self._onevision_grid(tiled) if tiled.tiles > 1 else (1, 1)
-            if self.token_grid is None:
-                raise BundleError(f"bundle {self.name} records no token grid (grid_out), which LLaVA-OneVision's "
-                                  "packing needs", "export OneVision with a grid-keeping compression (pool, "
-                                  "unshuffle) or none")
-            packed = pack_image_features(tokens, grid, tiled.size, self.token_grid, self._newline,
-                                         self.params.vision_aspect_ratio or "anyres_max_9")
-            emb = packed.features
-            lay = image_layout(tiled, self.manifest, tokens=int(emb.shape[0]),
-                               newline_positions=packed.newline_positions)
-        else:
-            emb = np.ascontiguousarray(tokens.reshape(-1, tokens.shape[-1]), dtype=np.float32)
-            lay = image_layout(tiled, self.manifest)
-        if lay.tokens != emb.shape[0]:
-            raise CheckFailed(f"the layout of a {tiled.size[1]}x{tiled.size[0]} image says {lay.tokens} tokens, the "
-                              f"backend produced {emb.shape[0]}", "report this with the bundle's manifest")
+        if self.params.rule == "anyres" and self.token_grid is None:
+            raise BundleError(f"bundle {self.name} records no token grid (grid_out), which LLaVA-OneVision's "
+                              "packing needs", "export OneVision with a grid-keeping compression (pool, "
+                              "unshuffle) or none")
+        emb, lay = image_embedding(tiled, tokens, self.params, self.manifest, self.token_grid, self._newline,
+                                   "the backend")
         return emb, (lay if lay.bundle else replace(lay, bundle=self.name))
-
-    def _onevision_grid(self, tiled: TiledImage) -> tuple[int, int]:
-        return onevision_grid(self.params, tiled)
 
     # -- lifetime ----------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -302,24 +288,6 @@ class VisionRuntime:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def onevision_grid(params: ProcessorParams, tiled: TiledImage) -> tuple[int, int]:
-    """The crop grid pack_image_features views the features as: config.json's grid_pinpoints (the model's,
-    which transformers reads there) at the tile size; it must describe the crops the processor made.
-    (Also the sweep's, which packs its PyTorch features as the runtime packs the engine's.)"""
-    from .tile_geometry import select_best_resolution
-
-    pins = params.model_grid_pinpoints or params.image_grid_pinpoints
-    grid = tiled.grid
-    if pins:
-        h, w = select_best_resolution(tiled.size, pins)
-        grid = (h // params.tile[0], w // params.tile[1])
-    if grid[0] * grid[1] != tiled.tiles - 1:
-        raise BundleError(f"config.json's grid pinpoints give a {grid[0]}x{grid[1]} grid for a "
-                          f"{tiled.size[1]}x{tiled.size[0]} image, the processor cut {tiled.tiles - 1} crops",
-                          "re-export from a folder whose config.json and processor pinpoints agree")
-    return grid
 
 
 @dataclass

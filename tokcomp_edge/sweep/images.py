@@ -1,6 +1,6 @@
 """One image as a candidate's LLM input: tiled as the deployed runtime tiles it, each candidate's PyTorch vision
-path on the tiles, then the family's post-processing and layout exactly as runtime/runtime.py applies them to
-the engine's outputs.
+path on the tiles, then the family's post-processing and layout by the function the runtime applies to the
+engine's outputs (runtime/postprocess.py).
 
 - Tiles: runtime/tiling.py's `tile_image` with the ProcessorParams that vlm/processor_record.py derives from
   the hf: folder — the very record an export writes into the manifest, so no export is needed and the sweep
@@ -98,33 +98,20 @@ class CandidateImages:
     def encode(self, tiled: TiledImage) -> ImageInput:
         import torch
 
-        from ..runtime.layout import image_layout
+        from ..runtime.postprocess import image_embedding
 
         with torch.no_grad():
             out = self.path(torch.from_numpy(np.ascontiguousarray(tiled.pixels)))
         tokens, *rest = out if isinstance(out, tuple) else (out,)
         deep = [o for name, o in zip(self.extra, rest) if name.startswith("deepstack_")]
-        dim = tokens.shape[-1]
-        if self.params.rule == "anyres":
-            from ..runtime.packing import pack_image_features
-            from ..runtime.runtime import onevision_grid
-
-            grid_out = self.manifest["vlm"].get("grid_out")
-            if not grid_out:
-                raise CheckFailed(f"{self.spec} on LLaVA-OneVision keeps no token grid, which its packing needs",
-                                  "sweep a grid-keeping compression (pool, bilinear, unshuffle) or none")
-            grid = onevision_grid(self.params, tiled) if tiled.tiles > 1 else (1, 1)
-            packed = pack_image_features(tokens.float().numpy(), grid, tiled.size, tuple(grid_out), self.newline,
-                                         self.params.vision_aspect_ratio or "anyres_max_9")
-            feats = torch.from_numpy(np.ascontiguousarray(packed.features))
-            layout = image_layout(tiled, self.manifest, tokens=int(feats.shape[0]),
-                                  newline_positions=packed.newline_positions)
-        else:
-            feats = tokens.reshape(-1, dim)
-            layout = image_layout(tiled, self.manifest)
-        if layout.tokens != feats.shape[0]:
-            raise CheckFailed(f"{self.spec}: the runtime's layout says {layout.tokens} image tokens, the vision "
-                              f"path produced {feats.shape[0]}", "report this with the folder's config.json")
+        grid_out = self.manifest["vlm"].get("grid_out")
+        if self.params.rule == "anyres" and not grid_out:
+            raise CheckFailed(f"{self.spec} on LLaVA-OneVision keeps no token grid, which its packing needs",
+                              "sweep a grid-keeping compression (pool, bilinear, unshuffle) or none")
+        # The runtime's own post-processing and layout, on the PyTorch tokens (float32 numpy, as an engine's).
+        emb, layout = image_embedding(tiled, tokens.float().numpy(), self.params, self.manifest, grid_out,
+                                      self.newline, f"{self.spec}'s vision path")
+        feats = torch.from_numpy(emb)
         return ImageInput(features=feats, layout=layout, deepstack=[d.reshape(-1, d.shape[-1]) for d in deep])
 
 
